@@ -1,0 +1,181 @@
+"""Client and WorkflowHandle: start runs, send events, query, wait, inspect — over the socket."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+from grctl import protocol as p
+from grctl._connection import Connection
+from grctl._home import socket_path as resolve_socket
+from grctl.errors import WorkflowCancelledError, WorkflowFailedError
+from grctl.models.run import HistoryEvent, InboxEvent, RunInfo
+
+
+class Client:
+    """A connection to the daemon; ``async with await Client.connect() as client``."""
+
+    def __init__(self, conn: Connection) -> None:
+        self._conn = conn
+
+    @classmethod
+    async def connect(
+        cls, socket_path: str | os.PathLike[str] | None = None, *, home: str | None = None
+    ) -> Client:
+        """Connect to the daemon at ``socket_path`` (default from GRCTL_SOCKET / GRCTL_HOME)."""
+        path = Path(socket_path) if socket_path else resolve_socket(home=home)
+        return cls(await Connection.open(path, "client"))
+
+    async def __aenter__(self) -> Client:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        await self._conn.close()
+
+    async def _call(self, build: Any) -> Any:
+        return await self._conn.request(build)
+
+    async def start_workflow(
+        self, workflow_type: str, workflow_id: str, workflow_input: Any = None
+    ) -> WorkflowHandle:
+        """Start a run; raises WorkflowAlreadyRunningError if ``workflow_id`` has an active one."""
+        data = await self._call(
+            lambda r: p.StartWorkflow(r, workflow_type, workflow_id, p.wrap_value(workflow_input))
+        )
+        return WorkflowHandle(self, data["workflow_id"], data["run_id"])
+
+    def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
+        """A handle to the latest run of ``workflow_id`` (or to ``run_id``); no round trip."""
+        return WorkflowHandle(self, workflow_id, run_id)
+
+    async def list_workflows(
+        self, status: str | None = None, workflow_type: str | None = None, limit: int = 100
+    ) -> list[RunInfo]:
+        """Runs, newest first, filtered by status and type."""
+        rows = await self._call(lambda r: p.ListWorkflows(r, status, workflow_type, limit))
+        return [RunInfo.from_wire(row) for row in rows]
+
+    async def daemon_status(self) -> dict[str, Any]:
+        """Socket, database, uptime, workers and runs by status."""
+        return await self._call(lambda r: p.DaemonStatus(r))
+
+    async def shutdown_daemon(self) -> None:
+        """Ask the daemon to stop gracefully (in-flight commits finish)."""
+        await self._call(lambda r: p.Shutdown(r))
+
+
+class WorkflowHandle:
+    """One workflow_id (and optionally one run): send, query, result, cancel, describe, history."""
+
+    def __init__(self, client: Client, workflow_id: str, run_id: str | None = None) -> None:
+        self._client = client
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
+
+    async def send(self, event_name: str, payload: Any = None) -> None:
+        """Append an event to the run's inbox; acknowledged once it is durable."""
+        await self._client._call(
+            lambda r: p.SendEvent(
+                r, self.workflow_id, event_name, p.wrap_value(payload), self.run_id
+            )
+        )
+
+    async def query(self, query_name: str) -> Any:
+        """Run a query handler against the run's committed store."""
+        return await self._client._call(
+            lambda r: p.QueryWorkflow(r, self.workflow_id, query_name, self.run_id)
+        )
+
+    async def result(self, timeout: float | None = None) -> Any:
+        """Wait for the run to end and return its result.
+
+        Raises WorkflowFailedError or WorkflowCancelledError for runs that did not complete,
+        and TimeoutError when ``timeout`` seconds pass first.
+        """
+        call = self._client._call(lambda r: p.GetResult(r, self.workflow_id, self.run_id, True))
+        data = await asyncio.wait_for(call, timeout) if timeout is not None else await call
+        return outcome_value(data)
+
+    async def cancel(self, reason: str | None = None) -> None:
+        """Let the running step finish, then end the run ``cancelled``."""
+        await self._client._call(
+            lambda r: p.CancelWorkflow(r, self.workflow_id, self.run_id, reason)
+        )
+
+    async def terminate(self, reason: str | None = None) -> None:
+        """End the run now and stop its step on the worker."""
+        await self._client._call(
+            lambda r: p.TerminateWorkflow(r, self.workflow_id, self.run_id, reason)
+        )
+
+    async def describe(self) -> RunInfo:
+        """Status, current step and attempt, worker, store, timers, result or error."""
+        data = await self._client._call(
+            lambda r: p.DescribeWorkflow(r, self.workflow_id, self.run_id)
+        )
+        return RunInfo.from_wire(data)
+
+    async def inbox(self) -> list[InboxEvent]:
+        """The run's inbox in arrival order."""
+        rows = await self._client._call(lambda r: p.GetInbox(r, self.workflow_id, self.run_id))
+        return [InboxEvent.from_wire(row) for row in rows]
+
+    def history(self, follow: bool = False, after_seq: int = 0) -> _History:
+        """``await handle.history()`` for a list; ``async for ev in handle.history(follow=True)``."""
+        return _History(self, follow, after_seq)
+
+
+class _History:
+    """Awaitable (a list of events) and async-iterable (a stream, live with ``follow``)."""
+
+    def __init__(self, handle: WorkflowHandle, follow: bool, after_seq: int) -> None:
+        self._handle = handle
+        self._follow = follow
+        self._after = after_seq
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self._collect().__await__()
+
+    async def _collect(self) -> list[HistoryEvent]:
+        return [ev async for ev in self]
+
+    async def __aiter__(self) -> AsyncIterator[HistoryEvent]:
+        h = self._handle
+        chunks = h._client._conn.stream(
+            lambda r: p.GetHistory(r, h.workflow_id, h.run_id, self._follow, self._after)
+        )
+        async for chunk in chunks:
+            for row in chunk:
+                yield HistoryEvent.from_wire(row)
+
+
+def outcome_value(data: dict[str, Any]) -> Any:
+    """The result of an ended run, or its failure raised as a typed error."""
+    status = data["status"]
+    wid, rid = data.get("workflow_id"), data.get("run_id")
+    if status == "completed":
+        return data.get("result")
+    if status == "failed":
+        error = data.get("error") or {}
+        raise WorkflowFailedError(
+            f"workflow {wid!r} failed: {error.get('type', 'Error')}: {error.get('message', '')}",
+            workflow_id=wid,
+            run_id=rid,
+            details=error,
+        )
+    reason = data.get("reason")
+    raise WorkflowCancelledError(
+        f"workflow {wid!r} was {status}{f': {reason}' if reason else ''}",
+        workflow_id=wid,
+        run_id=rid,
+        details={"status": status, "reason": reason},
+    )

@@ -1,0 +1,183 @@
+"""Every public grctl error, with a stable wire ``code`` so nobody parses messages.
+
+The tree::
+
+    GrctlError
+    ├── DaemonUnavailableError          no daemon answers on the socket
+    ├── ProtocolError                   a malformed or oversized frame (the peer's fault)
+    ├── WorkflowDefinitionError         a workflow definition is invalid (found at import/worker start)
+    ├── NonDeterminismError             replay diverged from the recorded history
+    ├── StoreValueError                 a store value or result is not msgpack-serialisable
+    └── RequestError                    the daemon refused a request
+        ├── WorkflowAlreadyRunningError
+        ├── WorkflowNotFoundError
+        ├── WorkflowTypeNotRegisteredError
+        ├── UnknownEventError
+        ├── UnknownQueryError
+        ├── WorkflowNotRunningError
+        ├── InvalidInputError
+        ├── QueryFailedError
+        ├── NoWorkerError
+        ├── StaleDispatchError          a late result from a fenced-off dispatch
+        ├── WorkflowFailedError         ``handle.result()`` of a failed run
+        └── WorkflowCancelledError      ``handle.result()`` of a cancelled or terminated run
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class GrctlError(Exception):
+    """Base of every grctl error; carries the ids it concerns and a stable ``code``."""
+
+    code = "grctl_error"
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        workflow_id: str | None = None,
+        run_id: str | None = None,
+        details: dict[str, Any] | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.message = message
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.details = details or {}
+
+    def __str__(self) -> str:
+        return self.message
+
+
+class DaemonUnavailableError(GrctlError):
+    """No daemon answers on the socket."""
+
+    code = "daemon_unavailable"
+
+
+class ProtocolError(GrctlError):
+    """A frame was malformed, oversized or out of order: the peer's fault."""
+
+    code = "protocol_error"
+
+
+class WorkflowDefinitionError(GrctlError):
+    """A workflow definition is invalid; names the workflow and the handler."""
+
+    code = "workflow_definition"
+
+
+class NonDeterminismError(GrctlError):
+    """Replay of a step diverged from what the first execution recorded."""
+
+    code = "non_determinism"
+
+
+class StoreValueError(GrctlError, TypeError):
+    """A value given to the store or as a result cannot be serialised with msgpack."""
+
+    code = "store_value"
+
+
+class RequestError(GrctlError):
+    """The daemon refused a request."""
+
+    code = "request_refused"
+
+
+class WorkflowAlreadyRunningError(RequestError):
+    """A run with this workflow_id is already active."""
+
+    code = "workflow_already_running"
+
+
+class WorkflowNotFoundError(RequestError):
+    """No run exists for this workflow_id (or run_id)."""
+
+    code = "workflow_not_found"
+
+
+class WorkflowTypeNotRegisteredError(RequestError):
+    """No worker has ever registered this workflow type."""
+
+    code = "workflow_type_not_registered"
+
+
+class UnknownEventError(RequestError):
+    """The workflow type declares no handler for this event name."""
+
+    code = "unknown_event"
+
+
+class UnknownQueryError(RequestError):
+    """The workflow type declares no handler for this query name."""
+
+    code = "unknown_query"
+
+
+class WorkflowNotRunningError(RequestError):
+    """The run has already ended."""
+
+    code = "workflow_not_running"
+
+
+class InvalidInputError(RequestError):
+    """Input or payload does not match the handler's signature, or is malformed."""
+
+    code = "invalid_input"
+
+
+class QueryFailedError(RequestError):
+    """The query handler raised, or no worker answered in time."""
+
+    code = "query_failed"
+
+
+class NoWorkerError(RequestError):
+    """No connected worker serves this workflow type."""
+
+    code = "no_worker"
+
+
+class StaleDispatchError(RequestError):
+    """A result arrived for a dispatch that was fenced off (the step was given to another worker)."""
+
+    code = "stale_dispatch"
+
+
+class WorkflowFailedError(RequestError):
+    """The run ended ``failed``; ``details`` holds the ErrorDetails as a dict."""
+
+    code = "workflow_failed"
+
+
+class WorkflowCancelledError(RequestError):
+    """The run ended ``cancelled`` or ``terminated``."""
+
+    code = "workflow_cancelled"
+
+
+_BY_CODE: dict[str, type[GrctlError]] = {}
+
+
+def _collect(cls: type[GrctlError]) -> None:
+    _BY_CODE[cls.code] = cls
+    for sub in cls.__subclasses__():
+        _collect(sub)
+
+
+_collect(GrctlError)
+
+
+def error_from_wire(
+    code: str,
+    message: str,
+    workflow_id: str | None = None,
+    run_id: str | None = None,
+    details: dict[str, Any] | None = None,
+) -> GrctlError:
+    """Build the typed error a daemon reply names by ``code``."""
+    cls = _BY_CODE.get(code, RequestError)
+    return cls(message, workflow_id=workflow_id, run_id=run_id, details=details)

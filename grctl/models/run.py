@@ -1,0 +1,123 @@
+"""Run and history models the client returns: RunStatus, RunInfo, HistoryEvent, InboxEvent."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from datetime import UTC, datetime
+from enum import StrEnum
+from typing import Any
+
+
+class RunStatus(StrEnum):
+    """Where a run is in its life. ``running`` and ``waiting`` are the active ones."""
+
+    RUNNING = "running"
+    WAITING = "waiting"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+    TERMINATED = "terminated"
+
+    @property
+    def is_active(self) -> bool:
+        return self in (RunStatus.RUNNING, RunStatus.WAITING)
+
+
+ACTIVE_STATUSES = (RunStatus.RUNNING.value, RunStatus.WAITING.value)
+
+
+def ms_to_datetime(ms: int | None) -> datetime | None:
+    return None if ms is None else datetime.fromtimestamp(ms / 1000, tz=UTC)
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """What ``describe`` and ``list`` tell about one run."""
+
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    status: RunStatus
+    created_at: datetime
+    updated_at: datetime
+    ended_at: datetime | None = None
+    step_name: str | None = None
+    attempt: int = 0
+    worker: str | None = None
+    input: Any = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    store: dict[str, Any] = field(default_factory=dict)
+    timers: list[dict[str, Any]] = field(default_factory=list)
+    parent_workflow_id: str | None = None
+    parent_run_id: str | None = None
+    cancel_requested: bool = False
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> RunInfo:
+        return cls(
+            workflow_id=data["workflow_id"],
+            run_id=data["run_id"],
+            workflow_type=data["workflow_type"],
+            status=RunStatus(data["status"]),
+            created_at=ms_to_datetime(data["created_ms"]),
+            updated_at=ms_to_datetime(data["updated_ms"]),
+            ended_at=ms_to_datetime(data.get("ended_ms")),
+            step_name=data.get("step_name"),
+            attempt=data.get("attempt", 0),
+            worker=data.get("worker"),
+            input=data.get("input"),
+            result=data.get("result"),
+            error=data.get("error"),
+            store=data.get("store") or {},
+            timers=data.get("timers") or [],
+            parent_workflow_id=data.get("parent_workflow_id"),
+            parent_run_id=data.get("parent_run_id"),
+            cancel_requested=bool(data.get("cancel_requested")),
+        )
+
+
+@dataclass(frozen=True)
+class HistoryEvent:
+    """One recorded fact of a run, in sequence order."""
+
+    workflow_id: str
+    run_id: str
+    seq: int
+    time: datetime
+    kind: str
+    step_name: str | None
+    data: dict[str, Any]
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> HistoryEvent:
+        return cls(
+            workflow_id=data["workflow_id"],
+            run_id=data["run_id"],
+            seq=data["seq"],
+            time=ms_to_datetime(data["ts_ms"]),
+            kind=data["kind"],
+            step_name=data.get("step_name"),
+            data=data.get("data") or {},
+        )
+
+
+@dataclass(frozen=True)
+class InboxEvent:
+    """One event in a run's inbox; ``state`` is pending or dispatched (with the step it went to)."""
+
+    seq: int
+    event_name: str
+    payload: Any
+    arrived_at: datetime
+    state: str
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> InboxEvent:
+        return cls(
+            seq=data["seq"],
+            event_name=data["event_name"],
+            payload=data.get("payload"),
+            arrived_at=ms_to_datetime(data["arrived_ms"]),
+            state=data["state"],
+        )

@@ -1,0 +1,405 @@
+"""The wire: length-prefixed msgpack frames and the message classes both sides speak.
+
+A frame is a 4-byte big-endian length followed by one msgpack map ``{"kind": ..., **fields}``.
+The first frame on every connection is a ``Hello`` carrying ``PROTOCOL_VERSION``; the daemon
+answers ``Welcome`` or an ``ErrorReply`` and closes. Requests carry a ``req_id`` the reply
+repeats. Every message is a small dataclass, encoded in one pass here and nowhere else.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import struct
+from dataclasses import dataclass, field
+from typing import Any, ClassVar
+
+import msgpack
+
+from grctl.errors import ProtocolError
+
+PROTOCOL_VERSION = 1
+MAX_FRAME_BYTES = 16 * 1024 * 1024
+_HEADER = struct.Struct(">I")
+
+
+@dataclass
+class Message:
+    """Base of every wire message; ``kind`` names it on the wire."""
+
+    kind: ClassVar[str] = ""
+
+
+MESSAGES: dict[str, type[Message]] = {}
+
+
+def message(kind: str):
+    """Register a message class under its wire ``kind``."""
+
+    def wrap(cls: type[Message]) -> type[Message]:
+        cls.kind = kind
+        MESSAGES[kind] = cls
+        cls._field_checks = tuple((f.name, _CHECKS.get(f.type)) for f in dataclasses.fields(cls))
+        return cls
+
+    return wrap
+
+
+_CHECKS: dict[str, tuple[type, ...]] = {
+    "str": (str,),
+    "str | None": (str, type(None)),
+    "int": (int,),
+    "int | None": (int, type(None)),
+    "bool": (bool,),
+    "dict[str, Any]": (dict,),
+    "dict[str, Any] | None": (dict, type(None)),
+    "list[Any]": (list,),
+    "list[dict[str, Any]]": (list,),
+}
+
+
+# -- handshake and replies ------------------------------------------------------------------
+
+
+@message("hello")
+@dataclass
+class Hello(Message):
+    protocol_version: int
+    role: str  # "client" or "worker"
+    name: str = ""
+    pid: int = 0
+
+
+@message("welcome")
+@dataclass
+class Welcome(Message):
+    protocol_version: int
+    daemon_version: str
+    connection_id: str
+
+
+@message("reply")
+@dataclass
+class Reply(Message):
+    req_id: int
+    data: Any = None
+
+
+@message("error")
+@dataclass
+class ErrorReply(Message):
+    req_id: int | None
+    code: str
+    message: str
+    workflow_id: str | None = None
+    run_id: str | None = None
+    details: dict[str, Any] | None = None
+
+
+# -- client requests -------------------------------------------------------------------------
+
+
+@message("start_workflow")
+@dataclass
+class StartWorkflow(Message):
+    req_id: int
+    workflow_type: str
+    workflow_id: str
+    workflow_input: Any = None
+
+
+@message("send")
+@dataclass
+class SendEvent(Message):
+    req_id: int
+    workflow_id: str
+    event_name: str
+    payload: Any = None
+    run_id: str | None = None
+
+
+@message("query")
+@dataclass
+class QueryWorkflow(Message):
+    req_id: int
+    workflow_id: str
+    query_name: str
+    run_id: str | None = None
+
+
+@message("cancel")
+@dataclass
+class CancelWorkflow(Message):
+    req_id: int
+    workflow_id: str
+    run_id: str | None = None
+    reason: str | None = None
+
+
+@message("terminate")
+@dataclass
+class TerminateWorkflow(Message):
+    req_id: int
+    workflow_id: str
+    run_id: str | None = None
+    reason: str | None = None
+
+
+@message("describe")
+@dataclass
+class DescribeWorkflow(Message):
+    req_id: int
+    workflow_id: str
+    run_id: str | None = None
+
+
+@message("history")
+@dataclass
+class GetHistory(Message):
+    req_id: int
+    workflow_id: str
+    run_id: str | None = None
+    follow: bool = False
+    after_seq: int = 0
+
+
+@message("history_items")
+@dataclass
+class HistoryItems(Message):
+    """A chunk of a history stream; ``done`` closes it (the run ended or it was not followed)."""
+
+    req_id: int
+    events: list[dict[str, Any]]
+    done: bool = False
+
+
+@message("result")
+@dataclass
+class GetResult(Message):
+    req_id: int
+    workflow_id: str
+    run_id: str | None = None
+    wait: bool = False
+
+
+@message("list")
+@dataclass
+class ListWorkflows(Message):
+    req_id: int
+    status: str | None = None
+    workflow_type: str | None = None
+    limit: int = 100
+
+
+@message("inbox")
+@dataclass
+class GetInbox(Message):
+    req_id: int
+    workflow_id: str
+    run_id: str | None = None
+
+
+@message("status")
+@dataclass
+class DaemonStatus(Message):
+    req_id: int
+
+
+@message("shutdown")
+@dataclass
+class Shutdown(Message):
+    req_id: int
+
+
+# -- worker ↔ daemon -------------------------------------------------------------------------
+
+
+@message("register_worker")
+@dataclass
+class RegisterWorker(Message):
+    """A worker's workflow definitions (see ``Workflow.definition()``) and its capacity."""
+
+    req_id: int
+    workflows: list[dict[str, Any]]
+    concurrency: int = 100
+
+
+@message("heartbeat")
+@dataclass
+class Heartbeat(Message):
+    pass
+
+
+@message("dispatch_step")
+@dataclass
+class DispatchStep(Message):
+    """Run one step: everything the worker needs travels here, so a step is one round trip.
+
+    ``dispatch_id`` is the fencing token: only the latest dispatch of a step may report.
+    ``records`` are the outcomes the step already recorded (tasks, ``ctx.now()``…), for replay.
+    """
+
+    dispatch_id: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    step_name: str
+    handler_kind: str  # start, step, event
+    args: Any
+    store: dict[str, Any]
+    records: list[Any]
+    attempt: int
+    timeout_ms: int
+    parent_workflow_id: str | None = None
+    parent_run_id: str | None = None
+
+
+@message("record")
+@dataclass
+class RecordOutcome(Message):
+    """Make one task outcome or deterministic value durable before the step goes on."""
+
+    req_id: int
+    dispatch_id: str
+    record: Any
+
+
+@message("start_child")
+@dataclass
+class StartChild(Message):
+    req_id: int
+    dispatch_id: str
+    record: Any
+    workflow_type: str
+    workflow_id: str
+    workflow_input: Any = None
+
+
+@message("send_to_parent")
+@dataclass
+class SendToParent(Message):
+    req_id: int
+    dispatch_id: str
+    record: Any
+    event_name: str
+    payload: Any = None
+
+
+@message("complete_step")
+@dataclass
+class CompleteStep(Message):
+    """A step ended: either a directive with its store writes, or the error it raised."""
+
+    req_id: int
+    dispatch_id: str
+    directive: dict[str, Any] | None = None
+    store_writes: dict[str, Any] = field(default_factory=dict)
+    error: dict[str, Any] | None = None
+
+
+@message("cancel_step")
+@dataclass
+class CancelStep(Message):
+    dispatch_id: str
+    reason: str = ""
+
+
+@message("run_query")
+@dataclass
+class RunQuery(Message):
+    query_id: str
+    workflow_id: str
+    run_id: str
+    workflow_type: str
+    query_name: str
+    store: dict[str, Any]
+
+
+@message("query_answer")
+@dataclass
+class QueryAnswer(Message):
+    query_id: str
+    value: Any = None
+    error: dict[str, Any] | None = None
+
+
+# -- codec -----------------------------------------------------------------------------------
+
+
+def encode(msg: Message) -> bytes:
+    """One message → one frame (header included)."""
+    body = msgpack.packb({"kind": msg.kind, **msg.__dict__}, use_bin_type=True)
+    if len(body) > MAX_FRAME_BYTES:
+        raise ProtocolError(
+            f"message {msg.kind!r} is {len(body)} bytes, over the {MAX_FRAME_BYTES}-byte frame limit"
+        )
+    return _HEADER.pack(len(body)) + body
+
+
+VALUE_EXT = 1
+
+
+def wrap_value(value: Any) -> msgpack.ExtType:
+    """A user value (input, payload, store value, result) as it travels: packed once, opaque.
+
+    The daemon stores and forwards these bytes without ever decoding them; only the SDK side
+    (``decode(..., open_values=True)``) turns them back into Python values.
+    """
+    return msgpack.ExtType(VALUE_EXT, msgpack.packb(value, use_bin_type=True))
+
+
+def _open_ext(code: int, data: bytes) -> Any:
+    if code == VALUE_EXT:
+        return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_open_ext)
+    return msgpack.ExtType(code, data)
+
+
+def open_value(value: Any) -> Any:
+    """A wrapped user value back to Python; anything else is returned as is."""
+    if isinstance(value, msgpack.ExtType) and value.code == VALUE_EXT:
+        return _open_ext(value.code, value.data)
+    return value
+
+
+def decode(body: bytes, open_values: bool = False) -> Message:
+    """One frame body → its message, checking kind, fields and their types."""
+    try:
+        if open_values:
+            data = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_open_ext)
+        else:
+            data = msgpack.unpackb(body, raw=False, strict_map_key=False)
+    except Exception as exc:
+        raise ProtocolError(f"frame is not valid msgpack: {exc}") from None
+    if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
+        raise ProtocolError("frame is not a map with a 'kind'")
+    kind = data.pop("kind")
+    cls = MESSAGES.get(kind)
+    if cls is None:
+        raise ProtocolError(f"unknown message kind {kind!r}")
+    for name, allowed in cls._field_checks:
+        if allowed is not None and name in data and not isinstance(data[name], allowed):
+            raise ProtocolError(f"field {name!r} of {kind!r} has the wrong type")
+        if name in data and allowed == (int,) and isinstance(data[name], bool):
+            raise ProtocolError(f"field {name!r} of {kind!r} has the wrong type")
+    try:
+        return cls(**data)
+    except TypeError as exc:
+        raise ProtocolError(f"bad fields for {kind!r}: {exc}") from None
+
+
+async def read_message(reader: asyncio.StreamReader, open_values: bool = False) -> Message | None:
+    """Read one frame; ``None`` at a clean end of stream. Raises ProtocolError on a bad frame."""
+    try:
+        header = await reader.readexactly(_HEADER.size)
+    except asyncio.IncompleteReadError as exc:
+        if not exc.partial:
+            return None
+        raise ProtocolError("connection closed mid-frame") from None
+    (length,) = _HEADER.unpack(header)
+    if length > MAX_FRAME_BYTES:
+        raise ProtocolError(f"frame of {length} bytes is over the {MAX_FRAME_BYTES}-byte limit")
+    try:
+        body = await reader.readexactly(length)
+    except asyncio.IncompleteReadError:
+        raise ProtocolError("connection closed mid-frame") from None
+    return decode(body, open_values)

@@ -1,0 +1,311 @@
+"""Context: what every handler gets as ``ctx`` — the store, ``ctx.next``, deterministic values.
+
+Nothing here talks to the daemon directly: durable operations go through the step's
+``StepEnv`` (the worker), so the same Context runs a first execution and a replay.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random as _random
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from typing import Any, Protocol, TypeVar
+
+import msgpack
+
+from grctl.errors import StoreValueError, WorkflowDefinitionError
+from grctl.models.directive import Directive, ErrorDetails
+from grctl.protocol import wrap_value
+from grctl.worker._replay import StepRun, rebuild_error
+
+T = TypeVar("T")
+
+_MISSING = object()
+_type = type
+
+
+class StepEnv(Protocol):
+    """What a running step needs from its worker: durable records and calls to the daemon."""
+
+    async def record(self, rec: dict[str, Any]) -> None: ...
+
+    async def start_child(
+        self, rec: dict[str, Any], workflow_type: str, workflow_id: str, workflow_input: Any
+    ) -> dict[str, Any]: ...
+
+    async def send_to_parent(self, rec: dict[str, Any], event_name: str, payload: Any) -> None: ...
+
+    async def wait_result(self, workflow_id: str, run_id: str | None) -> dict[str, Any]: ...
+
+
+@dataclass(frozen=True)
+class RunInfo:
+    """Metadata of the current run: ``id`` (the run_id ULID), ``wf_id`` and ``wf_type``."""
+
+    id: str
+    wf_id: str
+    wf_type: str
+    parent_wf_id: str | None = None
+    parent_run_id: str | None = None
+
+
+def _check_serialisable(value: Any, what: str) -> msgpack.ExtType:
+    try:
+        return wrap_value(value)
+    except Exception:
+        raise StoreValueError(
+            f"{what} is a {type(value).__name__}, which msgpack cannot serialise; use strings, "
+            "numbers, lists, dicts, booleans or None"
+        ) from None
+
+
+class Store:
+    """The run's key-value state: reads see the committed store plus this step's buffered writes.
+
+    Writes are buffered in memory and committed with the step's directive, atomically with its
+    history; a step that crashes leaves no trace of them.
+    """
+
+    def __init__(self, snapshot: dict[str, Any]) -> None:
+        self._snapshot = snapshot
+        self._writes: dict[str, Any] = {}
+        self._packed: dict[str, msgpack.ExtType] = {}
+
+    def put(self, key: str, value: Any) -> None:
+        """Buffer a write; raises StoreValueError (naming the key) if msgpack cannot serialise it."""
+        if not isinstance(key, str):
+            raise TypeError(f"store keys are strings, got {type(key).__name__}")
+        self._packed[key] = _check_serialisable(value, f"store value for key {key!r}")
+        self._writes[key] = value
+
+    async def get(self, key: str, type: type[T] | None = None) -> Any:  # noqa: A002
+        """Read a value: ``None`` if unset; with ``type`` given, KeyError if unset and a type check."""
+        value = self._writes.get(key, _MISSING)
+        if value is _MISSING:
+            value = self._snapshot.get(key, _MISSING)
+        if value is _MISSING:
+            if type is not None:
+                raise KeyError(f"store key {key!r} is not set")
+            return None
+        if type is not None and value is not None:
+            if type is float and isinstance(value, int) and not isinstance(value, bool):
+                return float(value)
+            if isinstance(type, _type) and not isinstance(value, type):
+                raise TypeError(
+                    f"store key {key!r} holds a {_type(value).__name__}, not a {type.__name__}"
+                )
+        return value
+
+    def keys(self) -> list[str]:
+        return sorted(set(self._snapshot) | set(self._writes))
+
+    @property
+    def pending_writes(self) -> dict[str, msgpack.ExtType]:
+        return dict(self._packed)
+
+
+class NextBuilder:
+    """``ctx.next``: builds the Directive a handler returns, checked when it is built."""
+
+    def __init__(self, workflow: Any, handler_name: str) -> None:
+        self._workflow = workflow
+        self._handler = handler_name
+
+    def _step_name(self, target: Any, what: str) -> str:
+        name = self._workflow.step_name_of(target)
+        if name is None:
+            shown = getattr(target, "__name__", target)
+            raise WorkflowDefinitionError(
+                f"workflow {self._workflow.workflow_type!r}, handler {self._handler!r}: {what} "
+                f"{shown!r} is not a registered step (steps: "
+                f"{', '.join(sorted(self._workflow.steps)) or 'none'}); decorate it with "
+                "@workflow.step()"
+            )
+        return name
+
+    def step(self, fn: Callable[..., Awaitable[Any]] | str) -> Directive:
+        """Run another step next."""
+        return Directive("step", step_name=self._step_name(fn, "ctx.next.step() target"))
+
+    def wait_for_event(
+        self, timeout: timedelta | None = None, timeout_step_name: str | None = None
+    ) -> Directive:
+        """Pause until an event is in the inbox; with ``timeout``, run ``timeout_step_name`` after it."""
+        if timeout is not None and timeout_step_name is None:
+            raise WorkflowDefinitionError(
+                f"workflow {self._workflow.workflow_type!r}, handler {self._handler!r}: "
+                "wait_for_event(timeout=...) needs timeout_step_name= to say which step runs"
+            )
+        if timeout is not None and (not isinstance(timeout, timedelta) or timeout < timedelta(0)):
+            raise WorkflowDefinitionError(
+                f"workflow {self._workflow.workflow_type!r}, handler {self._handler!r}: "
+                "wait_for_event timeout must be a non-negative timedelta"
+            )
+        if timeout_step_name is not None:
+            self._step_name(timeout_step_name, "timeout_step_name")
+        return Directive("wait_for_event", timeout=timeout, timeout_step_name=timeout_step_name)
+
+    def complete(self, result: Any = None) -> Directive:
+        """End the run ``completed`` with this result (msgpack-serialisable)."""
+        _check_serialisable(result, "the workflow result")
+        return Directive("complete", result=result)
+
+    def fail(self, error: ErrorDetails | BaseException | str) -> Directive:
+        """End the run ``failed`` with structured error details."""
+        if isinstance(error, BaseException):
+            error = ErrorDetails.from_exception(error)
+        elif isinstance(error, str):
+            error = ErrorDetails(type="WorkflowError", message=error)
+        elif not isinstance(error, ErrorDetails):
+            raise TypeError("ctx.next.fail() takes ErrorDetails, an exception or a message")
+        return Directive("fail", error=error)
+
+
+class ReplayAwareLogger(logging.LoggerAdapter):
+    """A logger whose calls are dropped while the step replays recorded operations."""
+
+    def __init__(self, logger: logging.Logger, step: StepRun, run: RunInfo) -> None:
+        super().__init__(logger, {"workflow_id": run.wf_id, "run_id": run.id})
+        self._step = step
+
+    def isEnabledFor(self, level: int) -> bool:  # noqa: N802 - logging's name
+        return not self._step.replaying and self.logger.isEnabledFor(level)
+
+    def log(self, level: int, msg: Any, *args: Any, **kwargs: Any) -> None:
+        if self.isEnabledFor(level):
+            super().log(level, msg, *args, **kwargs)
+
+
+class WorkflowHandle:
+    """A child workflow started from a step: ``await handle.result()`` (recorded) or its ids."""
+
+    def __init__(self, ctx: Context, workflow_id: str, run_id: str, workflow_type: str) -> None:
+        self._ctx = ctx
+        self.workflow_id = workflow_id
+        self.run_id = run_id
+        self.workflow_type = workflow_type
+
+    def __repr__(self) -> str:
+        return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
+
+    async def result(self) -> Any:
+        """Wait for the child's end; its result, recorded, or WorkflowFailedError re-raised."""
+        return await self._ctx._child_result(self.workflow_id, self.run_id)
+
+
+class Context:
+    """Passed as the first argument to every handler: store, next, logger, run and ``now()``…"""
+
+    def __init__(
+        self,
+        workflow: Any,
+        run: RunInfo,
+        handler_name: str,
+        store: dict[str, Any],
+        step: StepRun,
+        env: StepEnv,
+    ) -> None:
+        self.run = run
+        self.store = Store(store)
+        self.next = NextBuilder(workflow, handler_name)
+        self._step = step
+        self._env = env
+        self.logger = ReplayAwareLogger(
+            logging.getLogger(f"grctl.workflow.{run.wf_type}"), step, run
+        )
+
+    async def _value(self, kind: str, make: Callable[[], Any]) -> Any:
+        op, prior = self._step.begin(kind, "")
+        if prior:
+            return prior[0]["value"]
+        value = make()
+        await self._step.record({"op": op, "kind": kind, "value": value})
+        return value
+
+    async def now(self) -> datetime:
+        """The current UTC time, recorded on first call and replayed after."""
+        ms = await self._value("now", lambda: time.time_ns() // 1000)
+        return datetime.fromtimestamp(ms / 1_000_000, tz=UTC)
+
+    async def random(self) -> float:
+        """A float in [0.0, 1.0), recorded on first call and replayed after."""
+        return await self._value("random", _random.random)
+
+    async def uuid4(self) -> uuid.UUID:
+        """A random UUID v4, recorded on first call and replayed after."""
+        return uuid.UUID(await self._value("uuid4", lambda: str(uuid.uuid4())))
+
+    async def sleep(self, duration: timedelta | float) -> None:
+        """Sleep inside the step; a re-execution only waits out what is left of the recorded sleep."""
+        seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
+        wake_ms = await self._value("sleep", lambda: int(time.time() * 1000 + seconds * 1000))
+        remaining = wake_ms / 1000 - time.time()
+        if remaining > 0:
+            await asyncio.sleep(remaining)
+
+    async def start(
+        self, workflow_type: str, workflow_id: str, workflow_input: Any = None
+    ) -> WorkflowHandle:
+        """Start a child workflow (recorded: a replay does not start it twice)."""
+        op, prior = self._step.begin("child_start", workflow_type, workflow_id)
+        if prior:
+            rec = prior[0]
+            if rec.get("status") == "error":
+                raise rebuild_error(rec["error"])
+            return WorkflowHandle(self, workflow_id, rec["value"]["run_id"], workflow_type)
+        _check_serialisable(workflow_input, "the child workflow input")
+        rec = {"op": op, "kind": "child_start", "name": workflow_type, "digest": workflow_id}
+        reply = await self._env.start_child(rec, workflow_type, workflow_id, workflow_input)
+        return WorkflowHandle(self, workflow_id, reply["run_id"], workflow_type)
+
+    async def _child_result(self, workflow_id: str, run_id: str) -> Any:
+        from grctl.errors import error_from_wire
+
+        op, prior = self._step.begin("child_result", workflow_id, run_id)
+        if not prior:
+            outcome = await self._env.wait_result(workflow_id, run_id)
+            prior = [
+                {
+                    "op": op,
+                    "kind": "child_result",
+                    "name": workflow_id,
+                    "digest": run_id,
+                    "value": outcome,
+                }
+            ]
+            await self._step.record(prior[0])
+        outcome = prior[0]["value"]
+        if outcome["status"] == "completed":
+            return outcome.get("result")
+        error = outcome.get("error") or {}
+        code = "workflow_failed" if outcome["status"] == "failed" else "workflow_cancelled"
+        raise error_from_wire(
+            code,
+            f"child workflow {workflow_id!r} ended {outcome['status']}: "
+            f"{error.get('message', outcome.get('reason') or '')}",
+            workflow_id,
+            run_id,
+            error,
+        )
+
+    async def send_to_parent(self, event_name: str, payload: Any = None) -> None:
+        """Append an event to the parent run's inbox (recorded: not repeated on replay)."""
+        op, prior = self._step.begin("send_to_parent", event_name)
+        if prior:
+            return
+        if self.run.parent_wf_id is None:
+            raise WorkflowDefinitionError(
+                f"workflow {self.run.wf_type!r} run {self.run.wf_id!r} has no parent; "
+                "send_to_parent() is only for child workflows"
+            )
+        _check_serialisable(payload, f"the payload of event {event_name!r}")
+        rec = {"op": op, "kind": "send_to_parent", "name": event_name}
+        await self._env.send_to_parent(rec, event_name, payload)
+
+
+__all__ = ["Context", "NextBuilder", "ReplayAwareLogger", "RunInfo", "Store", "WorkflowHandle"]

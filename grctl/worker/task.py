@@ -1,0 +1,153 @@
+"""``@task``: side-effecting work inside a step, recorded so replay never repeats it.
+
+A task runs in the worker process, in the step that calls it. Each attempt's outcome is made
+durable before the step goes on: a success is returned on replay without running again, a
+terminal failure is raised again, and retries resume at the attempt after the last recorded one.
+Called outside a step (in a unit test, say), a task is a plain coroutine with its retries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, ParamSpec, TypeVar, overload
+
+import msgpack
+
+from grctl.errors import StoreValueError
+from grctl.models.directive import RetryPolicy
+from grctl.worker._replay import args_digest, current_step, error_record, rebuild_error
+
+P = ParamSpec("P")
+R = TypeVar("R")
+
+
+@overload
+def task(fn: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]: ...
+
+
+@overload
+def task(
+    fn: None = None, *, retry_policy: RetryPolicy | None = None, name: str | None = None
+) -> Callable[[Callable[P, Awaitable[R]]], Callable[P, Awaitable[R]]]: ...
+
+
+def task(
+    fn: Any = None, *, retry_policy: RetryPolicy | None = None, name: str | None = None
+) -> Any:
+    """Mark an async function as a task: ``@task`` or ``@task(retry_policy=RetryPolicy(...))``."""
+    if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+        raise TypeError("@task(retry_policy=...) takes a grctl.models.directive.RetryPolicy")
+
+    def decorate(func: Callable[P, Awaitable[R]]) -> Callable[P, Awaitable[R]]:
+        if not asyncio.iscoroutinefunction(func):
+            raise TypeError(f"@task {func.__qualname__!r} must be an 'async def' function")
+        task_name = name or func.__qualname__
+
+        @functools.wraps(func)
+        async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
+            return await _run_task(task_name, func, args, kwargs, retry_policy)
+
+        wrapper.__grctl_task__ = task_name  # type: ignore[attr-defined]
+        return wrapper
+
+    if fn is not None:
+        return decorate(fn)
+    return decorate
+
+
+async def _run_task(
+    name: str,
+    fn: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    policy: RetryPolicy | None,
+) -> Any:
+    step = current_step.get()
+    if step is None:
+        return await _attempts(fn, args, kwargs, policy)
+    op, prior = step.begin("task", name, args_digest(args, kwargs))
+    for rec in prior:
+        if rec["status"] == "ok":
+            return rec["value"]
+        if rec["status"] == "error":
+            raise rebuild_error(rec["error"])
+    failed = [rec for rec in prior if rec["status"] == "failed"]
+    attempt = len(failed) + 1
+    if failed:
+        # A crash came between a failed attempt and the next one: honour what is left of its delay.
+        wait_s = failed[-1].get("retry_at_ms", 0) / 1000 - time.time()
+        if wait_s > 0:
+            await asyncio.sleep(wait_s)
+    while True:
+        try:
+            value = await fn(*args, **kwargs)
+        except Exception as exc:
+            error = error_record(exc)
+            if policy is not None and policy.should_retry(type(exc).__name__, attempt):
+                delay_ms = policy.delay_ms(attempt)
+                await step.record(
+                    {
+                        "op": op,
+                        "kind": "task",
+                        "name": name,
+                        "digest": args_digest(args, kwargs),
+                        "status": "failed",
+                        "attempt": attempt,
+                        "error": error,
+                        "retry_at_ms": int(time.time() * 1000) + delay_ms,
+                    }
+                )
+                await asyncio.sleep(delay_ms / 1000)
+                attempt += 1
+                continue
+            await step.record(
+                {
+                    "op": op,
+                    "kind": "task",
+                    "name": name,
+                    "digest": args_digest(args, kwargs),
+                    "status": "error",
+                    "attempt": attempt,
+                    "error": error,
+                }
+            )
+            raise
+        try:
+            msgpack.packb(value, use_bin_type=True)
+        except Exception:
+            raise StoreValueError(
+                f"task {name!r} returned a {type(value).__name__}, which msgpack cannot "
+                "serialise; return strings, numbers, lists, dicts, booleans or None"
+            ) from None
+        await step.record(
+            {
+                "op": op,
+                "kind": "task",
+                "name": name,
+                "digest": args_digest(args, kwargs),
+                "status": "ok",
+                "attempt": attempt,
+                "value": value,
+            }
+        )
+        return value
+
+
+async def _attempts(
+    fn: Callable[..., Awaitable[Any]],
+    args: tuple[Any, ...],
+    kwargs: dict[str, Any],
+    policy: RetryPolicy | None,
+) -> Any:
+    attempt = 1
+    while True:
+        try:
+            return await fn(*args, **kwargs)
+        except Exception as exc:
+            if policy is None or not policy.should_retry(type(exc).__name__, attempt):
+                raise
+            await asyncio.sleep(policy.delay_ms(attempt) / 1000)
+            attempt += 1

@@ -1,0 +1,290 @@
+"""Workflow and its decorators: each records a frozen StepDef, EventDef or QueryDef.
+
+Signatures are checked when the decorator runs (at import), so a bad handler fails at once and
+names itself. ``Workflow.validate()``, called when a worker starts, checks the whole graph: one
+start handler, and every ``ctx.next.step(...)`` / ``timeout_step_name`` naming a registered step.
+"""
+
+from __future__ import annotations
+
+import ast
+import inspect
+import textwrap
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import timedelta
+from typing import Any, TypeVar
+
+from grctl._signature import describe_params
+from grctl.errors import WorkflowDefinitionError
+from grctl.models.directive import RetryPolicy
+
+DEFAULT_STEP_TIMEOUT = timedelta(seconds=10)
+
+Handler = Callable[..., Awaitable[Any]]
+F = TypeVar("F", bound=Handler)
+
+
+@dataclass(frozen=True)
+class StepDef:
+    """A registered step (the start handler is one too, with ``is_start``)."""
+
+    name: str
+    fn: Handler
+    timeout: timedelta
+    retry_policy: RetryPolicy | None
+    is_start: bool = False
+
+
+@dataclass(frozen=True)
+class EventDef:
+    """A registered event handler; ``name`` is what ``handle.send(name)`` uses."""
+
+    name: str
+    fn: Handler
+
+
+@dataclass(frozen=True)
+class QueryDef:
+    """A registered query handler: reads the committed store, changes nothing."""
+
+    name: str
+    fn: Handler
+
+
+class Workflow:
+    """A workflow definition: a start handler, steps, event handlers and queries.
+
+    ``workflow_type`` identifies it everywhere: clients start it by that name and workers route
+    steps by it.
+    """
+
+    def __init__(self, workflow_type: str) -> None:
+        if not isinstance(workflow_type, str) or not workflow_type.strip():
+            raise WorkflowDefinitionError("Workflow(workflow_type=...) needs a non-empty string")
+        self.workflow_type = workflow_type
+        self.start_def: StepDef | None = None
+        self.steps: dict[str, StepDef] = {}
+        self.events: dict[str, EventDef] = {}
+        self.queries: dict[str, QueryDef] = {}
+        self._step_fns: dict[Handler, str] = {}
+
+    def __repr__(self) -> str:
+        return f"Workflow({self.workflow_type!r})"
+
+    # -- decorators --------------------------------------------------------------------------
+
+    def start(self) -> Callable[[F], F]:
+        """Register the start handler (exactly one): ``async def fn(ctx, **input) -> Directive``."""
+
+        def register(fn: F) -> F:
+            self._check_handler(fn, "start")
+            if self.start_def is not None:
+                raise WorkflowDefinitionError(
+                    f"workflow {self.workflow_type!r} has two start handlers "
+                    f"({self.start_def.fn.__name__!r} and {fn.__name__!r}); keep exactly one"
+                )
+            self.start_def = StepDef(fn.__name__, fn, DEFAULT_STEP_TIMEOUT, None, is_start=True)
+            return fn
+
+        return register
+
+    def step(
+        self, timeout: timedelta | None = None, retry_policy: RetryPolicy | None = None
+    ) -> Callable[[F], F]:
+        """Register a step: ``async def fn(ctx) -> Directive``; default timeout 10 seconds."""
+        if timeout is not None and (not isinstance(timeout, timedelta) or timeout <= timedelta(0)):
+            raise WorkflowDefinitionError(
+                f"workflow {self.workflow_type!r}: step timeout must be a positive timedelta"
+            )
+        if retry_policy is not None and not isinstance(retry_policy, RetryPolicy):
+            raise WorkflowDefinitionError(
+                f"workflow {self.workflow_type!r}: retry_policy must be a RetryPolicy"
+            )
+
+        def register(fn: F) -> F:
+            self._check_handler(fn, "step")
+            params = list(inspect.signature(fn).parameters.values())[1:]
+            required = [
+                prm.name
+                for prm in params
+                if prm.default is inspect.Parameter.empty
+                and prm.kind not in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD)
+            ]
+            if required:
+                raise WorkflowDefinitionError(
+                    f"workflow {self.workflow_type!r}, step {fn.__name__!r}: a step takes only "
+                    f"the context, but it requires {', '.join(required)}; pass data through "
+                    "ctx.store instead"
+                )
+            name = fn.__name__
+            if name in self.steps:
+                raise WorkflowDefinitionError(
+                    f"workflow {self.workflow_type!r} has two steps named {name!r}"
+                )
+            self.steps[name] = StepDef(name, fn, timeout or DEFAULT_STEP_TIMEOUT, retry_policy)
+            self._step_fns[fn] = name
+            return fn
+
+        return register
+
+    def event(self, name: str | None = None) -> Callable[[F], F]:
+        """Register an event handler: ``async def fn(ctx, [payload]) -> Directive``."""
+
+        def register(fn: F) -> F:
+            self._check_handler(fn, "event")
+            event_name = name or fn.__name__
+            if event_name in self.events:
+                raise WorkflowDefinitionError(
+                    f"workflow {self.workflow_type!r} has two handlers for event {event_name!r}"
+                )
+            self.events[event_name] = EventDef(event_name, fn)
+            return fn
+
+        return register
+
+    def query(self, name: str | None = None) -> Callable[[F], F]:
+        """Register a query handler: ``async def fn(ctx) -> Any``; it must not change state."""
+
+        def register(fn: F) -> F:
+            self._check_handler(fn, "query")
+            query_name = name or fn.__name__
+            if query_name in self.queries:
+                raise WorkflowDefinitionError(
+                    f"workflow {self.workflow_type!r} has two queries named {query_name!r}"
+                )
+            self.queries[query_name] = QueryDef(query_name, fn)
+            return fn
+
+        return register
+
+    # -- lookups -----------------------------------------------------------------------------
+
+    def step_name_of(self, target: Handler | str) -> str | None:
+        """The registered step name for a function or a name, or ``None`` if it is not a step."""
+        if isinstance(target, str):
+            return target if target in self.steps else None
+        name = self._step_fns.get(target)  # type: ignore[arg-type]
+        if name is None and getattr(target, "__name__", None) in self.steps:
+            if self.steps[target.__name__].fn is target:  # type: ignore[union-attr]
+                name = target.__name__  # type: ignore[union-attr]
+        return name
+
+    def handler(self, handler_kind: str, name: str) -> Handler | None:
+        if handler_kind == "start":
+            return self.start_def.fn if self.start_def else None
+        if handler_kind == "event":
+            event = self.events.get(name)
+            return event.fn if event else None
+        step = self.steps.get(name)
+        return step.fn if step else None
+
+    # -- checks ------------------------------------------------------------------------------
+
+    def _check_handler(self, fn: Any, role: str) -> None:
+        label = getattr(fn, "__name__", repr(fn))
+        where = f"workflow {self.workflow_type!r}, {role} handler {label!r}"
+        if not inspect.iscoroutinefunction(fn):
+            raise WorkflowDefinitionError(f"{where} must be an 'async def' function")
+        params = list(inspect.signature(fn).parameters.values())
+        if not params or params[0].kind not in (
+            inspect.Parameter.POSITIONAL_ONLY,
+            inspect.Parameter.POSITIONAL_OR_KEYWORD,
+        ):
+            raise WorkflowDefinitionError(
+                f"{where}: its first parameter must be the context, as in "
+                f"'async def {label}(ctx: Context, ...)'"
+            )
+        annotation = params[0].annotation
+        if annotation is not inspect.Parameter.empty:
+            ann_name = (
+                annotation if isinstance(annotation, str) else getattr(annotation, "__name__", "")
+            )
+            if ann_name.rsplit(".", 1)[-1] != "Context":
+                raise WorkflowDefinitionError(
+                    f"{where}: its first parameter {params[0].name!r} is annotated {ann_name!r}; "
+                    "it must be the context (ctx: Context)"
+                )
+
+    def validate(self) -> None:
+        """Check the whole definition; raises WorkflowDefinitionError naming the culprit."""
+        if self.start_def is None:
+            raise WorkflowDefinitionError(
+                f"workflow {self.workflow_type!r} has no start handler; add one with "
+                f"@{_var_hint(self)}.start()"
+            )
+        handlers: list[tuple[str, Handler]] = [("start", self.start_def.fn)]
+        handlers += [("step", s.fn) for s in self.steps.values()]
+        handlers += [("event", e.fn) for e in self.events.values()]
+        for role, fn in handlers:
+            for target, line in _static_targets(fn):
+                if not isinstance(target, str):
+                    resolved = fn.__globals__.get(target.id)
+                    if resolved is None:
+                        ok = target.id in self.steps
+                    else:
+                        ok = self.step_name_of(resolved) is not None
+                    shown = target.id
+                else:
+                    ok = target in self.steps
+                    shown = target
+                if not ok:
+                    raise WorkflowDefinitionError(
+                        f"workflow {self.workflow_type!r}, {role} handler {fn.__name__!r} "
+                        f"(line {line}) transitions to {shown!r}, which is not a registered step; "
+                        f"decorate it with @{_var_hint(self)}.step() or fix the name "
+                        f"(steps: {', '.join(sorted(self.steps)) or 'none'})"
+                    )
+
+    def definition(self) -> dict[str, Any]:
+        """What a worker registers with the daemon for this workflow type."""
+        assert self.start_def is not None
+        return {
+            "workflow_type": self.workflow_type,
+            "start": {"name": self.start_def.name, "params": describe_params(self.start_def.fn)},
+            "steps": [
+                {
+                    "name": s.name,
+                    "timeout_ms": int(s.timeout.total_seconds() * 1000),
+                    "retry_policy": s.retry_policy.to_wire() if s.retry_policy else None,
+                }
+                for s in self.steps.values()
+            ],
+            "events": [
+                {"name": e.name, "params": describe_params(e.fn)} for e in self.events.values()
+            ],
+            "queries": sorted(self.queries),
+        }
+
+
+def _var_hint(wf: Workflow) -> str:
+    return "workflow"
+
+
+def _static_targets(fn: Handler) -> list[tuple[ast.Name | str, int]]:
+    """The step targets a handler names literally: ``ctx.next.step(x)`` and ``timeout_step_name=``."""
+    try:
+        source = textwrap.dedent(inspect.getsource(fn))
+        tree = ast.parse(source)
+    except (OSError, TypeError, SyntaxError):
+        return []
+    first_line = fn.__code__.co_firstlineno
+    found: list[tuple[ast.Name | str, int]] = []
+    for node in ast.walk(tree):
+        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+            continue
+        owner = node.func.value
+        is_next = isinstance(owner, ast.Attribute) and owner.attr == "next"
+        line = first_line + node.lineno - 1
+        if is_next and node.func.attr == "step" and node.args:
+            arg = node.args[0]
+            if isinstance(arg, ast.Name):
+                found.append((arg, line))
+            elif isinstance(arg, ast.Constant) and isinstance(arg.value, str):
+                found.append((arg.value, line))
+        if is_next and node.func.attr == "wait_for_event":
+            for kw in node.keywords:
+                if kw.arg == "timeout_step_name" and isinstance(kw.value, ast.Constant):
+                    if isinstance(kw.value.value, str):
+                        found.append((kw.value.value, line))
+    return found

@@ -1,0 +1,1 @@
+"""The grctl daemon: socket server, state machine, storage, timers and dispatch."""

@@ -1,0 +1,110 @@
+"""Wiring and lifecycle: lock the home → open storage → recover → serve → drain → close."""
+
+from __future__ import annotations
+
+import asyncio
+import fcntl
+import logging
+import os
+import signal
+import sys
+from typing import IO
+
+from grctl_daemon.config import DaemonConfig
+from grctl_daemon.runtime import Runtime
+from grctl_daemon.server import Server
+from grctl_daemon.storage.sqlite import SqliteStorage
+
+log = logging.getLogger("grctl.daemon")
+
+
+class AlreadyRunning(Exception):
+    """Another daemon holds this home."""
+
+
+def _lock(config: DaemonConfig) -> IO[str]:
+    config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    os.chmod(config.home, 0o700)
+    handle = open(config.pid_path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        pid = handle.read().strip() or "?"
+        handle.close()
+        raise AlreadyRunning(
+            f"a grctl daemon (pid {pid}) is already running for {config.home}; "
+            "stop it with: grctl daemon stop"
+        ) from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(str(os.getpid()))
+    handle.flush()
+    return handle
+
+
+def _setup_logging(config: DaemonConfig, foreground: bool) -> None:
+    handlers: list[logging.Handler] = [logging.FileHandler(config.log_path)]
+    if foreground:
+        handlers.append(logging.StreamHandler(sys.stderr))
+    logging.basicConfig(
+        level=logging.INFO,
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        handlers=handlers,
+        force=True,
+    )
+
+
+async def serve(config: DaemonConfig) -> int:
+    """Run the daemon until a signal or a shutdown request; returns the exit code."""
+    storage = SqliteStorage(config.db_path, config.synchronous)
+    await storage.open()
+    runtime = Runtime(config, storage)
+    stop = asyncio.Event()
+    server = Server(runtime, config.socket_path, stop.set)
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    try:
+        await runtime.recover()
+        await server.start()
+        log.info(
+            "grctl daemon %d serving %s (db %s, synchronous=%s)",
+            os.getpid(),
+            config.socket_path,
+            config.db_path,
+            config.synchronous,
+        )
+        fatal = asyncio.ensure_future(runtime.fatal.wait())
+        stopped = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({fatal, stopped}, return_when=asyncio.FIRST_COMPLETED)
+        fatal.cancel()
+        stopped.cancel()
+        log.info("grctl daemon stopping: finishing in-flight commits")
+    finally:
+        await server.stop()
+        await runtime.close()
+        await storage.close()
+        try:
+            config.socket_path.unlink()
+        except FileNotFoundError:
+            pass
+    log.info("grctl daemon stopped")
+    return 1 if runtime.fatal.is_set() else 0
+
+
+def main(config: DaemonConfig, foreground: bool = True) -> int:
+    try:
+        lock = _lock(config)
+    except AlreadyRunning as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    try:
+        _setup_logging(config, foreground)
+        return asyncio.run(serve(config))
+    finally:
+        try:
+            config.pid_path.unlink()
+        except FileNotFoundError:
+            pass
+        lock.close()

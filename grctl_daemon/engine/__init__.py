@@ -1,0 +1,1 @@
+"""The pure state machine of runs: no I/O, no clock of its own."""

@@ -1,0 +1,578 @@
+"""The pure state machine of a run: (state, fact, now) → Decision. No I/O, no clocks, no raising.
+
+Theory of operation
+-------------------
+A run is ``running`` (a step is scheduled: queued for a worker, dispatched, or in a retry
+back-off) or ``waiting`` (for an event), then ends ``completed``, ``failed``, ``cancelled`` or
+``terminated``. Invariants:
+
+* At most one step of a run is in flight; ``dispatch_id`` is its fencing token. A fact that
+  names another token (a late result, a stale timer) changes nothing and is refused.
+* ``step_seq`` numbers step executions; records (task outcomes, ``ctx.now()``…) belong to the
+  current execution, survive worker loss (so replay skips them) and are cleared when the step
+  ends or is retried (a retry is a fresh execution).
+* Store writes, history and the next transition of a step are in one Decision, which the
+  storage commits as one unit: a crash leaves all of it or none of it.
+* The inbox is FIFO: the pending event with the lowest ``seq`` goes to the next
+  ``wait_for_event``; an event is marked dispatched in the same unit that schedules its handler.
+* Timers are tokens too: a wait timer carries the ``step_seq`` of its wait, a step timer the
+  ``dispatch_id``; when the token no longer matches the timer is void.
+
+Every function returns a ``Decision``: the new state, the records to commit and the effects to
+perform after the commit. A refusal is a Decision with ``error`` set.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+from grctl.errors import (
+    GrctlError,
+    StaleDispatchError,
+    WorkflowNotRunningError,
+)
+from grctl_daemon.engine.state import InboxItem, RunState, TypeDef
+from grctl_daemon.storage import base as rec
+
+STEP_TIMER = "step"
+WAIT_TIMER = "wait"
+RETRY_TIMER = "retry"
+
+
+@dataclass(frozen=True)
+class Dispatch:
+    """Give the run's scheduled step to a worker."""
+
+    run_id: str
+
+
+@dataclass(frozen=True)
+class StopStep:
+    """Tell the worker holding this dispatch to stop it."""
+
+    dispatch_id: str
+    reason: str
+
+
+@dataclass(frozen=True)
+class RunEnded:
+    run_id: str
+
+
+@dataclass(frozen=True)
+class ArmTimer:
+    run_id: str
+    kind: str
+    due_ms: int
+    token: str
+
+
+Effect = Dispatch | StopStep | RunEnded | ArmTimer
+
+
+@dataclass
+class Decision:
+    state: RunState | None
+    ops: list[rec.Op] = field(default_factory=list)
+    effects: list[Effect] = field(default_factory=list)
+    reply: Any = None
+    error: GrctlError | None = None
+
+
+def _refuse(state: RunState | None, error: GrctlError) -> Decision:
+    return Decision(state, error=error)
+
+
+def _history(
+    s: RunState,
+    d: Decision,
+    kind: str,
+    now: int,
+    data: dict[str, Any] | None = None,
+    step_name: str | None = None,
+) -> None:
+    s.history_seq += 1
+    d.ops.append(rec.AppendHistory(s.run_id, s.history_seq, now, kind, step_name, data or {}))
+
+
+def _save(s: RunState, d: Decision, now: int) -> None:
+    s.updated_ms = now
+    d.ops.insert(0, rec.SaveRun(s.row()))
+
+
+def _arm(s: RunState, d: Decision, kind: str, due_ms: int, token: str) -> None:
+    s.timers = {**s.timers, kind: (due_ms, token)}
+    d.ops.append(rec.SetTimer(s.run_id, kind, due_ms, token))
+    d.effects.append(ArmTimer(s.run_id, kind, due_ms, token))
+
+
+def _disarm(s: RunState, d: Decision, kind: str | None = None) -> None:
+    if kind is None:
+        if s.timers:
+            s.timers = {}
+            d.ops.append(rec.ClearTimer(s.run_id, None))
+    elif kind in s.timers:
+        s.timers = {k: v for k, v in s.timers.items() if k != kind}
+        d.ops.append(rec.ClearTimer(s.run_id, kind))
+
+
+def _not_running(s: RunState, what: str) -> WorkflowNotRunningError:
+    return WorkflowNotRunningError(
+        f"workflow {s.workflow_id!r} run {s.run_id} already ended ({s.status}); cannot {what}. "
+        f"Start a new run with: grctl start {s.workflow_type} --id {s.workflow_id}",
+        workflow_id=s.workflow_id,
+        run_id=s.run_id,
+    )
+
+
+def _stale(s: RunState, dispatch_id: str) -> StaleDispatchError:
+    return StaleDispatchError(
+        f"dispatch {dispatch_id} of workflow {s.workflow_id!r} is no longer current "
+        "(the step was given to another worker, timed out or the run ended); result dropped",
+        workflow_id=s.workflow_id,
+        run_id=s.run_id,
+    )
+
+
+# -- scheduling -------------------------------------------------------------------------------
+
+
+def _schedule(
+    s: RunState, d: Decision, step_name: str, handler_kind: str, args: bytes | None
+) -> None:
+    s.status = "running"
+    s.step_name = step_name
+    s.handler_kind = handler_kind
+    s.step_args = args
+    s.step_seq += 1
+    s.attempt = 0
+    s.failures = 0
+    s.dispatch_id = None
+    s.worker = None
+    s.wait_timeout_step = None
+    if s.records:
+        s.records = []
+    d.effects.append(Dispatch(s.run_id))
+
+
+def _end(
+    s: RunState,
+    d: Decision,
+    status: str,
+    now: int,
+    *,
+    result: bytes | None = None,
+    error: dict[str, Any] | None = None,
+    reason: str | None = None,
+) -> None:
+    s.status = status
+    s.result = result
+    s.error = error
+    s.reason = reason
+    s.ended_ms = now
+    s.step_name = None
+    s.handler_kind = None
+    s.step_args = None
+    s.dispatch_id = None
+    s.worker = None
+    s.wait_timeout_step = None
+    s.records = []
+    d.ops.append(rec.ClearRecords(s.run_id))
+    _disarm(s, d)
+    data: dict[str, Any] = {}
+    if status == "completed":
+        data["result"] = result
+    if error is not None:
+        data["error"] = error
+    if reason:
+        data["reason"] = reason
+    _history(s, d, f"workflow_{status}", now, data)
+    d.effects.append(RunEnded(s.run_id))
+
+
+def _wait(
+    s: RunState,
+    d: Decision,
+    tdef: TypeDef,
+    timeout_ms: int | None,
+    timeout_step: str | None,
+    now: int,
+) -> None:
+    if s.inbox:
+        _deliver(s, d, tdef, now)
+        return
+    s.status = "waiting"
+    s.step_name = None
+    s.handler_kind = None
+    s.step_args = None
+    s.dispatch_id = None
+    s.worker = None
+    s.step_seq += 1
+    s.wait_timeout_step = timeout_step if timeout_ms is not None else None
+    data: dict[str, Any] = {}
+    if timeout_ms is not None:
+        _arm(s, d, WAIT_TIMER, now + timeout_ms, str(s.step_seq))
+        data = {"timeout_ms": timeout_ms, "timeout_step_name": timeout_step}
+    _history(s, d, "waiting_for_event", now, data)
+
+
+def _deliver(s: RunState, d: Decision, tdef: TypeDef, now: int) -> None:
+    item, s.inbox = s.inbox[0], s.inbox[1:]
+    _disarm(s, d, WAIT_TIMER)
+    d.ops.append(rec.MarkInbox(s.run_id, item.seq, "dispatched", item.event_name))
+    _history(
+        s,
+        d,
+        "event_dispatched",
+        now,
+        {"event_name": item.event_name, "inbox_seq": item.seq},
+        item.event_name,
+    )
+    _schedule(s, d, item.event_name, "event", item.payload)
+
+
+# -- facts ------------------------------------------------------------------------------------
+
+
+def start_run(
+    tdef: TypeDef,
+    workflow_id: str,
+    run_id: str,
+    input_blob: bytes | None,
+    now: int,
+    parent_workflow_id: str | None = None,
+    parent_run_id: str | None = None,
+) -> Decision:
+    """A new run: its row, ``workflow_started`` and the start handler scheduled."""
+    s = RunState(
+        run_id=run_id,
+        workflow_id=workflow_id,
+        workflow_type=tdef.workflow_type,
+        status="running",
+        created_ms=now,
+        updated_ms=now,
+        input=input_blob,
+        parent_workflow_id=parent_workflow_id,
+        parent_run_id=parent_run_id,
+    )
+    d = Decision(s)
+    _history(
+        s,
+        d,
+        "workflow_started",
+        now,
+        {"input": input_blob, "parent_workflow_id": parent_workflow_id},
+    )
+    _schedule(s, d, tdef.start_name, "start", input_blob)
+    d.ops.insert(0, rec.InsertRun(s.row()))
+    d.reply = {"workflow_id": workflow_id, "run_id": run_id}
+    return d
+
+
+def dispatched(state: RunState, tdef: TypeDef, worker: str, boot: str, now: int) -> Decision:
+    """The scheduled step goes to ``worker`` as a new attempt with a fresh fencing token."""
+    s = state.copy()
+    d = Decision(s)
+    s.attempt += 1
+    s.dispatch_id = f"{s.run_id}.{s.step_seq}.{s.attempt}.{boot}"
+    s.worker = worker
+    timeout_ms = tdef.timeout_ms(s.handler_kind, s.step_name)
+    _history(
+        s,
+        d,
+        "step_started",
+        now,
+        {"attempt": s.attempt, "worker": worker, "replaying": len(s.records)},
+        s.step_name,
+    )
+    _arm(s, d, STEP_TIMER, now + timeout_ms, s.dispatch_id)
+    _save(s, d, now)
+    d.reply = timeout_ms
+    return d
+
+
+def recorded(
+    state: RunState, dispatch_id: str, blob: bytes, summary: dict[str, Any], now: int
+) -> Decision:
+    """A task outcome or deterministic value of the current step, durable before it is used."""
+    if state.dispatch_id != dispatch_id:
+        return _refuse(state, _stale(state, dispatch_id))
+    s = state.copy()
+    d = Decision(s)
+    d.ops.append(rec.AddRecord(s.run_id, s.step_seq, len(s.records), blob))
+    s.records = [*s.records, blob]
+    kind = summary.get("kind", "record")
+    if kind == "task":
+        kind = {"ok": "task_completed", "failed": "task_attempt_failed"}.get(
+            summary.get("status", ""), "task_failed"
+        )
+    _history(s, d, kind, now, summary, s.step_name)
+    _save(s, d, now)
+    return d
+
+
+def step_completed(
+    state: RunState,
+    tdef: TypeDef,
+    dispatch_id: str,
+    directive: dict[str, Any],
+    writes: dict[str, bytes],
+    now: int,
+) -> Decision:
+    """The step returned a directive: its store writes, history and transition commit together."""
+    if state.dispatch_id != dispatch_id:
+        return _refuse(state, _stale(state, dispatch_id))
+    s = state.copy()
+    d = Decision(s)
+    if writes:
+        s.store = {**s.store, **writes}
+        d.ops.append(rec.PutStore(s.run_id, writes))
+    d.ops.append(rec.ClearRecords(s.run_id))
+    s.records = []
+    _disarm(s, d, STEP_TIMER)
+    kind = directive.get("kind")
+    _history(
+        s,
+        d,
+        "step_completed",
+        now,
+        {
+            "attempt": s.attempt,
+            "directive": kind,
+            "next_step": directive.get("step_name"),
+            "store_keys": sorted(writes),
+        },
+        s.step_name,
+    )
+    if s.cancel_requested:
+        _end(s, d, "cancelled", now, reason="cancel requested")
+    elif kind == "step":
+        target = directive.get("step_name")
+        if target not in tdef.steps:
+            _fail(
+                s,
+                d,
+                "WorkflowDefinitionError",
+                f"step {s.step_name!r} transitioned to {target!r}, which workflow "
+                f"{s.workflow_type!r} does not register as a step",
+                None,
+                now,
+            )
+        else:
+            _schedule(s, d, target, "step", None)
+    elif kind == "wait_for_event":
+        timeout_ms, target = directive.get("timeout_ms"), directive.get("timeout_step_name")
+        if timeout_ms is not None and target not in tdef.steps:
+            _fail(
+                s,
+                d,
+                "WorkflowDefinitionError",
+                f"step {s.step_name!r} waits with timeout_step_name={target!r}, which workflow "
+                f"{s.workflow_type!r} does not register as a step",
+                None,
+                now,
+            )
+        else:
+            _wait(s, d, tdef, timeout_ms, target, now)
+    elif kind == "complete":
+        _end(s, d, "completed", now, result=directive.get("result"))
+    elif kind == "fail":
+        _end(
+            s,
+            d,
+            "failed",
+            now,
+            error=directive.get("error") or {"type": "WorkflowError", "message": ""},
+        )
+    else:
+        _fail(s, d, "ProtocolError", f"unknown directive {kind!r}", None, now)
+    _save(s, d, now)
+    return d
+
+
+def _fail(
+    s: RunState,
+    d: Decision,
+    error_type: str,
+    message: str,
+    traceback: str | None,
+    now: int,
+    details: dict[str, Any] | None = None,
+) -> None:
+    _end(
+        s,
+        d,
+        "failed",
+        now,
+        error={"type": error_type, "message": message, "traceback": traceback, "details": details},
+    )
+
+
+def step_failed(
+    state: RunState,
+    tdef: TypeDef,
+    dispatch_id: str,
+    error: dict[str, Any],
+    now: int,
+    timed_out: bool = False,
+) -> Decision:
+    """The step raised (or timed out): retry per the step's policy, else the run fails."""
+    if state.dispatch_id != dispatch_id:
+        return _refuse(state, _stale(state, dispatch_id))
+    s = state.copy()
+    d = Decision(s)
+    s.failures += 1
+    _disarm(s, d, STEP_TIMER)
+    if timed_out:
+        d.effects.append(StopStep(dispatch_id, "step timed out"))
+    policy = tdef.retry_policy(s.handler_kind, s.step_name)
+    cause = str(error.get("type", "Error"))
+    retry = (
+        not error.get("non_retryable")
+        and policy is not None
+        and policy.should_retry(cause, s.failures)
+        and not s.cancel_requested
+    )
+    data = {
+        "attempt": s.attempt,
+        "error": {k: error.get(k) for k in ("type", "message", "traceback")},
+        "will_retry": retry,
+    }
+    if retry:
+        assert policy is not None
+        delay = policy.delay_ms(s.failures)
+        data["retry_in_ms"] = delay
+    _history(s, d, "step_timed_out" if timed_out else "step_failed", now, data, s.step_name)
+    s.dispatch_id = None
+    s.worker = None
+    s.records = []
+    d.ops.append(rec.ClearRecords(s.run_id))
+    if s.cancel_requested:
+        _end(s, d, "cancelled", now, reason="cancel requested")
+    elif retry:
+        _arm(s, d, RETRY_TIMER, now + data["retry_in_ms"], str(s.step_seq))
+    else:
+        outcome = "StepTimeout" if timed_out else "StepFailed"
+        verb = "timed out" if timed_out else f"raised {cause}: {error.get('message', '')}"
+        _fail(
+            s,
+            d,
+            outcome,
+            f"step {s.step_name!r} {verb} (attempt {s.attempt}, "
+            f"{s.failures} failure{'s' if s.failures != 1 else ''})",
+            error.get("traceback"),
+            now,
+            {"step_name": s.step_name, "cause": cause, "attempts": s.attempt},
+        )
+    _save(s, d, now)
+    return d
+
+
+def timer_fired(state: RunState, tdef: TypeDef, kind: str, token: str, now: int) -> Decision:
+    """A due timer: a step timeout, the end of a retry back-off, or an event wait that expired."""
+    if state.timers.get(kind, (None, None))[1] != token or not state.is_active:
+        return Decision(state)  # void: the wait was ended by an event, the step moved on…
+    if kind == STEP_TIMER:
+        return step_failed(
+            state,
+            tdef,
+            token,
+            {"type": "StepTimeout", "message": "step timed out"},
+            now,
+            timed_out=True,
+        )
+    s = state.copy()
+    d = Decision(s)
+    _disarm(s, d, kind)
+    if kind == RETRY_TIMER:
+        d.effects.append(Dispatch(s.run_id))
+    elif kind == WAIT_TIMER and s.status == "waiting" and s.wait_timeout_step:
+        _history(s, d, "wait_timed_out", now, {"timeout_step_name": s.wait_timeout_step})
+        _schedule(s, d, s.wait_timeout_step, "step", None)
+    _save(s, d, now)
+    return d
+
+
+def event_sent(
+    state: RunState, tdef: TypeDef, event_name: str, payload: bytes | None, now: int
+) -> Decision:
+    """An event joins the inbox; a waiting run takes it at once."""
+    if not state.is_active:
+        return _refuse(state, _not_running(state, f"send event {event_name!r}"))
+    s = state.copy()
+    d = Decision(s)
+    s.inbox_seq += 1
+    d.ops.append(rec.AddInbox(s.run_id, s.inbox_seq, event_name, payload, now))
+    s.inbox = [*s.inbox, InboxItem(s.inbox_seq, event_name, payload)]
+    _history(
+        s,
+        d,
+        "event_received",
+        now,
+        {"event_name": event_name, "inbox_seq": s.inbox_seq, "payload": payload},
+    )
+    if s.status == "waiting":
+        _deliver(s, d, tdef, now)
+    _save(s, d, now)
+    d.reply = {"inbox_seq": s.inbox_seq, "workflow_id": s.workflow_id, "run_id": s.run_id}
+    return d
+
+
+def cancel(state: RunState, reason: str | None, now: int) -> Decision:
+    """End the run ``cancelled``, after its running step (if any) finishes."""
+    if not state.is_active:
+        return _refuse(state, _not_running(state, "cancel it"))
+    s = state.copy()
+    d = Decision(s)
+    if s.dispatch_id is None:
+        _end(s, d, "cancelled", now, reason=reason)
+    else:
+        s.cancel_requested = True
+        _history(s, d, "cancel_requested", now, {"reason": reason}, s.step_name)
+    _save(s, d, now)
+    d.reply = {"status": s.status, "cancel_requested": s.cancel_requested}
+    return d
+
+
+def terminate(state: RunState, reason: str | None, now: int) -> Decision:
+    """End the run ``terminated`` now and stop its step on the worker."""
+    if not state.is_active:
+        return _refuse(state, _not_running(state, "terminate it"))
+    s = state.copy()
+    d = Decision(s)
+    if s.dispatch_id is not None:
+        d.effects.append(StopStep(s.dispatch_id, "run terminated"))
+    _end(s, d, "terminated", now, reason=reason)
+    _save(s, d, now)
+    d.reply = {"status": s.status}
+    return d
+
+
+def worker_lost(state: RunState, dispatch_id: str, now: int) -> Decision:
+    """The worker holding the step vanished: dispatch it again at once, as a new attempt."""
+    if state.dispatch_id != dispatch_id or not state.is_active:
+        return Decision(state)
+    s = state.copy()
+    d = Decision(s)
+    _history(s, d, "worker_lost", now, {"attempt": s.attempt, "worker": s.worker}, s.step_name)
+    s.dispatch_id = None
+    s.worker = None
+    _disarm(s, d, STEP_TIMER)
+    if s.cancel_requested:
+        _end(s, d, "cancelled", now, reason="cancel requested")
+    else:
+        d.effects.append(Dispatch(s.run_id))
+    _save(s, d, now)
+    return d
+
+
+def recovered(state: RunState) -> Decision:
+    """After a daemon restart: a running step with no back-off pending is dispatched again."""
+    d = Decision(state)
+    if state.status == "running" and RETRY_TIMER not in state.timers:
+        d.effects.append(Dispatch(state.run_id))
+    for kind, (due, token) in state.timers.items():
+        if kind != STEP_TIMER:
+            d.effects.append(ArmTimer(state.run_id, kind, due, token))
+    return d

@@ -1,0 +1,1 @@
+"""Storage behind one interface (base.Storage); SQLite is the default backend."""

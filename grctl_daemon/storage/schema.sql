@@ -1,0 +1,88 @@
+-- grctl schema, version 1. Forward migrations live in sqlite.py (MIGRATIONS) - never edit a
+-- released version in place.
+CREATE TABLE IF NOT EXISTS schema_version (
+    version     INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS workflow_types (
+    workflow_type TEXT PRIMARY KEY,
+    definition    BLOB NOT NULL,
+    updated_ms    INTEGER NOT NULL
+);
+
+CREATE TABLE IF NOT EXISTS runs (
+    run_id             TEXT PRIMARY KEY,
+    workflow_id        TEXT NOT NULL,
+    workflow_type      TEXT NOT NULL,
+    status             TEXT NOT NULL,
+    created_ms         INTEGER NOT NULL,
+    updated_ms         INTEGER NOT NULL,
+    ended_ms           INTEGER,
+    input              BLOB,
+    result             BLOB,
+    error              BLOB,
+    reason             TEXT,
+    step_name          TEXT,
+    handler_kind       TEXT,
+    step_args          BLOB,
+    attempt            INTEGER NOT NULL DEFAULT 0,
+    failures           INTEGER NOT NULL DEFAULT 0,
+    step_seq           INTEGER NOT NULL DEFAULT 0,
+    wait_timeout_step  TEXT,
+    cancel_requested   INTEGER NOT NULL DEFAULT 0,
+    parent_workflow_id TEXT,
+    parent_run_id      TEXT,
+    history_seq        INTEGER NOT NULL DEFAULT 0,
+    inbox_seq          INTEGER NOT NULL DEFAULT 0
+);
+
+-- One active run per workflow_id, enforced by the database itself.
+CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active ON runs (workflow_id)
+    WHERE status IN ('running', 'waiting');
+CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow_id, created_ms);
+CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_ms);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
+
+CREATE TABLE IF NOT EXISTS store (
+    run_id TEXT NOT NULL,
+    key    TEXT NOT NULL,
+    value  BLOB,
+    PRIMARY KEY (run_id, key)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS history (
+    run_id    TEXT NOT NULL,
+    seq       INTEGER NOT NULL,
+    ts_ms     INTEGER NOT NULL,
+    kind      TEXT NOT NULL,
+    step_name TEXT,
+    data      BLOB,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS inbox (
+    run_id     TEXT NOT NULL,
+    seq        INTEGER NOT NULL,
+    event_name TEXT NOT NULL,
+    payload    BLOB,
+    arrived_ms INTEGER NOT NULL,
+    state      TEXT NOT NULL,
+    step_name  TEXT,
+    PRIMARY KEY (run_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS step_records (
+    run_id   TEXT NOT NULL,
+    step_seq INTEGER NOT NULL,
+    n        INTEGER NOT NULL,
+    record   BLOB NOT NULL,
+    PRIMARY KEY (run_id, step_seq, n)
+) WITHOUT ROWID;
+
+CREATE TABLE IF NOT EXISTS timers (
+    run_id TEXT NOT NULL,
+    kind   TEXT NOT NULL,
+    due_ms INTEGER NOT NULL,
+    token  TEXT NOT NULL,
+    PRIMARY KEY (run_id, kind)
+) WITHOUT ROWID;

@@ -1,0 +1,424 @@
+"""The SQLite backend: one writer thread doing group commit, one aiosqlite reader.
+
+Theory of operation
+-------------------
+Only the daemon opens the database. Writes go through ``commit(ops)``: each call is a *unit*
+(everything one decision produced) and its future resolves once the unit is durable. A single
+writer thread takes every unit that is queued, runs them in one ``BEGIN IMMEDIATE … COMMIT``
+transaction — each unit inside its own SAVEPOINT, so a unit that breaks a constraint (a second
+active run for a workflow_id) is rolled back alone while the others commit — and then resolves
+all their futures. While one transaction is being fsynced the next batch gathers, so throughput
+is not bound by one fsync per step (group commit).
+
+Why a plain ``sqlite3`` connection on a dedicated thread for writes: a transaction of many units
+must run as one call on the database thread; aiosqlite would make each statement its own thread
+hop. Reads (history, list, describe) use an aiosqlite connection, which WAL lets run alongside
+the writer.
+
+Durability: ``synchronous=FULL`` by default (a commit survives power loss); ``NORMAL`` may lose
+the last transactions on power loss, never on a process crash.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import sqlite3
+from concurrent.futures import ThreadPoolExecutor
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+import msgpack
+
+from grctl_daemon.config import crash_point
+from grctl_daemon.storage import base as rec
+
+SCHEMA_VERSION = 1
+# version → SQL that brings version-1 to version. Append, never edit.
+MIGRATIONS: dict[int, str] = {}
+
+_RUN_COLUMNS = (
+    "run_id",
+    "workflow_id",
+    "workflow_type",
+    "status",
+    "created_ms",
+    "updated_ms",
+    "ended_ms",
+    "input",
+    "result",
+    "error",
+    "reason",
+    "step_name",
+    "handler_kind",
+    "step_args",
+    "attempt",
+    "failures",
+    "step_seq",
+    "wait_timeout_step",
+    "cancel_requested",
+    "parent_workflow_id",
+    "parent_run_id",
+    "history_seq",
+    "inbox_seq",
+)
+_INSERT_RUN = (
+    f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
+)
+_UPDATE_RUN = f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _RUN_COLUMNS[1:])} WHERE run_id = ?"
+_SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
+
+MAX_BATCH_UNITS = 1000
+
+
+def _pack(value: Any) -> bytes | None:
+    return None if value is None else msgpack.packb(value, use_bin_type=True)
+
+
+def _unpack(data: bytes | None) -> Any:
+    return None if data is None else msgpack.unpackb(data, raw=False, strict_map_key=False)
+
+
+def _run_params(run: rec.RunRecord) -> list[Any]:
+    values = []
+    for col in _RUN_COLUMNS:
+        v = getattr(run, col)
+        if col == "error":
+            v = _pack(v)
+        elif col == "cancel_requested":
+            v = int(v)
+        values.append(v)
+    return values
+
+
+def _run_from_row(row: Any) -> rec.RunRecord:
+    data = dict(zip(_RUN_COLUMNS, row, strict=True))
+    data["error"] = _unpack(data["error"])
+    data["cancel_requested"] = bool(data["cancel_requested"])
+    return rec.RunRecord(**data)
+
+
+def _apply(cur: sqlite3.Cursor, op: rec.Op) -> None:
+    match op:
+        case rec.SaveRun(run):
+            params = _run_params(run)
+            cur.execute(_UPDATE_RUN, [*params[1:], params[0]])
+        case rec.InsertRun(run):
+            cur.execute(_INSERT_RUN, _run_params(run))
+        case rec.PutStore(run_id, writes):
+            cur.executemany(
+                "INSERT INTO store (run_id, key, value) VALUES (?, ?, ?) "
+                "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
+                [(run_id, k, v) for k, v in writes.items()],
+            )
+        case rec.AppendHistory(run_id, seq, ts_ms, kind, step_name, data):
+            cur.execute(
+                "INSERT INTO history (run_id, seq, ts_ms, kind, step_name, data) "
+                "VALUES (?, ?, ?, ?, ?, ?)",
+                (run_id, seq, ts_ms, kind, step_name, _pack(data)),
+            )
+        case rec.AddInbox(run_id, seq, event_name, payload, arrived_ms):
+            cur.execute(
+                "INSERT INTO inbox (run_id, seq, event_name, payload, arrived_ms, state) "
+                "VALUES (?, ?, ?, ?, ?, 'pending')",
+                (run_id, seq, event_name, payload, arrived_ms),
+            )
+        case rec.MarkInbox(run_id, seq, state, step_name):
+            cur.execute(
+                "UPDATE inbox SET state = ?, step_name = ? WHERE run_id = ? AND seq = ?",
+                (state, step_name, run_id, seq),
+            )
+        case rec.AddRecord(run_id, step_seq, n, record):
+            cur.execute(
+                "INSERT INTO step_records (run_id, step_seq, n, record) VALUES (?, ?, ?, ?)",
+                (run_id, step_seq, n, record),
+            )
+        case rec.ClearRecords(run_id):
+            cur.execute("DELETE FROM step_records WHERE run_id = ?", (run_id,))
+        case rec.SetTimer(run_id, kind, due_ms, token):
+            cur.execute(
+                "INSERT INTO timers (run_id, kind, due_ms, token) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (run_id, kind) DO UPDATE SET due_ms = excluded.due_ms, "
+                "token = excluded.token",
+                (run_id, kind, due_ms, token),
+            )
+        case rec.ClearTimer(run_id, None):
+            cur.execute("DELETE FROM timers WHERE run_id = ?", (run_id,))
+        case rec.ClearTimer(run_id, kind):
+            cur.execute("DELETE FROM timers WHERE run_id = ? AND kind = ?", (run_id, kind))
+        case rec.SaveType(workflow_type, definition, updated_ms):
+            cur.execute(
+                "INSERT INTO workflow_types (workflow_type, definition, updated_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT (workflow_type) DO UPDATE SET definition = excluded.definition, "
+                "updated_ms = excluded.updated_ms",
+                (workflow_type, _pack(definition), updated_ms),
+            )
+        case _:
+            raise TypeError(f"unknown storage op {op!r}")
+
+
+class SqliteStorage:
+    """Storage on one SQLite file in WAL mode."""
+
+    def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        self.path = path
+        self.synchronous = synchronous
+        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grctl-writer")
+        self._wconn: sqlite3.Connection | None = None
+        self._reader: aiosqlite.Connection | None = None
+        self._queue: asyncio.Queue[tuple[list[rec.Op], asyncio.Future[None]] | None] = (
+            asyncio.Queue()
+        )
+        self._writer_task: asyncio.Task[None] | None = None
+        self.batches = 0
+        self.units = 0
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def open(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(self._executor, self._open_writer)
+        self._reader = await aiosqlite.connect(str(self.path))
+        await self._reader.execute("PRAGMA query_only = ON")
+        self._writer_task = asyncio.create_task(self._write_loop(), name="grctl-group-commit")
+
+    def _open_writer(self) -> None:
+        fresh = not self.path.exists()
+        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        if fresh:
+            os.chmod(self.path, 0o600)
+        conn.execute("PRAGMA journal_mode = WAL")
+        conn.execute(f"PRAGMA synchronous = {self.synchronous}")
+        conn.execute("PRAGMA busy_timeout = 5000")
+        self._migrate(conn)
+        self._wconn = conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            has_table = conn.execute(
+                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+            ).fetchone()
+            version = 0
+            if has_table:
+                row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+                version = row[0] or 0
+            if version > SCHEMA_VERSION:
+                raise RuntimeError(
+                    f"database {self.path} has schema version {version}, newer than this grctl "
+                    f"({SCHEMA_VERSION}); upgrade grctl or point GRCTL_DB elsewhere"
+                )
+            if version == 0:
+                schema = resources.files("grctl_daemon.storage").joinpath("schema.sql").read_text()
+                lines = [ln for ln in schema.splitlines() if not ln.lstrip().startswith("--")]
+                for statement in "\n".join(lines).split(";"):
+                    if statement.strip():
+                        conn.execute(statement)
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+                version = SCHEMA_VERSION
+            for target in range(version + 1, SCHEMA_VERSION + 1):
+                conn.executescript(MIGRATIONS[target])
+                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
+            conn.execute("COMMIT")
+        except BaseException:
+            conn.execute("ROLLBACK")
+            raise
+
+    async def close(self) -> None:
+        """Finish every queued commit, then close."""
+        if self._writer_task is not None:
+            await self._queue.put(None)
+            await self._writer_task
+            self._writer_task = None
+        if self._reader is not None:
+            await self._reader.close()
+            self._reader = None
+        loop = asyncio.get_running_loop()
+        if self._wconn is not None:
+            conn, self._wconn = self._wconn, None
+            await loop.run_in_executor(self._executor, conn.close)
+        self._executor.shutdown(wait=True)
+
+    # -- writes ---------------------------------------------------------------------------------
+
+    def commit(self, ops: list[rec.Op]) -> asyncio.Future[None]:
+        """Queue one unit; the future resolves when it is durable (or fails with UnitRefused)."""
+        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        self._queue.put_nowait((ops, fut))
+        return fut
+
+    async def _write_loop(self) -> None:
+        loop = asyncio.get_running_loop()
+        stopping = False
+        while not stopping:
+            item = await self._queue.get()
+            if item is None:
+                break
+            batch = [item]
+            while not self._queue.empty() and len(batch) < MAX_BATCH_UNITS:
+                nxt = self._queue.get_nowait()
+                if nxt is None:
+                    stopping = True
+                    break
+                batch.append(nxt)
+            try:
+                outcomes = await loop.run_in_executor(
+                    self._executor, self._write_batch, [ops for ops, _ in batch]
+                )
+            except Exception as exc:  # the database itself failed: every unit fails
+                for _, fut in batch:
+                    if not fut.done():
+                        fut.set_exception(exc)
+                continue
+            self.batches += 1
+            self.units += len(batch)
+            for (_, fut), outcome in zip(batch, outcomes, strict=True):
+                if fut.done():
+                    continue
+                if outcome is None:
+                    fut.set_result(None)
+                else:
+                    fut.set_exception(outcome)
+
+    def _write_batch(self, units: list[list[rec.Op]]) -> list[Exception | None]:
+        conn = self._wconn
+        assert conn is not None
+        outcomes: list[Exception | None] = []
+        cur = conn.cursor()
+        cur.execute("BEGIN IMMEDIATE")
+        try:
+            for ops in units:
+                cur.execute("SAVEPOINT unit")
+                try:
+                    for op in ops:
+                        _apply(cur, op)
+                except sqlite3.IntegrityError as exc:
+                    cur.execute("ROLLBACK TO unit")
+                    outcomes.append(rec.UnitRefused(str(exc)))
+                else:
+                    outcomes.append(None)
+                cur.execute("RELEASE unit")
+            crash_point("before_commit")
+            cur.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                cur.execute("ROLLBACK")
+            raise
+        crash_point("after_commit")
+        return outcomes
+
+    # -- reads ----------------------------------------------------------------------------------
+
+    async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
+        assert self._reader is not None
+        async with self._reader.execute(sql, params) as cur:
+            return list(await cur.fetchall())
+
+    async def load_types(self) -> dict[str, dict[str, Any]]:
+        rows = await self._fetch("SELECT workflow_type, definition FROM workflow_types")
+        return {name: _unpack(blob) for name, blob in rows}
+
+    async def load_active(self) -> list[rec.ActiveRun]:
+        runs = [
+            _run_from_row(r)
+            for r in await self._fetch(
+                f"{_SELECT_RUN} WHERE status IN ('running', 'waiting') ORDER BY created_ms"
+            )
+        ]
+        active = []
+        for run in runs:
+            store = dict(
+                await self._fetch("SELECT key, value FROM store WHERE run_id = ?", (run.run_id,))
+            )
+            records = [
+                r[0]
+                for r in await self._fetch(
+                    "SELECT record FROM step_records WHERE run_id = ? AND step_seq = ? ORDER BY n",
+                    (run.run_id, run.step_seq),
+                )
+            ]
+            inbox = [
+                (seq, name, payload)
+                for seq, name, payload in await self._fetch(
+                    "SELECT seq, event_name, payload FROM inbox WHERE run_id = ? AND state = 'pending' "
+                    "ORDER BY seq",
+                    (run.run_id,),
+                )
+            ]
+            timers = {
+                kind: (due, token)
+                for kind, due, token in await self._fetch(
+                    "SELECT kind, due_ms, token FROM timers WHERE run_id = ?", (run.run_id,)
+                )
+            }
+            active.append(rec.ActiveRun(run, store, records, inbox, timers))
+        return active
+
+    async def find_run(self, workflow_id: str, run_id: str | None) -> rec.RunRecord | None:
+        if run_id:
+            rows = await self._fetch(
+                f"{_SELECT_RUN} WHERE run_id = ? AND workflow_id = ?", (run_id, workflow_id)
+            )
+        else:
+            rows = await self._fetch(
+                f"{_SELECT_RUN} WHERE workflow_id = ? ORDER BY created_ms DESC, run_id DESC LIMIT 1",
+                (workflow_id,),
+            )
+        return _run_from_row(rows[0]) if rows else None
+
+    async def read_store(self, run_id: str) -> dict[str, bytes]:
+        return dict(await self._fetch("SELECT key, value FROM store WHERE run_id = ?", (run_id,)))
+
+    async def read_timers(self, run_id: str) -> dict[str, tuple[int, str]]:
+        rows = await self._fetch(
+            "SELECT kind, due_ms, token FROM timers WHERE run_id = ?", (run_id,)
+        )
+        return {kind: (due, token) for kind, due, token in rows}
+
+    async def read_history(self, run_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT seq, ts_ms, kind, step_name, data FROM history WHERE run_id = ? AND seq > ? "
+            "ORDER BY seq",
+            (run_id, after_seq),
+        )
+        return [
+            {"seq": seq, "ts_ms": ts, "kind": kind, "step_name": step, "data": _unpack(data) or {}}
+            for seq, ts, kind, step, data in rows
+        ]
+
+    async def read_inbox(self, run_id: str) -> list[dict[str, Any]]:
+        rows = await self._fetch(
+            "SELECT seq, event_name, payload, arrived_ms, state, step_name FROM inbox "
+            "WHERE run_id = ? ORDER BY seq",
+            (run_id,),
+        )
+        return [
+            {
+                "seq": seq,
+                "event_name": name,
+                "payload": payload,
+                "arrived_ms": arrived,
+                "state": state,
+                "step_name": step,
+            }
+            for seq, name, payload, arrived, state, step in rows
+        ]
+
+    async def list_runs(
+        self, status: str | None, workflow_type: str | None, limit: int
+    ) -> list[rec.RunRecord]:
+        where, params = [], []
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if workflow_type:
+            where.append("workflow_type = ?")
+            params.append(workflow_type)
+        sql = _SELECT_RUN + (f" WHERE {' AND '.join(where)}" if where else "")
+        sql += " ORDER BY created_ms DESC, run_id DESC LIMIT ?"
+        return [_run_from_row(r) for r in await self._fetch(sql, (*params, limit))]
+
+    async def count_by_status(self) -> dict[str, int]:
+        return dict(await self._fetch("SELECT status, COUNT(*) FROM runs GROUP BY status"))
