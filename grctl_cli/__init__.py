@@ -1,0 +1,1 @@
+"""The ``grctl`` command line (typer + rich)."""

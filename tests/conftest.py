@@ -1,0 +1,235 @@
+"""Fixtures over the real thing: a daemon process on a temp home, worker processes, polling.
+
+- ``daemon``: the real ``python -m grctl_daemon`` on a fresh home, ready once the socket
+  accepts; teardown stops it gracefully and checks exit 0 and a traceback-free daemon.log.
+- ``workers``: a factory starting real ``grctl worker`` processes on modules of tests/flows.
+- ``wait_until(predicate, timeout=...)`` in place of every sleep.
+- ``call(daemon, fn)``: run ``fn(client)`` against the daemon with a fresh Client.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import shutil
+import signal
+import socket as socketlib
+import subprocess
+import sys
+import tempfile
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from grctl.client import Client
+
+TESTS = Path(__file__).parent
+GRCTL = str(Path(sys.executable).parent / "grctl")
+
+
+def wait_until(
+    predicate: Callable[[], Any], timeout: float = 10.0, interval: float = 0.02, message: str = ""
+) -> Any:
+    """Poll ``predicate`` until it returns a truthy value; fail the test at the deadline."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = predicate()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {message or predicate}")
+        time.sleep(interval)
+
+
+def _accepts(path: Path) -> bool:
+    s = socketlib.socket(socketlib.AF_UNIX, socketlib.SOCK_STREAM)
+    try:
+        s.connect(str(path))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+class Daemon:
+    """A real daemon process on its own home."""
+
+    def __init__(self, home: Path) -> None:
+        self.home = home
+        self.socket = home / "grctl.sock"
+        self.db = home / "grctl.db"
+        self.log = home / "daemon.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+        self.allow_tracebacks = False
+
+    @property
+    def pid(self) -> int:
+        assert self.proc is not None
+        return self.proc.pid
+
+    def env(self, extra: dict[str, str] | None = None) -> dict[str, str]:
+        env = {**os.environ, "GRCTL_HOME": str(self.home), "PYTHONUNBUFFERED": "1"}
+        env.pop("GRCTL_SOCKET", None)
+        env.pop("GRCTL_DB", None)
+        env.pop("GRCTL_CRASH_AT", None)
+        env.update(extra or {})
+        return env
+
+    def start(self, env: dict[str, str] | None = None, wait: bool = True) -> Daemon:
+        out = open(self.home / "daemon.out", "ab")  # noqa: SIM115
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "grctl_daemon", "--home", str(self.home), "--quiet"],
+            env=self.env(env),
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+        )
+        out.close()
+        if wait:
+            wait_until(
+                lambda: self.proc.poll() is not None or _accepts(self.socket),
+                15,
+                message="daemon socket",
+            )
+            assert self.proc.poll() is None, (self.home / "daemon.out").read_text()
+        return self
+
+    def kill9(self) -> None:
+        assert self.proc is not None
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def wait_dead(self, timeout: float = 15) -> int:
+        assert self.proc is not None
+        return self.proc.wait(timeout)
+
+    def stop(self) -> int:
+        assert self.proc is not None
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        return self.proc.wait(15)
+
+    def call(self, fn: Callable[[Client], Awaitable[Any]], timeout: float = 30) -> Any:
+        return call(self, fn, timeout)
+
+    def integrity_ok(self) -> bool:
+        import sqlite3
+
+        conn = sqlite3.connect(str(self.db))
+        try:
+            return conn.execute("PRAGMA integrity_check").fetchone()[0] == "ok"
+        finally:
+            conn.close()
+
+    def status(self) -> dict[str, Any]:
+        return self.call(lambda c: c.daemon_status())
+
+
+def call(daemon: Daemon, fn: Callable[[Client], Awaitable[Any]], timeout: float = 30) -> Any:
+    """Run ``fn(client)`` with a fresh connection to ``daemon``."""
+
+    async def go() -> Any:
+        client = await Client.connect(daemon.socket)
+        try:
+            return await asyncio.wait_for(fn(client), timeout)
+        finally:
+            await client.close()
+
+    return asyncio.run(go())
+
+
+@pytest.fixture
+def home() -> Iterator[Path]:
+    # Unix socket paths are limited to ~107 bytes: keep the home short, not under tmp_path.
+    path = Path(tempfile.mkdtemp(prefix="grctl-", dir="/tmp"))
+    os.chmod(path, 0o700)
+    yield path
+    shutil.rmtree(path, ignore_errors=True)
+
+
+@pytest.fixture
+def daemon(home: Path) -> Iterator[Daemon]:
+    d = Daemon(home).start()
+    yield d
+    if d.proc is not None and d.proc.poll() is None:
+        code = d.stop()
+        assert code == 0, f"daemon exited {code}: {(home / 'daemon.out').read_text()}"
+    if not d.allow_tracebacks and d.log.exists():
+        assert "Traceback" not in d.log.read_text(), d.log.read_text()
+
+
+class Worker:
+    def __init__(self, proc: subprocess.Popen[bytes], log: Path) -> None:
+        self.proc = proc
+        self.log = log
+
+    @property
+    def pid(self) -> int:
+        return self.proc.pid
+
+    def kill9(self) -> None:
+        self.proc.send_signal(signal.SIGKILL)
+        self.proc.wait(10)
+
+    def stop(self) -> int:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+        try:
+            return self.proc.wait(10)
+        except subprocess.TimeoutExpired:
+            self.proc.kill()
+            return self.proc.wait(10)
+
+    def output(self) -> str:
+        return self.log.read_text(errors="replace")
+
+
+@pytest.fixture
+def workers(daemon: Daemon) -> Iterator[Callable[..., Worker]]:
+    """Start ``grctl worker flows.MODULE…`` processes; waits until they registered."""
+    started: list[Worker] = []
+
+    def start(
+        *modules: str,
+        concurrency: int | None = None,
+        env: dict[str, str] | None = None,
+        wait: bool = True,
+    ) -> Worker:
+        before = len(daemon.status()["workers"]) if wait else 0
+        log = daemon.home / f"worker-{len(started)}.log"
+        cmd = [GRCTL, "worker", *modules, "--home", str(daemon.home)]
+        if concurrency is not None:
+            cmd += ["--concurrency", str(concurrency)]
+        out = open(log, "ab")  # noqa: SIM115
+        proc = subprocess.Popen(
+            cmd, cwd=TESTS, env=daemon.env(env), stdout=out, stderr=out, stdin=subprocess.DEVNULL
+        )
+        out.close()
+        w = Worker(proc, log)
+        started.append(w)
+        if wait:
+            wait_until(
+                lambda: proc.poll() is not None or len(daemon.status()["workers"]) > before,
+                15,
+                message="worker registration",
+            )
+            assert proc.poll() is None, w.output()
+        return w
+
+    yield start
+    for w in started:
+        w.stop()
+
+
+@pytest.fixture
+def ledger(home: Path) -> Path:
+    """A side-effect ledger file the test flows append ``op_id attempt`` lines to."""
+    return home / "ledger.txt"
+
+
+def read_ledger(path: Path) -> list[str]:
+    return path.read_text().splitlines() if path.exists() else []
