@@ -211,7 +211,7 @@ class Workflow:
         if self.start_def is None:
             raise WorkflowDefinitionError(
                 f"workflow {self.workflow_type!r} has no start handler; add one with "
-                f"@{_var_hint(self)}.start()"
+                "@<workflow>.start()"
             )
         handlers: list[tuple[str, Handler]] = [("start", self.start_def.fn)]
         handlers += [("step", s.fn) for s in self.steps.values()]
@@ -232,7 +232,7 @@ class Workflow:
                     raise WorkflowDefinitionError(
                         f"workflow {self.workflow_type!r}, {role} handler {fn.__name__!r} "
                         f"(line {line}) transitions to {shown!r}, which is not a registered step; "
-                        f"decorate it with @{_var_hint(self)}.step() or fix the name "
+                        "decorate it with @<workflow>.step() or fix the name "
                         f"(steps: {', '.join(sorted(self.steps)) or 'none'})"
                     )
 
@@ -255,10 +255,6 @@ class Workflow:
             ],
             "queries": sorted(self.queries),
         }
-
-
-def _var_hint(wf: Workflow) -> str:
-    return "workflow"
 
 
 def _static_targets(fn: Handler) -> list[tuple[ast.Name | str, int]]:

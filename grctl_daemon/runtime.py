@@ -137,10 +137,6 @@ class Runtime:
             if d.state is not None:
                 self._remember(d.state)
             ops.extend(d.ops)
-        for d in decisions:
-            for effect in d.effects:
-                if isinstance(effect, tr.ArmTimer):
-                    self.timers.arm(effect.run_id, effect.kind, effect.due_ms, effect.token)
         if not ops:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             fut.set_result(None)
@@ -165,7 +161,9 @@ class Runtime:
 
     def _effects(self, d: tr.Decision) -> None:
         for effect in d.effects:
-            if isinstance(effect, tr.Dispatch):
+            if isinstance(effect, tr.ArmTimer):
+                self.timers.arm(effect.run_id, effect.kind, effect.due_ms, effect.token)
+            elif isinstance(effect, tr.Dispatch):
                 self._dispatch(effect.run_id)
             elif isinstance(effect, tr.StopStep):
                 slot = self.dispatcher.release(effect.dispatch_id)
