@@ -273,6 +273,7 @@ class StartChild(Message):
     workflow_type: str
     workflow_id: str
     workflow_input: Any = None
+    completion_event: str | None = None
 
 
 @message("send_to_parent")

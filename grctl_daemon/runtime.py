@@ -132,6 +132,7 @@ class Runtime:
 
     def apply(self, *decisions: tr.Decision) -> asyncio.Future[None]:
         """Install the decisions' states now, commit their ops as one unit, then do effects."""
+        decisions = decisions + self._completion_events(decisions)
         ops: list[rec.Op] = []
         for d in decisions:
             if d.state is not None:
@@ -158,6 +159,33 @@ class Runtime:
 
         fut.add_done_callback(committed)
         return fut
+
+    def _completion_events(self, decisions: tuple[tr.Decision, ...]) -> tuple[tr.Decision, ...]:
+        """A child that ends tells its parent through ``completion_event``, in the same unit."""
+        extra: list[tr.Decision] = []
+        for d in decisions:
+            s = d.state
+            if s is None or s.is_active or not s.completion_event:
+                continue
+            if not any(isinstance(e, tr.RunEnded) for e in d.effects):
+                continue
+            parent = self.runs.get(s.parent_run_id or "")
+            tdef = self.types.get(parent.workflow_type) if parent else None
+            if parent is None or tdef is None or s.completion_event not in tdef.events:
+                continue
+            payload = {
+                "workflow_id": s.workflow_id,
+                "run_id": s.run_id,
+                "status": s.status,
+                "result": _open(s.result),
+                "error": s.error,
+            }
+            blob = msgpack.packb(payload, use_bin_type=True)
+            sent = tr.event_sent(parent, tdef, s.completion_event, blob, now_ms())
+            if sent.error is None:
+                self._remember(sent.state)  # type: ignore[arg-type]
+                extra.append(sent)
+        return tuple(extra)
 
     def _effects(self, d: tr.Decision) -> None:
         for effect in d.effects:
@@ -342,6 +370,7 @@ class Runtime:
         workflow_id: str,
         workflow_input: Any,
         parent: RunState | None = None,
+        completion_event: str | None = None,
     ) -> tr.Decision:
         _check_id(workflow_id, "workflow_id")
         tdef = self._tdef(workflow_type)
@@ -369,6 +398,7 @@ class Runtime:
             now_ms(),
             parent.workflow_id if parent else None,
             parent.run_id if parent else None,
+            completion_event,
         )
 
     async def start_workflow(self, m: p.StartWorkflow) -> Any:
@@ -654,7 +684,20 @@ class Runtime:
 
     async def start_child(self, m: p.StartChild) -> Any:
         parent = self._by_dispatch(m.dispatch_id)
-        child = self._start_decision(m.workflow_type, m.workflow_id, m.workflow_input, parent)
+        if m.completion_event is not None:
+            params = self._tdef(parent.workflow_type).events.get(m.completion_event)
+            sample = {"workflow_id": "", "run_id": "", "status": "", "result": None, "error": None}
+            if params is None or binding_error(params, sample):
+                raise InvalidInputError(
+                    f"completion_event {m.completion_event!r} must name an event handler of "
+                    f"{parent.workflow_type!r} that accepts workflow_id, run_id, status, result "
+                    "and error (or **kwargs)",
+                    workflow_id=parent.workflow_id,
+                    run_id=parent.run_id,
+                )
+        child = self._start_decision(
+            m.workflow_type, m.workflow_id, m.workflow_input, parent, m.completion_event
+        )
         record = _open(_blob(m.record))
         record["value"] = child.reply
         blob = msgpack.packb(record, use_bin_type=True)

@@ -35,7 +35,12 @@ class StepEnv(Protocol):
     async def record(self, rec: dict[str, Any]) -> None: ...
 
     async def start_child(
-        self, rec: dict[str, Any], workflow_type: str, workflow_id: str, workflow_input: Any
+        self,
+        rec: dict[str, Any],
+        workflow_type: str,
+        workflow_id: str,
+        workflow_input: Any,
+        completion_event: str | None,
     ) -> dict[str, Any]: ...
 
     async def send_to_parent(self, rec: dict[str, Any], event_name: str, payload: Any) -> None: ...
@@ -249,9 +254,19 @@ class Context:
             await asyncio.sleep(remaining)
 
     async def start(
-        self, workflow_type: str, workflow_id: str, workflow_input: Any = None
+        self,
+        workflow_type: str,
+        workflow_id: str,
+        workflow_input: Any = None,
+        completion_event: str | None = None,
     ) -> WorkflowHandle:
-        """Start a child workflow (recorded: a replay does not start it twice)."""
+        """Start a child workflow (recorded: a replay does not start it twice).
+
+        With ``completion_event``, the daemon appends that event to this run's inbox when the
+        child ends, with the payload ``{workflow_id, run_id, status, result, error}`` — in the
+        same transaction as the child's end. Otherwise await ``handle.result()`` in a step, or
+        let the child call ``ctx.send_to_parent()``.
+        """
         op, prior = self._step.begin("child_start", workflow_type, workflow_id)
         if prior:
             rec = prior[0]
@@ -260,7 +275,9 @@ class Context:
             return WorkflowHandle(self, workflow_id, rec["value"]["run_id"], workflow_type)
         _check_serialisable(workflow_input, "the child workflow input")
         rec = {"op": op, "kind": "child_start", "name": workflow_type, "digest": workflow_id}
-        reply = await self._env.start_child(rec, workflow_type, workflow_id, workflow_input)
+        reply = await self._env.start_child(
+            rec, workflow_type, workflow_id, workflow_input, completion_event
+        )
         return WorkflowHandle(self, workflow_id, reply["run_id"], workflow_type)
 
     async def _child_result(self, workflow_id: str, run_id: str) -> Any:

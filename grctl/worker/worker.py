@@ -54,12 +54,23 @@ class _Env:
         await self._worker._request(lambda r: p.RecordOutcome(r, did, p.wrap_value(rec)))
 
     async def start_child(
-        self, rec: dict[str, Any], workflow_type: str, workflow_id: str, workflow_input: Any
+        self,
+        rec: dict[str, Any],
+        workflow_type: str,
+        workflow_id: str,
+        workflow_input: Any,
+        completion_event: str | None,
     ) -> dict[str, Any]:
         did = self._dispatch.dispatch_id
         return await self._worker._request(
             lambda r: p.StartChild(
-                r, did, p.wrap_value(rec), workflow_type, workflow_id, p.wrap_value(workflow_input)
+                r,
+                did,
+                p.wrap_value(rec),
+                workflow_type,
+                workflow_id,
+                p.wrap_value(workflow_input),
+                completion_event,
             )
         )
 

@@ -243,6 +243,7 @@ def start_run(
     now: int,
     parent_workflow_id: str | None = None,
     parent_run_id: str | None = None,
+    completion_event: str | None = None,
 ) -> Decision:
     """A new run: its row, ``workflow_started`` and the start handler scheduled."""
     s = RunState(
@@ -255,6 +256,7 @@ def start_run(
         input=input_blob,
         parent_workflow_id=parent_workflow_id,
         parent_run_id=parent_run_id,
+        completion_event=completion_event,
     )
     d = Decision(s)
     _history(

@@ -35,6 +35,7 @@ class RunRecord:
     cancel_requested: bool = False
     parent_workflow_id: str | None = None
     parent_run_id: str | None = None
+    completion_event: str | None = None  # the parent's event that gets this run's outcome
     history_seq: int = 0
     inbox_seq: int = 0
     ended_ms: int | None = None

@@ -32,6 +32,7 @@ CREATE TABLE IF NOT EXISTS runs (
     cancel_requested   INTEGER NOT NULL DEFAULT 0,
     parent_workflow_id TEXT,
     parent_run_id      TEXT,
+    completion_event   TEXT,
     history_seq        INTEGER NOT NULL DEFAULT 0,
     inbox_seq          INTEGER NOT NULL DEFAULT 0
 );

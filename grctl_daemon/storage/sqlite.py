@@ -61,6 +61,7 @@ _RUN_COLUMNS = (
     "cancel_requested",
     "parent_workflow_id",
     "parent_run_id",
+    "completion_event",
     "history_seq",
     "inbox_seq",
 )
