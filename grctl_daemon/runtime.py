@@ -133,11 +133,20 @@ class Runtime:
     def apply(self, *decisions: tr.Decision) -> asyncio.Future[None]:
         """Install the decisions' states now, commit their ops as one unit, then do effects."""
         decisions = decisions + self._completion_events(decisions)
-        ops: list[rec.Op] = []
         for d in decisions:
             if d.state is not None:
                 self._remember(d.state)
-            ops.extend(d.ops)
+        # A step scheduled here is handed to a worker in the same unit, so the hot path costs
+        # one commit per step; the worker hears of it only once that commit is durable.
+        sends: list[tuple[WorkerSlot, p.DispatchStep]] = []
+        for d in decisions:
+            for effect in d.effects:
+                if isinstance(effect, tr.Dispatch):
+                    prepared = self._prepare_dispatch(effect.run_id)
+                    if prepared is not None:
+                        decisions += (prepared[0],)
+                        sends.append(prepared[1:])
+        ops: list[rec.Op] = [op for d in decisions for op in d.ops]
         if not ops:
             fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
             fut.set_result(None)
@@ -153,6 +162,10 @@ class Runtime:
                     log.critical("database commit failed; stopping the daemon: %r", exc)
                     self.fatal.set()
                 return
+            for slot, msg in sends:
+                self._spawn(slot.send(msg))
+            if sends:
+                crash_point("after_dispatch")
             for d in decisions:
                 self._effects(d)
                 self._publish(d)
@@ -245,21 +258,32 @@ class Runtime:
     # -- dispatch -------------------------------------------------------------------------------
 
     def _dispatch(self, run_id: str) -> None:
+        """Hand the run's scheduled step to a worker now (or queue it)."""
+        prepared = self._prepare_dispatch(run_id)
+        if prepared is not None:
+            self.apply(prepared[0])
+            self._spawn(prepared[1].send(prepared[2]))
+            crash_point("after_dispatch")
+
+    def _prepare_dispatch(
+        self, run_id: str
+    ) -> tuple[tr.Decision, WorkerSlot, p.DispatchStep] | None:
+        """Pick a worker and build the dispatch; ``None`` when nothing to send (or queued)."""
         state = self.runs.get(run_id)
         if state is None or state.status != "running" or state.dispatch_id is not None:
-            return
+            return None
         if tr.RETRY_TIMER in state.timers:
-            return
+            return None
         slot = self.dispatcher.pick(state.workflow_type)
         if slot is None:
             self.dispatcher.enqueue(state.workflow_type, run_id)
-            return
+            return None
         tdef = self.types[state.workflow_type]
         d = tr.dispatched(state, tdef, slot.name, self.boot, now_ms())
         s = d.state
         assert s is not None and s.dispatch_id is not None
         self.dispatcher.assign(slot, s.dispatch_id, run_id)
-        self.apply(d)
+        self._remember(s)
         msg = p.DispatchStep(
             dispatch_id=s.dispatch_id,
             workflow_id=s.workflow_id,
@@ -275,8 +299,7 @@ class Runtime:
             parent_workflow_id=s.parent_workflow_id,
             parent_run_id=s.parent_run_id,
         )
-        self._spawn(slot.send(msg))
-        crash_point("after_dispatch")
+        return d, slot, msg
 
     def _drain(self, slot: WorkerSlot) -> None:
         for workflow_type in slot.types:
