@@ -136,7 +136,9 @@ class Workflow:
             event_name = name or fn.__name__
             if event_name in self.events:
                 raise WorkflowDefinitionError(
-                    f"workflow {self.workflow_type!r} has two handlers for event {event_name!r}"
+                    f"workflow {self.workflow_type!r} has two handlers for event {event_name!r} "
+                    f"({self.events[event_name].fn.__name__!r} and {fn.__name__!r}); keep one, "
+                    "or give one another @workflow.event(name=...)"
                 )
             self.events[event_name] = EventDef(event_name, fn)
             return fn
@@ -186,6 +188,14 @@ class Workflow:
         where = f"workflow {self.workflow_type!r}, {role} handler {label!r}"
         if not inspect.iscoroutinefunction(fn):
             raise WorkflowDefinitionError(f"{where} must be an 'async def' function")
+        if getattr(fn, "__globals__", {}).get(label) is self:
+            # The ``def`` would rebind the module's name for this Workflow to the handler.
+            keep = f", keeping the event name with @{label}.event(name={label!r})"
+            raise WorkflowDefinitionError(
+                f"{where} has the same name as the variable holding the workflow, so its 'def' "
+                f"would replace the workflow; rename the variable (e.g. {label}_workflow = "
+                f"Workflow(...)) or the handler{keep if role == 'event' else ''}"
+            )
         params = list(inspect.signature(fn).parameters.values())
         if not params or params[0].kind not in (
             inspect.Parameter.POSITIONAL_ONLY,
@@ -217,8 +227,13 @@ class Workflow:
         handlers += [("step", s.fn) for s in self.steps.values()]
         handlers += [("event", e.fn) for e in self.events.values()]
         for role, fn in handlers:
+            # A local or closure variable (``ctx.next.step(next_fn)``) is only known when the
+            # step returns; ctx.next checks it then.
+            dynamic = set(fn.__code__.co_varnames) | set(fn.__code__.co_freevars)
             for target, line in _static_targets(fn):
                 if not isinstance(target, str):
+                    if target.id in dynamic:
+                        continue
                     resolved = fn.__globals__.get(target.id)
                     if resolved is None:
                         ok = target.id in self.steps

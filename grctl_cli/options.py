@@ -1,11 +1,16 @@
-"""Options every command shares (``--home``, ``--socket``, ``--json``) and the one runner."""
+"""Options every command shares, and reading option values: JSON, ``key=value``, files.
+
+A value the user typed wrong is a usage error (exit 2) that says where it broke; the typer app
+prints it. Nothing here talks to the daemon except ``connect``.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import json
 import sys
-from collections.abc import Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
+from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
@@ -21,64 +26,183 @@ HomeOpt = Annotated[
     str | None,
     typer.Option(
         "--home",
-        envvar="GRCTL_HOME",
-        help="grctl home directory (default ~/.grctl).",
-        show_envvar=True,
+        metavar="DIR",
+        help="grctl home directory (default: GRCTL_HOME, else ~/.grctl).",
+        show_default=False,
     ),
 ]
 SocketOpt = Annotated[
     str | None,
     typer.Option(
-        "--socket", help="Daemon socket path (default <home>/grctl.sock or GRCTL_SOCKET)."
+        "--socket",
+        metavar="PATH",
+        help="Daemon socket (default: GRCTL_SOCKET, else <home>/grctl.sock).",
+        show_default=False,
     ),
 ]
-JsonOpt = Annotated[bool, typer.Option("--json", help="Print JSON for scripts instead of a table.")]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print JSON for scripts (one document) instead of a table.")
+]
+RunOpt = Annotated[
+    str | None,
+    typer.Option("--run", metavar="RUN_ID", help="A given run (default: the latest)."),
+]
+
+COMPLETION_TIMEOUT_S = 2.0
+COMPLETION_LIMIT = 200
+
+
+def _ask_daemon(ctx: typer.Context, fn: Callable[[Client], Awaitable[T]]) -> T | None:
+    """For shell completion: ask the daemon quickly; None if it is down or slow."""
+
+    async def go() -> T:
+        async with connect(ctx.params.get("home"), ctx.params.get("socket")) as client:
+            return await fn(client)
+
+    try:
+        return asyncio.run(asyncio.wait_for(go(), COMPLETION_TIMEOUT_S))
+    except Exception:  # completion must never break the user's shell
+        return None
+
+
+def complete_workflow_id(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """<Tab> on an ID: the workflow_ids of recent runs, with their type and status."""
+    runs = _ask_daemon(ctx, lambda c: c.list_workflows(limit=COMPLETION_LIMIT)) or []
+    seen: dict[str, str] = {}
+    for r in runs:
+        if r.workflow_id.startswith(incomplete) and r.workflow_id not in seen:
+            seen[r.workflow_id] = f"{r.workflow_type} {r.status.value}"
+    return list(seen.items())
+
+
+def complete_workflow_type(ctx: typer.Context, incomplete: str) -> list[str]:
+    """<Tab> on a TYPE: the workflow types the connected workers serve."""
+    status = _ask_daemon(ctx, lambda c: c.daemon_status()) or {}
+    types = {t for w in status.get("workers", []) for t in w["workflow_types"]}
+    return sorted(t for t in types if t.startswith(incomplete))
+
+
+WorkflowIdArg = Annotated[
+    str,
+    typer.Argument(metavar="ID", help="The workflow_id.", autocompletion=complete_workflow_id),
+]
 
 
 def resolve_socket(home: str | None, socket: str | None) -> Path:
     return socket_path(socket, home)
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print one line on stderr and exit: 1 refused/failed, 2 bad usage."""
-    from grctl_cli.render import err_console
-
-    err_console.print(f"[bold red]error:[/] {message}", highlight=False, soft_wrap=True)
-    raise typer.Exit(code)
+def run(coro: Coroutine[Any, Any, T]) -> T:
+    """Run one coroutine to its end; errors go up to the app's one error boundary."""
+    return asyncio.run(coro)
 
 
-def run(coro: Awaitable[T]) -> T:
-    """Run one coroutine; expected errors become one line and exit code 1, never a traceback."""
-    try:
-        return asyncio.run(coro)  # type: ignore[arg-type]
-    except GrctlError as exc:
-        fail(str(exc))
-    except KeyboardInterrupt:
-        raise typer.Exit(130) from None
-    raise AssertionError("unreachable")
-
-
-async def with_client(
-    home: str | None, socket: str | None, fn: Callable[[Client], Awaitable[T]]
-) -> T:
+@asynccontextmanager
+async def connect(home: str | None, socket: str | None) -> AsyncIterator[Client]:
+    """A client on the daemon of ``--home``/``--socket``; DaemonUnavailableError if none."""
     client = await Client.connect(resolve_socket(home, socket))
     try:
-        return await fn(client)
+        yield client
     finally:
         await client.close()
 
 
-def parse_json(text: str, what: str) -> Any:
-    """Parse JSON from an option; bad JSON is a usage error that says where it broke."""
+# -- values -----------------------------------------------------------------------------------
+
+
+def parse_json(text: str, option: str) -> Any:
+    """JSON from an option; bad JSON is a usage error that points at where it broke."""
     try:
         return json.loads(text)
     except json.JSONDecodeError as exc:
-        fail(
-            f"{what} is not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno} "
-            f"(char {exc.pos}): {text[max(0, exc.pos - 10) : exc.pos + 10]!r}",
-            2,
+        raise typer.BadParameter(_where(exc, text), param_hint=f"'{option}'") from None
+
+
+def read_json_file(path: str, option: str) -> Any:
+    """JSON from a file (``-`` reads stdin); a missing file or bad JSON is a usage error."""
+    try:
+        text = sys.stdin.read() if path == "-" else Path(path).read_text()
+    except OSError as exc:
+        raise typer.BadParameter(
+            f"cannot read {path}: {exc.strerror or exc}", param_hint=f"'{option}'"
+        ) from None
+    try:
+        return json.loads(text)
+    except json.JSONDecodeError as exc:
+        source = "stdin" if path == "-" else path
+        raise typer.BadParameter(
+            f"{source}: {_where(exc, text)}", param_hint=f"'{option}'"
+        ) from None
+
+
+def _where(exc: json.JSONDecodeError, text: str) -> str:
+    """``not valid JSON: Expecting ',' delimiter at line 1 column 9`` and the line, marked."""
+    line = text.splitlines()[exc.lineno - 1] if text.strip() else ""
+    start = max(0, exc.colno - 40)
+    excerpt = line[start : start + 70]
+    caret = " " * (exc.colno - 1 - start) + "^"
+    return (
+        f"not valid JSON: {exc.msg} at line {exc.lineno} column {exc.colno}\n  {excerpt}\n  {caret}"
+    )
+
+
+def parse_items(items: list[str], option: str = "-i") -> dict[str, Any]:
+    """``key=value`` pairs; each value is JSON (``qty=2``, ``ok=true``) or else a plain string.
+
+    A value that opens like JSON (``{``, ``[`` or ``"``) must be valid JSON, so a typo in
+    ``tags=["a",`` is an error rather than a surprising string.
+    """
+    out: dict[str, Any] = {}
+    for item in items:
+        key, sep, raw = item.partition("=")
+        if not sep or not key.strip():
+            raise typer.BadParameter(
+                f"{item!r} is not KEY=VALUE (for example: -i qty=2 -i sku=abc)",
+                param_hint=f"'{option}'",
+            )
+        try:
+            out[key.strip()] = json.loads(raw)
+        except json.JSONDecodeError as exc:
+            if raw.lstrip()[:1] in ("{", "[", '"'):
+                raise typer.BadParameter(
+                    f"{key}: {_where(exc, raw)}", param_hint=f"'{option}'"
+                ) from None
+            out[key.strip()] = raw
+    return out
+
+
+def build_input(text: str | None, file: str | None, items: list[str]) -> Any:
+    """The workflow input from ``--input``, ``--input-file`` and ``-i``; None when none given."""
+    if text is not None and file is not None:
+        raise typer.BadParameter("give --input or --input-file, not both", param_hint="'--input'")
+    base: Any = None
+    if text is not None:
+        base = parse_json(text, "--input")
+    elif file is not None:
+        base = read_json_file(file, "--input-file")
+    if not items:
+        return base
+    if base is not None and not isinstance(base, dict):
+        raise typer.BadParameter(
+            "-i adds keys to the input, so --input must be a JSON object", param_hint="'-i'"
         )
+    return {**(base or {}), **parse_items(items)}
 
 
-def stdin_is_tty() -> bool:
-    return sys.stdin.isatty()
+def build_payload(text: str | None, file: str | None) -> Any:
+    """The event payload from ``--payload`` or ``--payload-file``; None when neither given."""
+    if text is not None and file is not None:
+        raise typer.BadParameter(
+            "give --payload or --payload-file, not both", param_hint="'--payload'"
+        )
+    if text is not None:
+        return parse_json(text, "--payload")
+    if file is not None:
+        return read_json_file(file, "--payload-file")
+    return None
+
+
+class RefusedError(GrctlError):
+    """An operation the CLI itself refuses (a result asked of a run still going): exit 1."""
+
+    code = "cli_refused"

@@ -1,19 +1,51 @@
-"""Everything the CLI prints: rich tables for people, JSON for scripts. The only printing module."""
+"""Everything the CLI prints: rich tables for people, JSON for scripts. The only printing module.
+
+stdout carries data (tables, values, JSON); stderr carries status lines, spinners and errors, so
+``grctl list --json | jq`` works. Colour follows ``NO_COLOR`` and the terminal: piped output is
+plain text. Times are local (and relative where that helps) in tables, ISO-8601 UTC in JSON.
+"""
 
 from __future__ import annotations
 
 import json
 import os
 import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
+from enum import Enum
 from typing import Any
 
-from rich.console import Console
+from rich import box
+from rich.console import Console, Group
+from rich.json import JSON
+from rich.live import Live
+from rich.spinner import Spinner
 from rich.table import Table
+from rich.text import Text
 
-_no_color = bool(os.environ.get("NO_COLOR"))
-console = Console(no_color=_no_color, soft_wrap=False)
-err_console = Console(stderr=True, no_color=_no_color)
+from grctl.errors import GrctlError, WorkflowFailedError
+
+NO_COLOR = bool(os.environ.get("NO_COLOR"))
+PIPED_WIDTH = 200  # piped tables are not squeezed to 80 columns; they are cut per cell instead
+MAX_CELL = 60  # a payload, store value or history summary longer than this ends in "…"
+
+
+def _console(stream: Any, stderr: bool) -> Console:
+    width = None if stream.isatty() else int(os.environ.get("COLUMNS") or PIPED_WIDTH)
+    return Console(
+        stderr=stderr,
+        width=width,
+        color_system=None if NO_COLOR else "auto",
+        highlight=False,
+        soft_wrap=False,
+    )
+
+
+console = _console(sys.stdout, stderr=False)
+err_console = _console(sys.stderr, stderr=True)
 
 STATUS_STYLE = {
     "running": "cyan",
@@ -23,93 +55,470 @@ STATUS_STYLE = {
     "cancelled": "magenta",
     "terminated": "magenta",
 }
-MAX_CELL = 60
+
+
+# -- JSON -------------------------------------------------------------------------------------
 
 
 def to_jsonable(value: Any) -> Any:
+    """Client models as plain JSON: dataclasses as objects, times as ISO-8601 UTC."""
     if isinstance(value, datetime):
-        return value.astimezone(UTC).isoformat().replace("+00:00", "Z")
+        return value.astimezone(UTC).isoformat(timespec="milliseconds").replace("+00:00", "Z")
+    if isinstance(value, Enum):
+        return value.value
+    if is_dataclass(value) and not isinstance(value, type):
+        return {f.name: to_jsonable(getattr(value, f.name)) for f in fields(value)}
     if isinstance(value, dict):
         return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, list | tuple):
         return [to_jsonable(v) for v in value]
     if isinstance(value, bytes):
         return value.hex()
-    if hasattr(value, "__dataclass_fields__"):
-        return {k: to_jsonable(getattr(value, k)) for k in value.__dataclass_fields__}
-    if hasattr(value, "value") and type(value).__module__.startswith("grctl"):
-        return value.value
     return value
 
 
-def print_json(value: Any, lines: bool = False) -> None:
-    text = json.dumps(to_jsonable(value), ensure_ascii=False, default=str)
+def print_json(value: Any) -> None:
+    """One JSON document on stdout (indented on a terminal, one line in a pipe)."""
+    indent = 2 if console.is_terminal else None
+    _write(json.dumps(to_jsonable(value), ensure_ascii=False, indent=indent, default=str))
+
+
+def print_json_line(value: Any) -> None:
+    """One line of JSON Lines on stdout, flushed at once (``--follow``)."""
+    _write(json.dumps(to_jsonable(value), ensure_ascii=False, default=str))
+
+
+def _write(text: str) -> None:
     sys.stdout.write(text + "\n")
     sys.stdout.flush()
 
 
-def short(value: Any, limit: int = MAX_CELL) -> str:
-    text = value if isinstance(value, str) else json.dumps(to_jsonable(value), default=str)
+# -- small formatters -------------------------------------------------------------------------
+
+
+def compact(value: Any) -> str:
+    """A value on one line: strings as they are, anything else as compact JSON."""
+    if isinstance(value, str):
+        return value.replace("\n", "⏎ ")
+    return json.dumps(to_jsonable(value), ensure_ascii=False, default=str)
+
+
+def cut(text: str, limit: int = MAX_CELL) -> str:
     return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
+def span(seconds: float) -> str:
+    """A duration for people: 42s, 4m 59s, 3h 4m, 2d 3h."""
+    s = int(abs(seconds))
+    if s < 60:
+        return f"{s}s"
+    if s < 3600:
+        return f"{s // 60}m {s % 60}s"
+    if s < 86400:
+        return f"{s // 3600}h {s % 3600 // 60}m"
+    return f"{s // 86400}d {s % 86400 // 3600}h"
+
+
+def ago(dt: datetime) -> str:
+    return f"{span((datetime.now(UTC) - dt).total_seconds())} ago"
+
+
+def time_left(dt: datetime) -> str:
+    left = (dt - datetime.now(UTC)).total_seconds()
+    return f"in {span(left)}" if left >= 0 else f"overdue by {span(left)}"
+
+
 def when(dt: datetime | None) -> str:
+    """Local time, with the date if not today, and how long ago."""
     if dt is None:
         return ""
     local = dt.astimezone()
-    delta = (datetime.now(UTC) - dt).total_seconds()
-    if 0 <= delta < 3600:
-        rel = f"{int(delta)}s ago" if delta < 60 else f"{int(delta // 60)}m ago"
-        return f"{local:%H:%M:%S} ({rel})"
-    return f"{local:%Y-%m-%d %H:%M:%S}"
+    day = "" if local.date() == datetime.now().date() else f"{local:%Y-%m-%d} "
+    return f"{day}{local:%H:%M:%S} ({ago(dt)})"
 
 
-def status_text(status: str) -> str:
-    return f"[{STATUS_STYLE.get(status, 'white')}]{status}[/]"
+def clock(dt: datetime) -> str:
+    return dt.astimezone().strftime("%H:%M:%S.%f")[:-3]
 
 
-def history_table(events: list[Any]) -> Table:
-    table = Table(show_header=True, header_style="bold")
-    for col in ("seq", "time", "kind", "step", "data"):
-        table.add_column(col, overflow="fold" if col == "data" else "ellipsis")
-    for ev in events:
-        table.add_row(str(ev.seq), when(ev.time), ev.kind, ev.step_name or "", short(ev.data))
+def status_text(status: str) -> Text:
+    return Text(str(status), style=STATUS_STYLE.get(str(status), ""))
+
+
+def _grid() -> Table:
+    grid = Table.grid(padding=(0, 2))
+    grid.add_column(style="bold", no_wrap=True, min_width=11)
+    grid.add_column(overflow="fold")
+    return grid
+
+
+def _table(*columns: str, wrap: bool = False) -> Table:
+    """A table with a header rule and no borders; cells are cut with "…" unless ``wrap``."""
+    table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
+    for name in columns:
+        table.add_column(name, no_wrap=not wrap, overflow="fold" if wrap else "ellipsis")
     return table
 
 
-def daemon_status(data: dict[str, Any]) -> None:
-    table = Table(show_header=False, box=None)
-    table.add_column(style="bold")
-    table.add_column()
-    uptime = int(data["uptime_s"])
-    table.add_row("pid", str(data["pid"]))
-    table.add_row("socket", data["socket"])
-    table.add_row(
-        "database",
-        f"{data['database']} ({data['database_bytes'] / 1024:.0f} KiB, "
-        f"synchronous={data['synchronous']})",
+# -- messages ---------------------------------------------------------------------------------
+
+
+def error(exc: GrctlError | str) -> None:
+    """An expected failure: one line on stderr, never a traceback."""
+    message = str(exc)
+    if isinstance(exc, WorkflowFailedError) and exc.workflow_id:
+        message += f"; see its traceback with: grctl describe {exc.workflow_id}"
+    err_console.print(Text.assemble(("error: ", "bold red"), message), soft_wrap=True)
+
+
+def note(message: str) -> None:
+    """A status line on stderr (started, sent, stopped…)."""
+    err_console.print(Text(message))
+
+
+def value(data: Any) -> None:
+    """A result or query value on stdout: text as is, anything else as JSON."""
+    if isinstance(data, str):
+        console.print(Text(data))
+    elif console.is_terminal:
+        console.print(JSON.from_data(to_jsonable(data), ensure_ascii=False))
+    else:
+        _write(json.dumps(to_jsonable(data), ensure_ascii=False, indent=2, default=str))
+
+
+def fields_grid(rows: list[tuple[str, Any]]) -> None:
+    """Label/value lines on stdout (what ``start`` and ``cancel`` report)."""
+    grid = _grid()
+    for label, item in rows:
+        grid.add_row(label, item if isinstance(item, Text) else Text(str(item)))
+    console.print(grid)
+
+
+# -- live status line -------------------------------------------------------------------------
+
+
+class _Elapsed:
+    """Spinner text that shows how long we have been at it; re-rendered at each refresh."""
+
+    def __init__(self, text: str) -> None:
+        self.text = text
+        self.started = time.monotonic()
+
+    def __rich__(self) -> Text:
+        return Text.assemble(self.text, (f"  {span(time.monotonic() - self.started)}", "dim"))
+
+
+class StatusLine:
+    """A live spinner line; ``update(text)`` changes what it says. Silent when not a terminal."""
+
+    def __init__(self, live: Live | None, label: _Elapsed) -> None:
+        self._live = live
+        self._label = label
+
+    def update(self, text: str) -> None:
+        self._label.text = text
+        if self._live is not None:
+            self._live.refresh()
+
+
+@contextmanager
+def live_status(text: str) -> Iterator[StatusLine]:
+    """Show a spinner while the block runs; it goes away after.
+
+    It draws on stdout when that is a terminal (so rows printed on ``console`` land above it),
+    else on stderr when that is one; in a pipe nothing is drawn and nothing leaks into the data.
+    """
+    label = _Elapsed(text)
+    target = console if console.is_terminal else err_console if err_console.is_terminal else None
+    if target is None:
+        yield StatusLine(None, label)
+        return
+    live = Live(
+        Spinner("dots", text=label),
+        console=target,
+        transient=True,
+        redirect_stdout=False,
+        redirect_stderr=False,
+        refresh_per_second=8,
     )
-    table.add_row("uptime", f"{uptime // 3600}h {uptime % 3600 // 60}m {uptime % 60}s")
-    runs = data.get("runs") or {}
-    table.add_row(
-        "runs", ", ".join(f"{status_text(k)} {v}" for k, v in sorted(runs.items())) or "none"
-    )
-    workers = data.get("workers") or []
-    table.add_row("workers", str(len(workers)) if workers else "none connected")
-    for w in workers:
+    with live:
+        yield StatusLine(live, label)
+
+
+# -- runs -------------------------------------------------------------------------------------
+
+
+def runs_table(runs: list[Any]) -> None:
+    """``grctl list``: one run a row, newest first."""
+    if not runs:
+        note("no runs match")
+        return
+    table = _table("workflow_id", "type", "status", "step", "created", "run_id")
+    for r in runs:
+        step = f"{r.step_name} #{r.attempt}" if r.step_name else ""
         table.add_row(
-            "",
-            f"{w['name']}: {', '.join(w['workflow_types'])} "
-            f"({w['inflight']}/{w['concurrency']} steps)",
+            Text(r.workflow_id),
+            Text(r.workflow_type),
+            status_text(r.status),
+            Text(step),
+            Text(when(r.created_at)),
+            Text(r.run_id),
         )
     console.print(table)
 
 
-def worker_banner(wf: Any) -> str:
-    steps = ", ".join(wf.steps) or "-"
-    events = ", ".join(wf.events) or "-"
-    queries = ", ".join(wf.queries) or "-"
-    return (
-        f"[bold]{wf.workflow_type}[/]: start {wf.start_def.name}; steps {steps}; "
-        f"events {events}; queries {queries}"
+def describe(info: Any) -> None:
+    """``grctl describe``: everything about one run, the error's traceback included."""
+    grid = _grid()
+    grid.add_row("workflow_id", Text(info.workflow_id))
+    grid.add_row("run_id", Text(info.run_id))
+    grid.add_row("type", Text(info.workflow_type))
+    status = status_text(info.status)
+    if info.cancel_requested and info.status in ("running", "waiting"):
+        status.append(" (cancel requested: ends after this step)", style="magenta")
+    grid.add_row("status", status)
+    if info.step_name:
+        grid.add_row("step", Text(f"{info.step_name} (attempt {info.attempt})"))
+    elif info.status == "waiting":
+        grid.add_row("step", Text("waiting for an event", style="dim"))
+    if info.worker:
+        grid.add_row("worker", Text(info.worker))
+    grid.add_row("created", Text(when(info.created_at)))
+    grid.add_row("updated", Text(when(info.updated_at)))
+    if info.ended_at:
+        grid.add_row("ended", Text(when(info.ended_at)))
+    if info.parent_workflow_id:
+        grid.add_row("parent", Text(f"{info.parent_workflow_id} (run {info.parent_run_id})"))
+    if info.input is not None:
+        grid.add_row("input", Text(cut(compact(info.input), 200)))
+    for timer in info.timers:
+        due = datetime.fromtimestamp(timer["due_ms"] / 1000, tz=UTC)
+        grid.add_row(
+            "timer", Text(f"{timer['kind']}: due {when(due).split(' (')[0]} ({time_left(due)})")
+        )
+    if info.status == "completed":
+        grid.add_row("result", Text(cut(compact(info.result), 200)))
+    error = info.error or {}
+    if error:
+        grid.add_row("error", Text(f"{error.get('type', 'Error')}: {error.get('message', '')}"))
+    if info.reason:
+        grid.add_row("reason", Text(info.reason))
+    parts: list[Any] = [grid]
+    if info.store:
+        store = _table("store key", "value")
+        for key, item in sorted(info.store.items()):
+            store.add_row(Text(key), Text(cut(compact(item))))
+        parts += [Text(""), store]
+    if error.get("traceback"):
+        parts += [Text(""), Text("traceback", style="bold"), Text(error["traceback"].rstrip())]
+    console.print(Group(*parts))
+
+
+# -- events -----------------------------------------------------------------------------------
+
+
+def inbox_table(events: list[Any]) -> None:
+    """``grctl inbox``: arrival order, event, payload, arrival time, pending/dispatched."""
+    if not events:
+        note("the inbox is empty")
+        return
+    table = _table("#", "event", "payload", "arrived", "state")
+    for ev in events:
+        state = Text(ev.state, style="yellow" if ev.state == "pending" else "green")
+        if ev.state == "dispatched" and ev.step_name:
+            state.append(f" → {ev.step_name}")
+        table.add_row(
+            Text(str(ev.seq)),
+            Text(ev.event_name),
+            Text(cut(compact(ev.payload))),
+            Text(when(ev.arrived_at)),
+            state,
+        )
+    console.print(table)
+
+
+# -- history ----------------------------------------------------------------------------------
+
+_HISTORY_COLUMNS = (("seq", 4, "right"), ("time", 12, "left"), ("kind", 19, "left"))
+_STEP_WIDTH = 16
+
+
+def summary(kind: str, data: dict[str, Any]) -> str:
+    """A history event's data on one readable line: ``attempt=1 worker=host:123``."""
+    d = dict(data)
+    if kind == "workflow_started":
+        text = f"input={compact(d.pop('input', None))}"
+        if d.get("parent_workflow_id"):
+            text += f" parent={d['parent_workflow_id']}"
+        return text
+    if kind == "step_started":
+        text = f"attempt={d.get('attempt')} worker={d.get('worker')}"
+        return text + (f" replaying={d['replaying']}" if d.get("replaying") else "")
+    if kind in ("event_received", "event_dispatched"):
+        text = f"{d.get('event_name')} #{d.get('inbox_seq')}"
+        if kind == "event_received":
+            text += f" payload={compact(d.get('payload'))}"
+        return text
+    if kind == "step_completed":
+        nxt = d.get("directive") or ""
+        if d.get("next_step"):
+            nxt = f"→ {d['next_step']}"
+        text = f"{nxt} attempt={d.get('attempt')}"
+        if d.get("store_keys"):
+            text += f" store={','.join(d['store_keys'])}"
+        return text.strip()
+    if kind in ("step_failed", "step_timed_out"):
+        err = d.get("error") or {}
+        text = f"attempt={d.get('attempt')} {err.get('type')}: {err.get('message')}"
+        if d.get("will_retry"):
+            return text + f" (retry in {d.get('retry_in_ms')}ms)"
+        return text + " (no retry)"
+    if kind == "waiting_for_event":
+        if d.get("timeout_ms") is None:
+            return "no time limit"
+        return f"timeout={span(d['timeout_ms'] / 1000)} → {d.get('timeout_step_name')}"
+    if kind == "workflow_completed":
+        return f"result={compact(d.get('result'))}"
+    if kind == "workflow_failed":
+        err = d.get("error") or {}
+        return f"{err.get('type')}: {err.get('message')}"
+    if kind.startswith("task_"):
+        err = d.pop("error", None)
+        text = f"{d.pop('name', '?')} op={d.pop('op', '?')} attempt={d.pop('attempt', '?')}"
+        if isinstance(err, dict):
+            text += f" {err.get('type')}: {err.get('message')}"
+        return text
+    return " ".join(f"{k}={compact(v)}" for k, v in d.items() if v not in (None, "", [], {}))
+
+
+class HistoryPrinter:
+    """History rows with fixed column widths, so a followed history lines up as it grows."""
+
+    def __init__(self) -> None:
+        self._header_done = False
+
+    def _row_table(self, header: bool) -> Table:
+        table = Table(
+            box=None, show_header=header, header_style="bold", pad_edge=False, padding=(0, 1)
+        )
+        for name, width, justify in _HISTORY_COLUMNS:
+            table.add_column(name, width=width, no_wrap=True, justify=justify)
+        table.add_column("step", width=_STEP_WIDTH, no_wrap=True, overflow="ellipsis")
+        table.add_column("data", no_wrap=True, overflow="ellipsis")
+        return table
+
+    def rows(self, events: list[Any]) -> None:
+        fixed = sum(width for _, width, _ in _HISTORY_COLUMNS) + _STEP_WIDTH
+        budget = max(console.width - fixed - 2 * len(_HISTORY_COLUMNS), 12)
+        table = self._row_table(header=not self._header_done)
+        self._header_done = True
+        for ev in events:
+            style = "red" if ev.kind in ("step_failed", "step_timed_out", "workflow_failed") else ""
+            table.add_row(
+                Text(str(ev.seq)),
+                Text(clock(ev.time), style="dim"),
+                Text(ev.kind, style=style or _kind_style(ev.kind)),
+                Text(ev.step_name or ""),
+                Text(cut(summary(ev.kind, ev.data), min(budget, 2 * MAX_CELL))),
+            )
+        if events:
+            console.print(table)
+
+
+def _kind_style(kind: str) -> str:
+    if kind.startswith("workflow_"):
+        return STATUS_STYLE.get(kind.removeprefix("workflow_"), "bold")
+    if kind.startswith("event_") or kind == "waiting_for_event":
+        return "yellow"
+    return ""
+
+
+def history_heading(events: list[Any]) -> None:
+    """The line above a history table: which run, and when it started."""
+    if events:
+        first = events[0]
+        console.print(
+            Text(f"{first.workflow_id} run {first.run_id}, started {when(first.time)}", "bold")
+        )
+
+
+def follow_text(ev: Any, count: int) -> str:
+    """What the live line says while following: where the run is now."""
+    where = {
+        "step_started": f"running {ev.step_name}",
+        "waiting_for_event": "waiting for an event",
+        "step_failed": f"{ev.step_name} failed; retrying",
+        "step_timed_out": f"{ev.step_name} timed out; retrying",
+    }.get(ev.kind, f"{ev.kind} {ev.step_name or ''}".strip())
+    return f"following {ev.workflow_id}: {where} · {count} events · Ctrl-C to stop"
+
+
+def wait_text(workflow_id: str, ev: Any | None) -> str:
+    """What the live line says while waiting for a result."""
+    if ev is None:
+        return f"waiting for {workflow_id}"
+    where = {
+        "step_started": f"running step {ev.step_name} (attempt {ev.data.get('attempt')})",
+        "waiting_for_event": "waiting for an event (send one with: grctl send "
+        f"{workflow_id} EVENT)",
+        "step_failed": f"step {ev.step_name} failed; a retry follows",
+        "step_timed_out": f"step {ev.step_name} timed out; a retry follows",
+    }.get(ev.kind, f"{ev.kind} {ev.step_name or ''}".strip())
+    return f"{workflow_id}: {where}"
+
+
+# -- daemon and worker ------------------------------------------------------------------------
+
+
+def daemon_status(data: dict[str, Any]) -> None:
+    """``grctl daemon status``: socket, database, uptime, workers and runs by status."""
+    grid = _grid()
+    grid.add_row("pid", Text(str(data["pid"])))
+    grid.add_row("socket", Text(data["socket"]))
+    size = data.get("database_bytes", 0)
+    grid.add_row(
+        "database",
+        Text(f"{data['database']} ({_size(size)}, synchronous={data.get('synchronous')})"),
     )
+    grid.add_row("uptime", Text(span(data["uptime_s"])))
+    runs = data.get("runs") or {}
+    line = Text()
+    for i, (status, count) in enumerate(sorted(runs.items())):
+        line.append(", " if i else "")
+        line.append_text(status_text(status))
+        line.append(f" {count}")
+    grid.add_row("runs", line if runs else Text("none"))
+    workers = data.get("workers") or []
+    grid.add_row("workers", Text(str(len(workers)) if workers else "none connected"))
+    for w in workers:
+        grid.add_row(
+            "",
+            Text(
+                f"{w['name']}: {', '.join(w['workflow_types']) or '-'} "
+                f"({w['inflight']}/{w['concurrency']} steps in flight)"
+            ),
+        )
+    console.print(grid)
+
+
+def _size(n: int) -> str:
+    for unit in ("B", "KiB", "MiB", "GiB"):
+        if n < 1024 or unit == "GiB":
+            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+        n /= 1024
+    return f"{n} B"
+
+
+def worker_banner(name: str, socket: str, concurrency: int, workflows: list[Any]) -> None:
+    """What a starting worker serves: each workflow type with its steps, events and queries."""
+    note(f"grctl worker {name} on {socket} (at most {concurrency} steps at once) serves:")
+    table = _table("workflow type", "start", "steps", "events", "queries", wrap=True)
+    for wf in workflows:
+        table.add_row(
+            Text(wf.workflow_type, style="bold"),
+            Text(wf.start_def.name if wf.start_def else "-"),
+            Text(", ".join(wf.steps) or "-"),
+            Text(", ".join(wf.events) or "-"),
+            Text(", ".join(wf.queries) or "-"),
+        )
+    err_console.print(table)

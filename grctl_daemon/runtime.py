@@ -60,7 +60,15 @@ def _blob(value: Any) -> bytes | None:
 
 
 def _open(blob: bytes | None) -> Any:
-    return None if blob is None else msgpack.unpackb(blob, raw=False, strict_map_key=False)
+    if blob is None:
+        return None
+    try:
+        return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+    except Exception as exc:  # the peer packed it: its fault, not a daemon bug
+        raise InvalidInputError(
+            f"a value sent to the daemon is not valid msgpack ({type(exc).__name__}); "
+            "pack user values with grctl.protocol.wrap_value"
+        ) from None
 
 
 def _wire_history(workflow_id: str, run_id: str, row: dict[str, Any]) -> dict[str, Any]:
@@ -92,6 +100,9 @@ class Runtime:
         self.dispatcher = Dispatcher()
         self.timers = TimerWheel(self._on_timer)
         self._waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        # Runs that ended in memory but whose end is not durable yet: the database still says
+        # they are active, so ``result --wait`` must wait for the commit, not read the row.
+        self._ending: set[str] = set()
         self._followers: dict[str, set[Callable[[list[dict[str, Any]], bool], None]]] = {}
         self._queries: dict[str, asyncio.Future[p.QueryAnswer]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -136,6 +147,8 @@ class Runtime:
         for d in decisions:
             if d.state is not None:
                 self._remember(d.state)
+                if not d.state.is_active:
+                    self._ending.add(d.state.run_id)
         # A step scheduled here is handed to a worker in the same unit, so the hot path costs
         # one commit per step; the worker hears of it only once that commit is durable.
         sends: list[tuple[WorkerSlot, p.DispatchStep]] = []
@@ -154,6 +167,9 @@ class Runtime:
             fut = self.storage.commit(ops)
 
         def committed(f: asyncio.Future[None]) -> None:
+            for d in decisions:
+                if d.state is not None and not d.state.is_active:
+                    self._ending.discard(d.state.run_id)
             if f.cancelled():
                 return
             exc = f.exception()
@@ -492,7 +508,7 @@ class Runtime:
             if not m.wait:
                 return self.outcome(run)
             current = self.runs.get(run.run_id)
-            if current is not None:
+            if current is not None or run.run_id in self._ending:
                 fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
                 self._waiters.setdefault(run.run_id, []).append(fut)
                 return await fut
@@ -683,6 +699,8 @@ class Runtime:
         summary = {k: data[k] for k in ("op", "kind", "name", "status", "attempt") if k in data}
         if "error" in data:
             summary["error"] = data["error"]
+        if data.get("kind") == "sleep" and isinstance(data.get("value"), int):
+            summary["wake_ms"] = data["value"]
         return summary
 
     async def complete_step(self, m: p.CompleteStep) -> Any:

@@ -52,6 +52,7 @@ class RunInfo:
     parent_workflow_id: str | None = None
     parent_run_id: str | None = None
     cancel_requested: bool = False
+    reason: str | None = None
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunInfo:
@@ -74,6 +75,7 @@ class RunInfo:
             parent_workflow_id=data.get("parent_workflow_id"),
             parent_run_id=data.get("parent_run_id"),
             cancel_requested=bool(data.get("cancel_requested")),
+            reason=data.get("reason"),
         )
 
 
@@ -111,6 +113,7 @@ class InboxEvent:
     payload: Any
     arrived_at: datetime
     state: str
+    step_name: str | None = None
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> InboxEvent:
@@ -120,4 +123,5 @@ class InboxEvent:
             payload=data.get("payload"),
             arrived_at=ms_to_datetime(data["arrived_ms"]),
             state=data["state"],
+            step_name=data.get("step_name"),
         )

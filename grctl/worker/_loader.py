@@ -37,14 +37,14 @@ def load_workflows(modules: list[str]) -> list[Workflow]:
                     f"{cwd}); give an import path such as 'myapp.flows', not a file path"
                 ) from None
             raise ModuleLoadError(
-                f"workflow module {name!r} failed to import: {exc}\n{_short_tb()}"
+                f"workflow module {name!r} failed to import: {exc}{_where()}"
             ) from None
         except WorkflowDefinitionError as exc:
             raise ModuleLoadError(f"workflow module {name!r}: {exc}") from None
         except Exception as exc:
             raise ModuleLoadError(
-                f"workflow module {name!r} raised {type(exc).__name__} while importing: {exc}\n"
-                f"{_short_tb()}"
+                f"workflow module {name!r} raised {type(exc).__name__} while importing: {exc}"
+                f"{_where()}"
             ) from None
         mine = [v for v in vars(module).values() if isinstance(v, Workflow)]
         if not mine:
@@ -60,5 +60,7 @@ def load_workflows(modules: list[str]) -> list[Workflow]:
     return found
 
 
-def _short_tb() -> str:
-    return "".join(traceback.format_exc(limit=-3))
+def _where() -> str:
+    """Where the import broke, as `` (at FILE:LINE)``: one line, so the CLI prints no traceback."""
+    frames = [f for f in traceback.extract_tb(sys.exc_info()[2]) if not f.filename.startswith("<")]
+    return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""

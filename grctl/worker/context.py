@@ -20,7 +20,7 @@ import msgpack
 
 from grctl.errors import StoreValueError, WorkflowDefinitionError
 from grctl.models.directive import Directive, ErrorDetails
-from grctl.protocol import wrap_value
+from grctl.protocol import MAX_FRAME_BYTES, wrap_value
 from grctl.worker._replay import StepRun, rebuild_error
 
 T = TypeVar("T")
@@ -61,12 +61,18 @@ class RunInfo:
 
 def _check_serialisable(value: Any, what: str) -> msgpack.ExtType:
     try:
-        return wrap_value(value)
+        packed = wrap_value(value)
     except Exception:
         raise StoreValueError(
             f"{what} is a {type(value).__name__}, which msgpack cannot serialise; use strings, "
             "numbers, lists, dicts, booleans or None"
         ) from None
+    if len(packed.data) > MAX_FRAME_BYTES:
+        raise StoreValueError(
+            f"{what} is {len(packed.data)} bytes packed, over the {MAX_FRAME_BYTES}-byte frame "
+            "limit; keep large data outside the workflow and store a reference to it"
+        )
+    return packed
 
 
 class Store:

@@ -22,6 +22,7 @@ from grctl.errors import (
     DaemonUnavailableError,
     GrctlError,
     NonDeterminismError,
+    ProtocolError,
     StaleDispatchError,
     StoreValueError,
     WorkflowDefinitionError,
@@ -214,6 +215,19 @@ class Worker:
             await self._request(lambda r: p.CompleteStep(r, d.dispatch_id, **outcome))
         except StaleDispatchError as exc:
             log.warning("result of %s refused: %s", d.step_name, exc)
+        except ProtocolError as exc:
+            # The outcome (store writes and result together) did not fit in one frame, so
+            # nothing was sent: fail the step saying why rather than let it time out.
+            error = {
+                "type": "StoreValueError",
+                "message": f"workflow {d.workflow_type!r}, step {d.step_name!r}: {exc}; keep "
+                "store values and results small",
+                "non_retryable": True,
+            }
+            try:
+                await self._request(lambda r: p.CompleteStep(r, d.dispatch_id, error=error))
+            except GrctlError as again:
+                log.warning("could not report step %s: %s", d.step_name, again)
         except GrctlError as exc:
             log.warning("could not report step %s: %s", d.step_name, exc)
 

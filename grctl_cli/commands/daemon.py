@@ -1,4 +1,4 @@
-"""``grctl daemon start|stop|status``."""
+"""``grctl daemon start|stop|status``: the daemon as a background process of this home."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import os
 import subprocess
 import sys
 import time
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -14,14 +14,28 @@ from grctl._home import home_dir
 from grctl.client import Client
 from grctl.errors import DaemonUnavailableError
 from grctl_cli import render
-from grctl_cli.options import HomeOpt, JsonOpt, SocketOpt, fail, resolve_socket, run
+from grctl_cli.options import (
+    HomeOpt,
+    JsonOpt,
+    RefusedError,
+    SocketOpt,
+    connect,
+    resolve_socket,
+    run,
+)
 
-app = typer.Typer(help="Start, stop and inspect the grctl daemon.", no_args_is_help=True)
+app = typer.Typer(
+    help="Start, stop and inspect the grctl daemon.\n\nExample: grctl daemon start",
+    no_args_is_help=True,
+)
 
 START_TIMEOUT_S = 15.0
+STOP_TIMEOUT_S = 15.0
+POLL_S = 0.05
 
 
-async def _status(home: str | None, socket: str | None) -> dict | None:
+async def _status(home: str | None, socket: str | None) -> dict[str, Any] | None:
+    """The daemon's status, or None when no daemon answers."""
     try:
         client = await Client.connect(resolve_socket(home, socket))
     except DaemonUnavailableError:
@@ -36,18 +50,26 @@ async def _status(home: str | None, socket: str | None) -> dict | None:
 def start(
     home: HomeOpt = None,
     socket: SocketOpt = None,
-    foreground: Annotated[bool, typer.Option("--foreground", help="Run in this terminal.")] = False,
+    foreground: Annotated[
+        bool, typer.Option("--foreground", help="Run in this terminal instead of the background.")
+    ] = False,
     synchronous: Annotated[
-        str, typer.Option("--synchronous", help="SQLite durability: FULL (default) or NORMAL.")
+        str,
+        typer.Option("--synchronous", help="SQLite durability: FULL (safest) or NORMAL (faster)."),
     ] = "FULL",
+    json_: JsonOpt = False,
 ) -> None:
     """Start the daemon in the background; returns once it accepts connections.
 
-    Example: grctl daemon start
+    One daemon per home: a second one is refused.
+
+    Example: grctl daemon start --home ~/.grctl
     """
+    if synchronous.upper() not in ("FULL", "NORMAL"):
+        raise typer.BadParameter("choose FULL or NORMAL", param_hint="'--synchronous'")
     status = run(_status(home, socket))
     if status is not None:
-        fail(
+        raise RefusedError(
             f"a grctl daemon is already running (pid {status['pid']}, socket {status['socket']}); "
             "stop it with: grctl daemon stop"
         )
@@ -60,73 +82,93 @@ def start(
         os.execv(sys.executable, cmd)
     h = home_dir(home)
     h.mkdir(parents=True, exist_ok=True, mode=0o700)
-    out = open(h / "daemon.out", "ab")  # noqa: SIM115 - handed to the child
-    proc = subprocess.Popen(
-        cmd + ["--quiet"], stdin=subprocess.DEVNULL, stdout=out, stderr=out, start_new_session=True
-    )
+    with open(h / "daemon.out", "ab") as out:
+        proc = subprocess.Popen(
+            [*cmd, "--quiet"],
+            stdin=subprocess.DEVNULL,
+            stdout=out,
+            stderr=out,
+            start_new_session=True,
+        )
     deadline = time.monotonic() + START_TIMEOUT_S
     while time.monotonic() < deadline:
         if proc.poll() is not None:
             tail = (h / "daemon.out").read_text(errors="replace").strip().splitlines()[-1:]
-            fail(
-                f"the daemon exited at start ({'; '.join(tail) or 'no output'}); see {h / 'daemon.log'}"
+            raise RefusedError(
+                f"the daemon exited at start ({'; '.join(tail) or 'no output'}); "
+                f"see {h / 'daemon.log'}"
             )
         status = run(_status(home, socket))
         if status is not None:
-            render.err_console.print(
-                f"grctl daemon started (pid {status['pid']}, socket {status['socket']})",
-                highlight=False,
-            )
+            if json_:
+                render.print_json({"pid": status["pid"], "socket": status["socket"]})
+            else:
+                render.note(
+                    f"grctl daemon started (pid {status['pid']}, socket {status['socket']})"
+                )
             return
-        time.sleep(0.05)
-    fail(
+        time.sleep(POLL_S)
+    raise RefusedError(
         f"the daemon did not accept connections within {START_TIMEOUT_S:g}s; see {h / 'daemon.log'}"
     )
 
 
 @app.command()
 def stop(home: HomeOpt = None, socket: SocketOpt = None) -> None:
-    """Stop the daemon gracefully: in-flight commits finish first.
+    """Stop the daemon gracefully: in-flight commits finish first. Exit 0 if none was running.
 
     Example: grctl daemon stop
     """
     status = run(_status(home, socket))
     if status is None:
-        render.err_console.print("grctl daemon is not running")
+        render.note("grctl daemon is not running")
         return
 
     async def shutdown() -> None:
-        client = await Client.connect(resolve_socket(home, socket))
-        try:
+        async with connect(home, socket) as client:
             await client.shutdown_daemon()
-        finally:
-            await client.close()
 
     run(shutdown())
     pid = status["pid"]
-    deadline = time.monotonic() + START_TIMEOUT_S
+    deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        try:
-            os.kill(pid, 0)
-        except ProcessLookupError:
-            render.err_console.print(f"grctl daemon stopped (pid {pid})", highlight=False)
+        if not _alive(pid):
+            render.note(f"grctl daemon stopped (pid {pid})")
             return
-        time.sleep(0.05)
-    fail(
-        f"the daemon (pid {pid}) did not stop within {START_TIMEOUT_S:g}s; kill it with: kill {pid}"
+        time.sleep(POLL_S)
+    raise RefusedError(
+        f"the daemon (pid {pid}) did not stop within {STOP_TIMEOUT_S:g}s; kill it with: kill {pid}"
     )
 
 
 @app.command()
 def status(home: HomeOpt = None, socket: SocketOpt = None, json_: JsonOpt = False) -> None:
-    """Show the daemon's socket, database, uptime, workers and runs by status.
+    """Show the daemon's socket, database and size, uptime, workers and runs by status.
 
     Example: grctl daemon status --json
     """
-    data = run(_status(home, socket))
-    if data is None:
-        fail("the grctl daemon is not running; start it with: grctl daemon start")
+
+    async def go() -> dict[str, Any]:
+        async with connect(home, socket) as client:
+            return await client.daemon_status()
+
+    data = run(go())
     if json_:
         render.print_json(data)
-        return
-    render.daemon_status(data)
+    else:
+        render.daemon_status(data)
+
+
+def _alive(pid: int) -> bool:
+    """Whether ``pid`` still runs; an exited child its parent has not reaped yet counts as gone."""
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return True

@@ -1,102 +1,327 @@
-"""``grctl start``, ``send``, ``history``, ``result``: runs and their events."""
+"""``grctl start``, ``list``, ``describe``, ``result``, ``query``, ``cancel``, ``terminate``."""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from typing import Annotated, Any
 
 import typer
 
-from grctl.client import Client
+from grctl.client import WorkflowHandle
+from grctl.errors import GrctlError, WorkflowCancelledError, WorkflowFailedError
+from grctl.models import RunStatus
 from grctl_cli import render
-from grctl_cli.options import HomeOpt, JsonOpt, SocketOpt, parse_json, run, with_client
+from grctl_cli.options import (
+    HomeOpt,
+    JsonOpt,
+    RefusedError,
+    RunOpt,
+    SocketOpt,
+    WorkflowIdArg,
+    build_input,
+    complete_workflow_type,
+    connect,
+    run,
+)
+
+DEFAULT_LIST_LIMIT = 20
+
+ReasonOpt = Annotated[
+    str | None, typer.Option("--reason", help="Why; kept with the run and shown by describe.")
+]
 
 
 def start(
-    workflow_type: Annotated[str, typer.Argument(help="The workflow type, e.g. ProcessOrder.")],
-    workflow_id: Annotated[str, typer.Option("--id", help="The workflow_id (your stable key).")],
-    input_: Annotated[str | None, typer.Option("--input", help="Input as a JSON object.")] = None,
-    wait: Annotated[bool, typer.Option("--wait", help="Wait for the result.")] = False,
-    home: HomeOpt = None,
-    socket: SocketOpt = None,
-    json_: JsonOpt = False,
-) -> None:
-    """Start a run of a workflow type.
-
-    Example: grctl start ProcessOrder --id order-abc --input '{"order_id": "abc"}'
-    """
-    workflow_input: Any = parse_json(input_, "--input") if input_ is not None else None
-
-    async def go(client: Client) -> dict[str, Any]:
-        handle = await client.start_workflow(workflow_type, workflow_id, workflow_input)
-        out: dict[str, Any] = {"workflow_id": handle.workflow_id, "run_id": handle.run_id}
-        if wait:
-            out["result"] = await handle.result()
-        return out
-
-    out = run(with_client(home, socket, go))
-    if json_:
-        render.print_json(out)
-    else:
-        render.console.print(f"started {out['workflow_id']} run {out['run_id']}", highlight=False)
-        if wait:
-            render.console.print(render.short(out["result"], 10_000), highlight=False)
-
-
-def send(
-    workflow_id: Annotated[str, typer.Argument(help="The workflow_id.")],
-    event_name: Annotated[str, typer.Argument(help="The event name.")],
-    payload: Annotated[str | None, typer.Option("--payload", help="Payload as JSON.")] = None,
-    home: HomeOpt = None,
-    socket: SocketOpt = None,
-    json_: JsonOpt = False,
-) -> None:
-    """Send an event to a run's inbox.
-
-    Example: grctl send order-abc approve
-    """
-    value = parse_json(payload, "--payload") if payload is not None else None
-
-    async def go(client: Client) -> None:
-        await client.get_workflow_handle(workflow_id).send(event_name, value)
-
-    run(with_client(home, socket, go))
-    if json_:
-        render.print_json({"workflow_id": workflow_id, "event_name": event_name, "sent": True})
-    else:
-        render.console.print(f"sent {event_name} to {workflow_id}", highlight=False)
-
-
-def history(
-    workflow_id: Annotated[str, typer.Argument(help="The workflow_id.")],
-    run_id: Annotated[
-        str | None, typer.Option("--run", help="A given run (default: latest).")
+    workflow_type: Annotated[
+        str,
+        typer.Argument(
+            metavar="TYPE",
+            help="The workflow type, e.g. ProcessOrder.",
+            autocompletion=complete_workflow_type,
+        ),
+    ],
+    workflow_id: Annotated[
+        str, typer.Option("--id", metavar="ID", help="The workflow_id: your stable key.")
+    ],
+    input_: Annotated[
+        str | None,
+        typer.Option("--input", metavar="JSON", help="The input, a JSON object of arguments."),
     ] = None,
-    follow: Annotated[
-        bool, typer.Option("--follow", "-f", help="Tail until the run ends.")
+    input_file: Annotated[
+        str | None,
+        typer.Option(
+            "--input-file", metavar="PATH", help="Read the input JSON from a file (- for stdin)."
+        ),
+    ] = None,
+    items: Annotated[
+        list[str] | None,
+        typer.Option(
+            "-i",
+            metavar="KEY=VALUE",
+            help="One input argument; repeat it. VALUE is JSON (qty=2, ok=true) or else text.",
+        ),
+    ] = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for the run to end and print its result.")
     ] = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
     json_: JsonOpt = False,
 ) -> None:
-    """Show a run's history.
+    """Start a run of a workflow type; prints its workflow_id and run_id.
 
-    Example: grctl history order-abc --follow
+    Refused when ID already has an active run, or no worker ever registered TYPE.
+
+    Example: grctl start ProcessOrder --id order-abc -i order_id=abc --wait
+    """
+    workflow_input = build_input(input_, input_file, items or [])
+
+    async def go() -> None:
+        async with connect(home, socket) as client:
+            handle = await client.start_workflow(workflow_type, workflow_id, workflow_input)
+            ids = {"workflow_id": handle.workflow_id, "run_id": handle.run_id}
+            if not wait:
+                if json_:
+                    render.print_json({**ids, "workflow_type": workflow_type})
+                else:
+                    render.fields_grid(list(ids.items()))
+                    render.note(f"follow it with: grctl history {workflow_id} --follow")
+                return
+            if not json_:
+                render.fields_grid(list(ids.items()))
+            await _report_outcome(handle, json_, as_fields=True)
+
+    run(go())
+
+
+def list_runs(
+    status: Annotated[
+        RunStatus | None, typer.Option("--status", help="Only runs with this status.")
+    ] = None,
+    workflow_type: Annotated[
+        str | None, typer.Option("--type", metavar="TYPE", help="Only runs of this workflow type.")
+    ] = None,
+    limit: Annotated[
+        int, typer.Option("--limit", min=1, max=10_000, help="Show at most this many runs.")
+    ] = DEFAULT_LIST_LIMIT,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """List runs, newest first.
+
+    Example: grctl list --status failed --type ProcessOrder --limit 5
     """
 
-    async def go(client: Client) -> list[Any]:
-        events = []
-        async for ev in client.get_workflow_handle(workflow_id, run_id).history(follow=follow):
-            if follow and json_:
-                render.print_json(ev)
-            elif follow:
-                render.console.print(render.history_table([ev]))
-            events.append(ev)
-        return events
+    async def go() -> list[Any]:
+        async with connect(home, socket) as client:
+            return await client.list_workflows(
+                status.value if status else None, workflow_type, limit
+            )
 
-    events = run(with_client(home, socket, go))
-    if follow:
-        return
+    runs = run(go())
     if json_:
-        render.print_json(events)
+        render.print_json(runs)
     else:
-        render.console.print(render.history_table(events))
+        render.runs_table(runs)
+
+
+def describe(
+    workflow_id: WorkflowIdArg,
+    run_id: RunOpt = None,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show a run: status, current step and attempt, worker, store, timers, result or error.
+
+    A failed run shows its error with the traceback.
+
+    Example: grctl describe order-abc
+    """
+
+    async def go() -> Any:
+        async with connect(home, socket) as client:
+            return await client.get_workflow_handle(workflow_id, run_id).describe()
+
+    info = run(go())
+    if json_:
+        render.print_json(info)
+    else:
+        render.describe(info)
+
+
+def result(
+    workflow_id: WorkflowIdArg,
+    run_id: RunOpt = None,
+    wait: Annotated[
+        bool, typer.Option("--wait", help="Wait for a run still going to end.")
+    ] = False,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Print a run's result; exit 1 if it failed, was cancelled, or (without --wait) still runs.
+
+    Example: grctl result order-abc --wait
+    """
+
+    async def go() -> None:
+        async with connect(home, socket) as client:
+            info = await client.get_workflow_handle(workflow_id, run_id).describe()
+            handle = client.get_workflow_handle(info.workflow_id, info.run_id)
+            if info.status.is_active and not wait:
+                raise RefusedError(
+                    f"workflow {workflow_id!r} run {info.run_id} is still {info.status.value}; "
+                    f"wait for its result with: grctl result {workflow_id} --wait",
+                    workflow_id=workflow_id,
+                    run_id=info.run_id,
+                )
+            await _report_outcome(handle, json_, as_fields=False)
+
+    run(go())
+
+
+def query(
+    workflow_id: WorkflowIdArg,
+    query_name: Annotated[str, typer.Argument(metavar="NAME", help="The query's name.")],
+    run_id: RunOpt = None,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Run a query handler on a worker against the run's committed store; changes nothing.
+
+    Example: grctl query order-abc status
+    """
+
+    async def go() -> Any:
+        async with connect(home, socket) as client:
+            return await client.get_workflow_handle(workflow_id, run_id).query(query_name)
+
+    answer = run(go())
+    if json_:
+        render.print_json({"workflow_id": workflow_id, "query_name": query_name, "value": answer})
+    else:
+        render.value(answer)
+
+
+def cancel(
+    workflow_id: WorkflowIdArg,
+    reason: ReasonOpt = None,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Cancel the active run: its running step finishes, then the run ends cancelled.
+
+    Example: grctl cancel order-abc --reason "customer changed their mind"
+    """
+    _end_run(workflow_id, "cancel", reason, home, socket, json_)
+
+
+def terminate(
+    workflow_id: WorkflowIdArg,
+    reason: ReasonOpt = None,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Terminate the active run now; its running step is stopped on the worker.
+
+    Example: grctl terminate order-abc --reason "stuck on a bad deploy"
+    """
+    _end_run(workflow_id, "terminate", reason, home, socket, json_)
+
+
+def _end_run(
+    workflow_id: str,
+    verb: str,
+    reason: str | None,
+    home: str | None,
+    socket: str | None,
+    json_: bool,
+) -> None:
+    async def go() -> Any:
+        async with connect(home, socket) as client:
+            handle = client.get_workflow_handle(workflow_id)
+            await (handle.cancel(reason) if verb == "cancel" else handle.terminate(reason))
+            return await handle.describe()
+
+    info = run(go())
+    if json_:
+        render.print_json(
+            {
+                "workflow_id": info.workflow_id,
+                "run_id": info.run_id,
+                "status": info.status,
+                "cancel_requested": info.cancel_requested,
+            }
+        )
+    elif info.status.is_active:
+        render.note(
+            f"cancel requested for {workflow_id} run {info.run_id}: its step "
+            f"{info.step_name or ''} finishes first, then the run ends cancelled"
+        )
+    else:
+        render.note(f"{workflow_id} run {info.run_id} {info.status.value}")
+
+
+async def _report_outcome(handle: WorkflowHandle, json_: bool, as_fields: bool) -> None:
+    """Wait (with a live line) for the run to end; print its result, or raise its failure.
+
+    ``as_fields`` prints status and result as label lines (``start --wait``) rather than the
+    bare value (``result``), so ``grctl result ID > out.json`` holds just the value.
+    """
+    try:
+        value = await _wait_with_status(handle)
+    except (WorkflowFailedError, WorkflowCancelledError) as exc:
+        details = exc.details or {}
+        status = "failed" if isinstance(exc, WorkflowFailedError) else details.get("status")
+        if json_:
+            key = "error" if status == "failed" else "reason"
+            render.print_json(
+                {
+                    "workflow_id": handle.workflow_id,
+                    "run_id": handle.run_id,
+                    "status": status,
+                    key: details if status == "failed" else details.get("reason"),
+                }
+            )
+        elif as_fields:
+            render.fields_grid([("status", render.status_text(str(status)))])
+        raise
+    if json_:
+        render.print_json(
+            {
+                "workflow_id": handle.workflow_id,
+                "run_id": handle.run_id,
+                "status": "completed",
+                "result": value,
+            }
+        )
+    elif as_fields:
+        render.fields_grid(
+            [("status", render.status_text("completed")), ("result", render.compact(value))]
+        )
+    else:
+        render.value(value)
+
+
+async def _wait_with_status(handle: WorkflowHandle) -> Any:
+    """``handle.result()`` while a live line tells where the run is (from its history)."""
+    with render.live_status(render.wait_text(handle.workflow_id, None)) as line:
+
+        async def track() -> None:
+            with contextlib.suppress(GrctlError):
+                async for ev in handle.history(follow=True):
+                    line.update(render.wait_text(handle.workflow_id, ev))
+
+        tracker = asyncio.create_task(track())
+        try:
+            return await handle.result()
+        finally:
+            tracker.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await tracker

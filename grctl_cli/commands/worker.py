@@ -1,57 +1,129 @@
-"""``grctl worker MODULE…``: run the workflows of these modules."""
+"""``grctl worker MODULE…``: run the workflows of these modules, optionally reloading on edits."""
 
 from __future__ import annotations
 
 import asyncio
+import importlib.util
 import logging
+import os
+import shlex
 import signal
-from typing import Annotated
+import sys
+from pathlib import Path
+from typing import Annotated, Any
 
 import typer
 
-from grctl.errors import DaemonUnavailableError, WorkflowDefinitionError
 from grctl.worker import Worker
-from grctl.worker._loader import load_workflows
+from grctl.worker._loader import ModuleLoadError, load_workflows
 from grctl.worker.worker import DEFAULT_CONCURRENCY
 from grctl_cli import render
-from grctl_cli.options import HomeOpt, SocketOpt, fail, resolve_socket
+from grctl_cli.options import HomeOpt, SocketOpt, resolve_socket, run
 
 
 def worker(
     modules: Annotated[
-        list[str], typer.Argument(help="Import paths of workflow modules, e.g. myapp.flows.")
+        list[str],
+        typer.Argument(
+            metavar="MODULE", help="Import paths of workflow modules, e.g. myapp.flows."
+        ),
     ],
     concurrency: Annotated[
-        int, typer.Option("--concurrency", "-c", min=1, help="Steps in flight at most.")
+        int, typer.Option("--concurrency", "-c", min=1, help="Run at most this many steps at once.")
     ] = DEFAULT_CONCURRENCY,
     reload: Annotated[
-        bool, typer.Option("--reload", help="Restart when the source changes.")
+        bool,
+        typer.Option("--reload", help="Restart the worker when a .py file of its modules changes."),
     ] = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
 ) -> None:
-    """Run a worker for the workflows defined in MODULE (and more modules).
+    """Run a worker for every workflow defined in the given modules, until Ctrl-C.
 
-    Example: grctl worker myapp.flows --concurrency 20
+    The current directory is on the import path. At start the worker prints the workflow types,
+    steps, events and queries it serves.
+
+    Example: grctl worker myapp.flows --concurrency 20 --reload
     """
-    try:
-        workflows = load_workflows(modules)
-    except WorkflowDefinitionError as exc:
-        fail(str(exc))
-    for wf in workflows:
-        render.err_console.print(render.worker_banner(wf), highlight=False)
+    if reload:
+        _supervise(modules, concurrency, home, socket)
+        return
+    workflows = load_workflows(modules)
+    path = resolve_socket(home, socket)
+    w = Worker(workflows, socket_path=path, concurrency=concurrency)
     logging.basicConfig(
-        level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
-    w = Worker(workflows, socket_path=resolve_socket(home, socket), concurrency=concurrency)
 
-    async def main() -> None:
+    async def serve() -> None:
         loop = asyncio.get_running_loop()
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, lambda: asyncio.ensure_future(w.stop()))
-        await w.run()
+        serving = asyncio.create_task(w.run())
+        registered = asyncio.create_task(w.registered.wait())
+        await asyncio.wait({serving, registered}, return_when=asyncio.FIRST_COMPLETED)
+        if registered.done():
+            render.worker_banner(w.name, str(path), concurrency, workflows)
+        else:
+            registered.cancel()
+        await serving
 
-    try:
-        asyncio.run(main())
-    except DaemonUnavailableError as exc:
-        fail(str(exc))
+    run(serve())
+
+
+def _supervise(modules: list[str], concurrency: int, home: str | None, socket: str | None) -> None:
+    """Run the worker as a child under watchfiles and restart it when a source file changes.
+
+    The child is a plain ``grctl worker`` (no ``--reload``), so a module that fails to import
+    after an edit only stops the child: the next edit starts it again.
+    """
+    from watchfiles import PythonFilter, run_process
+
+    dirs = _source_dirs(modules)
+    cmd = [sys.executable, "-m", "grctl_cli", "worker", *modules, "--concurrency", str(concurrency)]
+    if home:
+        cmd += ["--home", home]
+    if socket:
+        cmd += ["--socket", socket]
+    render.note(
+        f"watching {', '.join(map(str, dirs))}; the worker restarts when a .py file changes"
+    )
+
+    def changed(changes: set[tuple[Any, str]]) -> None:
+        names = sorted({os.path.relpath(path) for _, path in changes})
+        render.note(f"changed: {', '.join(names)}; restarting the worker")
+
+    run_process(
+        *dirs,
+        target=shlex.join(cmd),
+        target_type="command",
+        watch_filter=PythonFilter(),
+        callback=changed,
+    )
+
+
+def _source_dirs(modules: list[str]) -> list[Path]:
+    """The directories holding each module's source: a package's folder, or a module's parent."""
+    cwd = os.getcwd()
+    if cwd not in sys.path:
+        sys.path.insert(0, cwd)
+    dirs: list[Path] = []
+    for name in modules:
+        try:
+            spec = importlib.util.find_spec(name)
+        except Exception as exc:  # the package around the module raised on import
+            raise ModuleLoadError(
+                f"workflow module {name!r} failed to import: {type(exc).__name__}: {exc}"
+            ) from None
+        if spec is None or spec.origin is None:
+            raise ModuleLoadError(
+                f"workflow module {name!r} not found (looked on sys.path, which starts with "
+                f"{cwd}); give an import path such as 'myapp.flows', not a file path"
+            )
+        found = (
+            [Path(p) for p in spec.submodule_search_locations]
+            if spec.submodule_search_locations
+            else [Path(spec.origin).parent]
+        )
+        dirs += [d.resolve() for d in found if d.resolve() not in dirs]
+    return dirs

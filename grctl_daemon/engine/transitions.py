@@ -310,6 +310,11 @@ def recorded(
             summary.get("status", ""), "task_failed"
         )
     _history(s, d, kind, now, summary, s.step_name)
+    step_timer = s.timers.get(STEP_TIMER)
+    wake_ms = summary.get("wake_ms")
+    if kind == "sleep" and step_timer is not None and isinstance(wake_ms, int) and wake_ms > now:
+        # ctx.sleep does not count against the step timeout: the deadline moves by the sleep.
+        _arm(s, d, STEP_TIMER, step_timer[0] + wake_ms - now, step_timer[1])
     _save(s, d, now)
     return d
 
@@ -475,6 +480,8 @@ def timer_fired(state: RunState, tdef: TypeDef, kind: str, token: str, now: int)
     """A due timer: a step timeout, the end of a retry back-off, or an event wait that expired."""
     if state.timers.get(kind, (None, None))[1] != token or not state.is_active:
         return Decision(state)  # void: the wait was ended by an event, the step moved on…
+    if kind == STEP_TIMER and state.timers[kind][0] > now:
+        return Decision(state)  # void: a ctx.sleep moved this step's deadline later
     if kind == STEP_TIMER:
         return step_failed(
             state,

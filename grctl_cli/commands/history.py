@@ -1,0 +1,57 @@
+"""``grctl history``: a run's recorded events as a table, or followed live until it ends."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import typer
+
+from grctl_cli import render
+from grctl_cli.options import HomeOpt, RunOpt, SocketOpt, WorkflowIdArg, connect, run
+
+
+def history(
+    workflow_id: WorkflowIdArg,
+    run_id: RunOpt = None,
+    follow: Annotated[
+        bool,
+        typer.Option("--follow", "-f", help="Keep printing new events until the run ends."),
+    ] = False,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    json_: Annotated[
+        bool,
+        typer.Option("--json", help="Print JSON: one document, or JSON Lines with --follow."),
+    ] = False,
+) -> None:
+    """Show a run's history, one event a row: sequence, time, kind, step and a summary.
+
+    Example: grctl history order-abc --follow
+    """
+
+    async def go() -> None:
+        async with connect(home, socket) as client:
+            handle = client.get_workflow_handle(workflow_id, run_id)
+            if not follow:
+                events = await handle.history()
+                if json_:
+                    render.print_json(events)
+                else:
+                    render.history_heading(events)
+                    render.HistoryPrinter().rows(events)
+                return
+            if json_:
+                async for ev in handle.history(follow=True):
+                    render.print_json_line(ev)
+                return
+            printer = render.HistoryPrinter()
+            count = 0
+            with render.live_status(f"following {workflow_id}") as line:
+                async for ev in handle.history(follow=True):
+                    if count == 0:
+                        render.history_heading([ev])
+                    count += 1
+                    printer.rows([ev])
+                    line.update(render.follow_text(ev, count))
+
+    run(go())

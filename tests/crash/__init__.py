@@ -1,0 +1,1 @@
+"""Crash tests: real processes killed at known points, then checked from outside."""
