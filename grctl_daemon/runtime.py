@@ -45,6 +45,7 @@ from grctl_daemon.timers import TimerWheel, now_ms
 log = logging.getLogger("grctl.daemon")
 
 MAX_ID_LENGTH = 256
+RECENT_ENDED_RUNS = 10_000
 _VALUE_KEYS = ("input", "payload", "result")
 
 
@@ -103,6 +104,7 @@ class Runtime:
         # Runs that ended in memory but whose end is not durable yet: the database still says
         # they are active, so ``result --wait`` must wait for the commit, not read the row.
         self._ending: set[str] = set()
+        self._recent: dict[str, RunState] = {}  # workflow_id → its latest ended run, LRU
         self._followers: dict[str, set[Callable[[list[dict[str, Any]], bool], None]]] = {}
         self._queries: dict[str, asyncio.Future[p.QueryAnswer]] = {}
         self._background: set[asyncio.Task[Any]] = set()
@@ -140,6 +142,12 @@ class Runtime:
             self.runs.pop(state.run_id, None)
             if self.active.get(state.workflow_id) == state.run_id:
                 del self.active[state.workflow_id]
+            # Reads of a run that just ended are served from memory, so they never race the
+            # commit of its end against a read of the database.
+            self._recent.pop(state.workflow_id, None)
+            self._recent[state.workflow_id] = state
+            if len(self._recent) > RECENT_ENDED_RUNS:
+                del self._recent[next(iter(self._recent))]
 
     def apply(self, *decisions: tr.Decision) -> asyncio.Future[None]:
         """Install the decisions' states now, commit their ops as one unit, then do effects."""
@@ -371,6 +379,9 @@ class Runtime:
         current = self.active.get(workflow_id)
         if current is not None and (run_id is None or run_id == current):
             return self.runs[current]
+        recent = self._recent.get(workflow_id)
+        if recent is not None and (run_id is None or run_id == recent.run_id):
+            return recent
         found = await self.storage.find_run(workflow_id, run_id)
         if found is None:
             raise WorkflowNotFoundError(
@@ -504,11 +515,10 @@ class Runtime:
 
     async def result(self, m: p.GetResult) -> Any:
         run = await self._any_run(m.workflow_id, m.run_id)
-        if run.status in ("running", "waiting"):
-            if not m.wait:
-                return self.outcome(run)
-            current = self.runs.get(run.run_id)
-            if current is not None or run.run_id in self._ending:
+        # An end that is not durable yet is not told: wait for its commit (milliseconds).
+        pending = run.run_id in self._ending
+        if pending or (m.wait and run.status in ("running", "waiting")):
+            if run.run_id in self.runs or pending:
                 fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
                 self._waiters.setdefault(run.run_id, []).append(fut)
                 return await fut

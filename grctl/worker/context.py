@@ -252,12 +252,18 @@ class Context:
         return uuid.UUID(await self._value("uuid4", lambda: str(uuid.uuid4())))
 
     async def sleep(self, duration: timedelta | float) -> None:
-        """Sleep inside the step; a re-execution only waits out what is left of the recorded sleep."""
+        """Sleep inside the step; on re-execution it returns at once (the sleep is recorded).
+
+        The wake-up time is recorded before sleeping; the daemon moves the step's deadline by
+        the sleep, so it does not count against the step timeout.
+        """
         seconds = duration.total_seconds() if isinstance(duration, timedelta) else float(duration)
-        wake_ms = await self._value("sleep", lambda: int(time.time() * 1000 + seconds * 1000))
-        remaining = wake_ms / 1000 - time.time()
-        if remaining > 0:
-            await asyncio.sleep(remaining)
+        op, prior = self._step.begin("sleep", "")
+        if prior:
+            return
+        wake_ms = int(time.time() * 1000 + seconds * 1000)
+        await self._step.record({"op": op, "kind": "sleep", "value": wake_ms})
+        await asyncio.sleep(max(0.0, wake_ms / 1000 - time.time()))
 
     async def start(
         self,
