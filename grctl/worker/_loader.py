@@ -62,5 +62,8 @@ def load_workflows(modules: list[str]) -> list[Workflow]:
 
 def _where() -> str:
     """Where the import broke, as `` (at FILE:LINE)``: one line, so the CLI prints no traceback."""
+    exc = sys.exc_info()[1]
+    if isinstance(exc, SyntaxError) and exc.filename:
+        return f" (at {exc.filename}:{exc.lineno})"
     frames = [f for f in traceback.extract_tb(sys.exc_info()[2]) if not f.filename.startswith("<")]
     return f" (at {frames[-1].filename}:{frames[-1].lineno})" if frames else ""
