@@ -31,6 +31,7 @@ class Connection:
         self._closed = asyncio.Event()
         self._write_lock = asyncio.Lock()
         self.connection_id = ""
+        self.heartbeat_timeout_s = 10.0
         self.socket_path: Path | None = None
 
     @classmethod
@@ -53,8 +54,18 @@ class Connection:
         conn = cls(reader, writer)
         conn.socket_path = socket_path
         conn._on_push = on_push
-        writer.write(p.encode(p.Hello(p.PROTOCOL_VERSION, role, name, os.getpid())))
-        first = await p.read_message(reader, open_values=True)
+        try:
+            writer.write(p.encode(p.Hello(p.PROTOCOL_VERSION, role, name, os.getpid())))
+            first = await p.read_message(reader, open_values=True)
+        except (ConnectionError, OSError):
+            first = None
+        if first is None:
+            # The daemon went away between accept and welcome (it was stopping or crashed).
+            writer.close()
+            raise DaemonUnavailableError(
+                f"the grctl daemon on {socket_path} closed the connection before answering; "
+                "check it with: grctl daemon status"
+            )
         if isinstance(first, p.ErrorReply):
             writer.close()
             raise error_from_wire(first.code, first.message)
@@ -62,6 +73,7 @@ class Connection:
             writer.close()
             raise ProtocolError("the daemon did not answer the hello")
         conn.connection_id = first.connection_id
+        conn.heartbeat_timeout_s = first.heartbeat_timeout_ms / 1000
         conn._read_task = asyncio.create_task(conn._read_loop(), name="grctl-connection-reader")
         return conn
 
@@ -127,8 +139,13 @@ class Connection:
             )
         frame = p.encode(msg)
         async with self._write_lock:
-            self._writer.write(frame)
-            await self._writer.drain()
+            try:
+                self._writer.write(frame)
+                await self._writer.drain()
+            except (ConnectionError, OSError):
+                raise DaemonUnavailableError(
+                    "lost the connection to the grctl daemon; check it with: grctl daemon status"
+                ) from None
 
     async def request(self, build: Callable[[int], p.Message]) -> Any:
         """Send the message ``build(req_id)`` makes and return the reply's data (or raise)."""

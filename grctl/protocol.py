@@ -76,6 +76,7 @@ class Welcome(Message):
     protocol_version: int
     daemon_version: str
     connection_id: str
+    heartbeat_timeout_ms: int = 10_000  # a worker silent this long is taken as lost
 
 
 @message("reply")

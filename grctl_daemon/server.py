@@ -142,7 +142,8 @@ class Server:
         if msg.role not in ("client", "worker"):
             raise ProtocolError(f"unknown role {msg.role!r}")
         peer.role, peer.name = msg.role, msg.name or f"pid-{msg.pid}"
-        await peer.send(p.Welcome(p.PROTOCOL_VERSION, "0.1.0", peer.connection_id))
+        heartbeat_ms = int(self.runtime.config.heartbeat_timeout_s * 1000)
+        await peer.send(p.Welcome(p.PROTOCOL_VERSION, "0.1.0", peer.connection_id, heartbeat_ms))
         return True
 
     async def _serve(self, peer: Peer, reader: asyncio.StreamReader) -> None:

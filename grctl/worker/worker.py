@@ -174,8 +174,10 @@ class Worker:
         self._stopping.set()
 
     async def _heartbeat(self, conn: Connection) -> None:
+        # Beat well inside the daemon's timeout, whatever it is configured to.
+        interval = min(HEARTBEAT_INTERVAL_S, conn.heartbeat_timeout_s / 4)
         while not conn.closed:
-            await asyncio.sleep(HEARTBEAT_INTERVAL_S)
+            await asyncio.sleep(interval)
             try:
                 await conn.send(p.Heartbeat())
             except GrctlError:
