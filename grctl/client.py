@@ -11,7 +11,7 @@ from typing import Any
 from grctl import protocol as p
 from grctl._connection import Connection
 from grctl._home import socket_path as resolve_socket
-from grctl.errors import WorkflowCancelledError, WorkflowFailedError
+from grctl.errors import StoreValueError, WorkflowCancelledError, WorkflowFailedError
 from grctl.models.run import HistoryEvent, InboxEvent, RunInfo
 
 
@@ -46,7 +46,9 @@ class Client:
     ) -> WorkflowHandle:
         """Start a run; raises WorkflowAlreadyRunningError if ``workflow_id`` has an active one."""
         data = await self._call(
-            lambda r: p.StartWorkflow(r, workflow_type, workflow_id, p.wrap_value(workflow_input))
+            lambda r: p.StartWorkflow(
+                r, workflow_type, workflow_id, _wrap(workflow_input, "workflow_input")
+            )
         )
         return WorkflowHandle(self, data["workflow_id"], data["run_id"])
 
@@ -85,7 +87,7 @@ class WorkflowHandle:
         """Append an event to the run's inbox; acknowledged once it is durable."""
         await self._client._call(
             lambda r: p.SendEvent(
-                r, self.workflow_id, event_name, p.wrap_value(payload), self.run_id
+                r, self.workflow_id, event_name, _wrap(payload, "payload"), self.run_id
             )
         )
 
@@ -156,6 +158,16 @@ class _History:
         async for chunk in chunks:
             for row in chunk:
                 yield HistoryEvent.from_wire(row)
+
+
+def _wrap(value: Any, what: str) -> Any:
+    try:
+        return p.wrap_value(value)
+    except Exception:
+        raise StoreValueError(
+            f"{what} is a {type(value).__name__}, which msgpack cannot serialise; use strings, "
+            "numbers, lists, dicts, booleans or None"
+        ) from None
 
 
 def outcome_value(data: dict[str, Any]) -> Any:

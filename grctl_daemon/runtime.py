@@ -46,6 +46,8 @@ log = logging.getLogger("grctl.daemon")
 
 MAX_ID_LENGTH = 256
 RECENT_ENDED_RUNS = 10_000
+# A run's whole store travels in each dispatch, so it must leave room in one frame.
+MAX_STORE_BYTES = p.MAX_FRAME_BYTES - 1024 * 1024
 _VALUE_KEYS = ("input", "payload", "result")
 
 
@@ -726,7 +728,19 @@ class Runtime:
                 if not isinstance(key, str):
                     raise InvalidInputError("store keys must be strings")
                 writes[key] = _blob(value)
-            d = tr.step_completed(state, tdef, m.dispatch_id, directive, writes, now_ms())
+            size = sum(len(k) + len(v or b"") for k, v in {**state.store, **writes}.items())
+            if size > MAX_STORE_BYTES:
+                # Every dispatch carries the whole store: past this it could not travel.
+                error = {
+                    "type": "StoreValueError",
+                    "message": f"step {state.step_name!r} would grow the store of workflow "
+                    f"{state.workflow_id!r} to {size} bytes, over the {MAX_STORE_BYTES}-byte "
+                    "limit; keep large data outside the workflow and store references to it",
+                    "non_retryable": True,
+                }
+                d = tr.step_failed(state, tdef, m.dispatch_id, error, now_ms())
+            else:
+                d = tr.step_completed(state, tdef, m.dispatch_id, directive, writes, now_ms())
         slot = self.dispatcher.release(m.dispatch_id)
         result = await self.commit(d)
         if slot is not None:

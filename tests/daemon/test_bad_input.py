@@ -25,7 +25,7 @@ from grctl.errors import (
     WorkflowNotRunningError,
     WorkflowTypeNotRegisteredError,
 )
-from grctl.protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION, VALUE_EXT, wrap_value
+from grctl.protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION, VALUE_EXT
 from tests.conftest import GRCTL, TESTS, Daemon, wait_until
 
 FLOWS = "flows.gd_bad"
@@ -272,6 +272,17 @@ def test_an_oversized_store_value_or_result_fails_the_run_committing_nothing(
     assert_keeper_intact(daemon, 6)
 
 
+def test_a_store_that_outgrows_a_dispatch_fails_the_run_keeping_what_was_committed(daemon, workers):
+    start_keeper(daemon, workers)
+    daemon.call(lambda c: c.start_workflow("GdBad", "growing", {"mode": "growing_store"}))
+    error = failure(daemon, "growing")
+    assert error["type"] == "StepFailed" and error["details"]["cause"] == "StoreValueError"
+    assert "would grow the store of workflow 'growing'" in error["message"], error["message"]
+    store = describe(daemon, "growing").store
+    assert store["parts"] == 3 and sorted(store) == ["part0", "part1", "part2", "parts", "started"]
+    assert_keeper_intact(daemon, 6)
+
+
 # -- refusals at start and send -------------------------------------------------------------
 
 
@@ -343,12 +354,14 @@ def test_a_value_msgpack_cannot_serialise_fails_the_run_naming_it(daemon, worker
     assert_keeper_intact(daemon, 11)
 
 
+@pytest.mark.parametrize("mode", ["unregistered_step", "unregistered_timeout_step"])
 def test_a_transition_to_an_unregistered_step_fails_the_run_naming_workflow_and_handler(
-    daemon, workers
+    daemon, workers, mode
 ):
     start_keeper(daemon, workers)
-    daemon.call(lambda c: c.start_workflow("GdBad", "lost", {"mode": "unregistered_step"}))
+    daemon.call(lambda c: c.start_workflow("GdBad", "lost", {"mode": mode}))
     error = failure(daemon, "lost")
+    assert error["type"] == "StepFailed"
     assert error["details"]["cause"] == "WorkflowDefinitionError"
     for name in ("'GdBad'", "'bad_start'", "'not_a_step'", "bad_finish"):
         assert name in error["message"], error["message"]
@@ -402,6 +415,7 @@ def test_a_workflow_module_that_fails_to_load_stops_the_worker_with_one_line(dae
     modules = {
         "flows.gd_broken": "'flows.gd_broken' raised RuntimeError while importing",
         "flows.gd_nostart": "workflow 'GdNoStart' has no start handler",
+        "flows.gd_twostarts": "workflow 'GdTwoStarts' has two start handlers",
         "flows.gd_missing": "'flows.gd_missing' not found",
     }
     results = grctl_all(daemon, *(["worker", module] for module in modules))

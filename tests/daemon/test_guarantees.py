@@ -118,6 +118,18 @@ def test_one_active_run_per_workflow_id_and_a_new_ulid_per_run(daemon, workers):
     assert result(daemon, "solo") == 2
 
 
+def test_result_right_after_the_last_event_waits_for_the_durable_end(daemon, workers):
+    # The run ends in the daemon's memory a moment before the end is committed; a result
+    # request landing in between must wait for the commit, not answer "running".
+    workers(FLOWS)
+    for n in range(15):
+        wid = f"quick-{n}"
+        start(daemon, "GdSolo", wid)
+        wait_until(lambda wid=wid: status_is(daemon, wid, "waiting"), message=wid)
+        on(daemon, wid, "send", "solo_finish", {"value": n})
+        assert result(daemon, wid) == n
+
+
 # -- 1. atomic steps (the non-crash part) ---------------------------------------------------
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from datetime import timedelta
+
 from grctl.models import Directive
 from grctl.protocol import MAX_FRAME_BYTES
 from grctl.worker.context import Context
@@ -26,9 +28,24 @@ async def bad_start(ctx: Context, mode: str) -> Directive:
         return ctx.next.complete(b"x" * (MAX_FRAME_BYTES + 1))
     if mode == "unregistered_step":
         return ctx.next.step("not_a_" + "step")
+    if mode == "unregistered_timeout_step":
+        return ctx.next.wait_for_event(
+            timeout=timedelta(seconds=1), timeout_step_name="not_a_" + "step"
+        )
     if mode == "finish":
         return ctx.next.step(bad_finish)
+    if mode == "growing_store":
+        return ctx.next.step(bad_grow)
     return ctx.next.wait_for_event()
+
+
+@bad.step()
+async def bad_grow(ctx: Context) -> Directive:
+    # Each step's writes fit in a frame; together they outgrow what a dispatch can carry.
+    parts = await ctx.store.get("parts") or 0
+    ctx.store.put(f"part{parts}", b"x" * (4 * 1024 * 1024))
+    ctx.store.put("parts", parts + 1)
+    return ctx.next.step(bad_grow)
 
 
 @bad.step()

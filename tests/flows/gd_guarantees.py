@@ -6,6 +6,7 @@ import asyncio
 from datetime import timedelta
 
 from flows.gd_util import hold, ledger
+
 from grctl.models import Directive
 from grctl.models.directive import RetryPolicy
 from grctl.worker.context import Context
