@@ -8,7 +8,6 @@ else is a bug and keeps its traceback.
 from __future__ import annotations
 
 import sys
-from importlib.metadata import PackageNotFoundError, version
 from typing import Annotated
 
 import typer
@@ -35,6 +34,8 @@ app = typer.Typer(
 
 def _version(value: bool) -> None:
     if value:
+        from importlib.metadata import PackageNotFoundError, version  # slow: only when asked
+
         try:
             render.note(f"grctl {version('grctl')}")
         except PackageNotFoundError:

@@ -22,6 +22,13 @@ from grctl.errors import GrctlError
 
 T = TypeVar("T")
 
+
+class RefusedError(GrctlError):
+    """An operation the CLI itself refuses (a result asked of a run still going): exit 1."""
+
+    code = "cli_refused"
+
+
 HomeOpt = Annotated[
     str | None,
     typer.Option(
@@ -200,9 +207,3 @@ def build_payload(text: str | None, file: str | None) -> Any:
     if file is not None:
         return read_json_file(file, "--payload-file")
     return None
-
-
-class RefusedError(GrctlError):
-    """An operation the CLI itself refuses (a result asked of a run still going): exit 1."""
-
-    code = "cli_refused"

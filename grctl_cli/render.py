@@ -128,13 +128,16 @@ def time_left(dt: datetime) -> str:
     return f"in {span(left)}" if left >= 0 else f"overdue by {span(left)}"
 
 
-def when(dt: datetime | None) -> str:
-    """Local time, with the date if not today, and how long ago."""
-    if dt is None:
-        return ""
+def stamp(dt: datetime) -> str:
+    """Local time of day, with the date in front unless it is today."""
     local = dt.astimezone()
     day = "" if local.date() == datetime.now().date() else f"{local:%Y-%m-%d} "
-    return f"{day}{local:%H:%M:%S} ({ago(dt)})"
+    return f"{day}{local:%H:%M:%S}"
+
+
+def when(dt: datetime | None) -> str:
+    """Local time and how long ago: ``07:35:07 (3s ago)``."""
+    return "" if dt is None else f"{stamp(dt)} ({ago(dt)})"
 
 
 def clock(dt: datetime) -> str:
@@ -160,6 +163,21 @@ def _table(*columns: str, wrap: bool = False) -> Table:
     return table
 
 
+def _fit(table: Table, flex: int) -> Table:
+    """Give column ``flex`` what the others leave of the width, so it alone is cut with "…".
+
+    Left alone, rich shrinks every column of a too-wide table, and ids and times get cut.
+    """
+    gap = 2 + (1 if table.box else 0)  # cell padding on both sides, plus the box's divider
+    used = gap * (len(table.columns) - 1)
+    for i, column in enumerate(table.columns):
+        if i != flex:
+            cells = [Text(str(column.header)), *column.cells]
+            used += column.width or max(c.cell_len for c in cells if isinstance(c, Text))
+    table.columns[flex].max_width = max(console.width - used, 12)
+    return table
+
+
 # -- messages ---------------------------------------------------------------------------------
 
 
@@ -173,7 +191,7 @@ def error(exc: GrctlError | str) -> None:
 
 def note(message: str) -> None:
     """A status line on stderr (started, sent, stopped…)."""
-    err_console.print(Text(message))
+    err_console.print(Text(message), soft_wrap=True)
 
 
 def value(data: Any) -> None:
@@ -187,7 +205,7 @@ def value(data: Any) -> None:
 
 
 def fields_grid(rows: list[tuple[str, Any]]) -> None:
-    """Label/value lines on stdout (what ``start`` and ``cancel`` report)."""
+    """Label/value lines on stdout (what ``start`` reports)."""
     grid = _grid()
     for label, item in rows:
         grid.add_row(label, item if isinstance(item, Text) else Text(str(item)))
@@ -261,10 +279,10 @@ def runs_table(runs: list[Any]) -> None:
             Text(r.workflow_type),
             status_text(r.status),
             Text(step),
-            Text(when(r.created_at)),
+            Text(ago(r.created_at)),
             Text(r.run_id),
         )
-    console.print(table)
+    console.print(_fit(table, flex=3))
 
 
 def describe(info: Any) -> None:
@@ -293,9 +311,7 @@ def describe(info: Any) -> None:
         grid.add_row("input", Text(cut(compact(info.input), 200)))
     for timer in info.timers:
         due = datetime.fromtimestamp(timer["due_ms"] / 1000, tz=UTC)
-        grid.add_row(
-            "timer", Text(f"{timer['kind']}: due {when(due).split(' (')[0]} ({time_left(due)})")
-        )
+        grid.add_row("timer", Text(f"{timer['kind']}: due {stamp(due)} ({time_left(due)})"))
     if info.status == "completed":
         grid.add_row("result", Text(cut(compact(info.result), 200)))
     error = info.error or {}
@@ -307,8 +323,8 @@ def describe(info: Any) -> None:
     if info.store:
         store = _table("store key", "value")
         for key, item in sorted(info.store.items()):
-            store.add_row(Text(key), Text(cut(compact(item))))
-        parts += [Text(""), store]
+            store.add_row(Text(key), Text(cut(compact(item), 2 * MAX_CELL)))
+        parts += [Text(""), _fit(store, flex=1)]
     if error.get("traceback"):
         parts += [Text(""), Text("traceback", style="bold"), Text(error["traceback"].rstrip())]
     console.print(Group(*parts))
@@ -331,10 +347,10 @@ def inbox_table(events: list[Any]) -> None:
             Text(str(ev.seq)),
             Text(ev.event_name),
             Text(cut(compact(ev.payload))),
-            Text(when(ev.arrived_at)),
+            Text(ago(ev.arrived_at)),
             state,
         )
-    console.print(table)
+    console.print(_fit(table, flex=2))
 
 
 # -- history ----------------------------------------------------------------------------------
@@ -408,24 +424,23 @@ class HistoryPrinter:
         return table
 
     def rows(self, events: list[Any]) -> None:
-        fixed = sum(width for _, width, _ in _HISTORY_COLUMNS) + _STEP_WIDTH
-        budget = max(console.width - fixed - 2 * len(_HISTORY_COLUMNS), 12)
         table = self._row_table(header=not self._header_done)
         self._header_done = True
         for ev in events:
-            style = "red" if ev.kind in ("step_failed", "step_timed_out", "workflow_failed") else ""
             table.add_row(
                 Text(str(ev.seq)),
                 Text(clock(ev.time), style="dim"),
-                Text(ev.kind, style=style or _kind_style(ev.kind)),
+                Text(ev.kind, style=_kind_style(ev.kind)),
                 Text(ev.step_name or ""),
-                Text(cut(summary(ev.kind, ev.data), min(budget, 2 * MAX_CELL))),
+                Text(cut(summary(ev.kind, ev.data), 2 * MAX_CELL)),
             )
         if events:
-            console.print(table)
+            console.print(_fit(table, flex=len(table.columns) - 1))
 
 
 def _kind_style(kind: str) -> str:
+    if kind in ("step_failed", "step_timed_out", "task_attempt_failed", "task_failed"):
+        return "red"
     if kind.startswith("workflow_"):
         return STATUS_STYLE.get(kind.removeprefix("workflow_"), "bold")
     if kind.startswith("event_") or kind == "waiting_for_event":
@@ -501,12 +516,14 @@ def daemon_status(data: dict[str, Any]) -> None:
     console.print(grid)
 
 
-def _size(n: int) -> str:
-    for unit in ("B", "KiB", "MiB", "GiB"):
-        if n < 1024 or unit == "GiB":
-            return f"{n:.0f} {unit}" if unit == "B" else f"{n:.1f} {unit}"
+def _size(n: float) -> str:
+    if n < 1024:
+        return f"{n:.0f} B"
+    for unit in ("KiB", "MiB", "GiB"):
         n /= 1024
-    return f"{n} B"
+        if n < 1024 or unit == "GiB":
+            break
+    return f"{n:.1f} {unit}"
 
 
 def worker_banner(name: str, socket: str, concurrency: int, workflows: list[Any]) -> None:

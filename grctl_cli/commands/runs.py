@@ -260,9 +260,10 @@ def _end_run(
             }
         )
     elif info.status.is_active:
+        step = f"its step {info.step_name}" if info.step_name else "the running step"
         render.note(
-            f"cancel requested for {workflow_id} run {info.run_id}: its step "
-            f"{info.step_name or ''} finishes first, then the run ends cancelled"
+            f"cancel requested for {workflow_id} run {info.run_id}: {step} finishes first, "
+            "then the run ends cancelled"
         )
     else:
         render.note(f"{workflow_id} run {info.run_id} {info.status.value}")
@@ -278,17 +279,15 @@ async def _report_outcome(handle: WorkflowHandle, json_: bool, as_fields: bool) 
         value = await _wait_with_status(handle)
     except (WorkflowFailedError, WorkflowCancelledError) as exc:
         details = exc.details or {}
-        status = "failed" if isinstance(exc, WorkflowFailedError) else details.get("status")
+        outcome: dict[str, Any] = {"workflow_id": handle.workflow_id, "run_id": handle.run_id}
+        if isinstance(exc, WorkflowFailedError):
+            status = outcome["status"] = "failed"
+            outcome["error"] = details
+        else:
+            status = outcome["status"] = details.get("status")
+            outcome["reason"] = details.get("reason")
         if json_:
-            key = "error" if status == "failed" else "reason"
-            render.print_json(
-                {
-                    "workflow_id": handle.workflow_id,
-                    "run_id": handle.run_id,
-                    "status": status,
-                    key: details if status == "failed" else details.get("reason"),
-                }
-            )
+            render.print_json(outcome)
         elif as_fields:
             render.fields_grid([("status", render.status_text(str(status)))])
         raise

@@ -111,7 +111,9 @@ def _source_dirs(modules: list[str]) -> list[Path]:
     for name in modules:
         try:
             spec = importlib.util.find_spec(name)
-        except Exception as exc:  # the package around the module raised on import
+        except ModuleNotFoundError:  # a package on the way is missing
+            spec = None
+        except Exception as exc:  # a package on the way raised while importing
             raise ModuleLoadError(
                 f"workflow module {name!r} failed to import: {type(exc).__name__}: {exc}"
             ) from None

@@ -78,6 +78,27 @@ def run_grctl(
     return Result(args, proc.returncode, proc.stdout, proc.stderr)
 
 
+def run_grctl_many(cases: list[tuple[str, ...]], home: Path) -> list[Result]:
+    """Run several independent ``grctl`` commands at once (table-driven error cases)."""
+    procs = [
+        subprocess.Popen(
+            [GRCTL, *args],
+            stdin=subprocess.DEVNULL,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+            cwd=TESTS,
+            env=cli_env(home),
+        )
+        for args in cases
+    ]
+    results = []
+    for args, proc in zip(cases, procs, strict=True):
+        out, err = proc.communicate(timeout=CLI_TIMEOUT_S)
+        results.append(Result(args, proc.returncode, out, err))
+    return results
+
+
 class Served:
     """The shared daemon and its worker; ``grctl(...)`` runs a command against them."""
 

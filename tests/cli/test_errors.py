@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import pytest
-
-from tests.cli.conftest import run_grctl
+from tests.cli.conftest import run_grctl_many
 
 EVERY_COMMAND = [
     ("start", "CliQuick", "--id", "x"),
@@ -23,13 +21,13 @@ EVERY_COMMAND = [
 ]
 
 
-@pytest.mark.parametrize("args", EVERY_COMMAND, ids=lambda a: " ".join(a[:2]))
-def test_every_command_says_in_one_line_that_the_daemon_is_not_running(home, args):
-    r = run_grctl(*args, home=home)
-    assert r.code == 1, r
-    lines = [line for line in r.err.splitlines() if line.strip()]
-    assert len(lines) == 1 and "not running" in lines[0] and "grctl daemon start" in lines[0], r
-    assert "Traceback" not in r.output and r.out == ""
+def test_every_command_says_in_one_line_that_the_daemon_is_not_running(home):
+    for r in run_grctl_many(EVERY_COMMAND, home):
+        assert r.code == 1, r
+        lines = [line for line in r.err.splitlines() if line.strip()]
+        assert len(lines) == 1, r
+        assert "not running" in lines[0] and "grctl daemon start" in lines[0], r
+        assert "Traceback" not in r.output and r.out == "", r
 
 
 def test_bad_json_is_bad_usage_and_says_where_it_broke(served, uid, tmp_path):
@@ -51,21 +49,20 @@ def test_bad_json_is_bad_usage_and_says_where_it_broke(served, uid, tmp_path):
     assert r.code == 2 and "cannot read" in r.err and "Traceback" not in r.output
 
 
-@pytest.mark.parametrize(
-    "args",
-    [
-        ("-i", "n"),  # no '='
-        ("-i", "=2"),  # no key
-        ("-i", "n=[1,"),  # opens like JSON, is not
-        ("--input", "[1]", "-i", "n=2"),  # -i adds keys to an object only
-        ("--input", "{}", "--input-file", "x.json"),
-    ],
-    ids=["no-equals", "no-key", "broken-json", "not-an-object", "input-twice"],
-)
-def test_bad_input_options_are_bad_usage(served, uid, args):
-    r = served.grctl("start", "CliQuick", "--id", uid("bad"), *args)
-    assert r.code == 2, r
-    assert "Traceback" not in r.output and r.out == ""
+BAD_INPUT_OPTIONS = [
+    ("-i", "n"),  # no '='
+    ("-i", "=2"),  # no key
+    ("-i", "n=[1,"),  # opens like JSON, is not
+    ("--input", "[1]", "-i", "n=2"),  # -i adds keys to an object only
+    ("--input", "{}", "--input-file", "x.json"),  # one or the other
+]
+
+
+def test_bad_input_options_are_bad_usage(served, uid):
+    cases = [("start", "CliQuick", "--id", uid("bad"), *args) for args in BAD_INPUT_OPTIONS]
+    for r in run_grctl_many(cases, served.home):
+        assert r.code == 2, r
+        assert "Traceback" not in r.output and r.out == "", r
 
 
 def test_refusals_exit_1_with_one_line(served, uid):
@@ -101,7 +98,7 @@ def test_refusals_exit_1_with_one_line(served, uid):
 
 
 def test_bad_usage_from_typer_exits_2(served):
-    for args in (("start", "CliQuick"), ("list", "--status", "sleeping"), ("nonsense",)):
-        r = served.grctl(*args)
+    cases = [("start", "CliQuick"), ("list", "--status", "sleeping"), ("nonsense",)]
+    for r in run_grctl_many(cases, served.home):
         assert r.code == 2, r
         assert "Traceback" not in r.output

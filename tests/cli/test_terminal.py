@@ -6,6 +6,7 @@ import fcntl
 import os
 import pty
 import re
+import signal
 import struct
 import subprocess
 import termios
@@ -34,6 +35,8 @@ class Terminal:
             stdout=slave,
             stderr=slave,
             start_new_session=True,
+            # Ctrl-C as a shell gives it: a test runner may have started us with SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL),
         )
         os.close(slave)
         self._master = master
@@ -95,6 +98,20 @@ def test_history_follow_updates_live_and_ends_with_the_run(served, uid):
     assert text.index("waiting_for_event") < text.index("event_received")
     assert 'approve #1 payload={"qty": 7}' in text and "Traceback" not in text
     assert SGR.search(term.raw)  # coloured on a terminal
+
+
+def test_ctrl_c_stops_following_quietly(served, uid):
+    wid = uid("tty-interrupt")
+    served.start_direct("CliOrder", wid, {"order_id": "c"})
+    term = Terminal("history", wid, "--follow", home=served.home)
+    try:
+        term.wait_for("waiting_for_event")
+        term.proc.send_signal(signal.SIGINT)  # what Ctrl-C sends
+        assert term.wait() == 130
+    finally:
+        term.kill()
+    assert "Traceback" not in term.text and "KeyboardInterrupt" not in term.text
+    assert served.describe(wid).status.value == "waiting"  # the run goes on
 
 
 def test_start_wait_shows_where_the_run_is_until_the_result(served, uid):
