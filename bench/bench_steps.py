@@ -90,16 +90,35 @@ def main() -> None:
     procs = []
     try:
         daemon = subprocess.Popen(
-            [sys.executable, "-m", "grctl_daemon", "--home", str(home), "--quiet",
-             "--synchronous", args.synchronous], env=env)
+            [
+                sys.executable,
+                "-m",
+                "grctl_daemon",
+                "--home",
+                str(home),
+                "--quiet",
+                "--synchronous",
+                args.synchronous,
+            ],
+            env=env,
+        )
         procs.append(daemon)
         asyncio.run(_wait_socket(home / "grctl.sock"))
         for _ in range(args.workers):
-            procs.append(subprocess.Popen([GRCTL, "worker", "bench.flows"], cwd=ROOT, env=env,
-                                          stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL))
+            procs.append(
+                subprocess.Popen(
+                    [GRCTL, "worker", "bench.flows"],
+                    cwd=ROOT,
+                    env=env,
+                    stdout=subprocess.DEVNULL,
+                    stderr=subprocess.DEVNULL,
+                )
+            )
         result = asyncio.run(bench(args, home / "grctl.sock"))
-        print(f"synchronous={args.synchronous} workers={args.workers} runs={args.runs} "
-              f"steps/run={args.steps} task={args.task}")
+        print(
+            f"synchronous={args.synchronous} workers={args.workers} runs={args.runs} "
+            f"steps/run={args.steps} task={args.task}"
+        )
         for key, value in result.items():
             print(f"  {key:>24}: {value:,.2f}")
     finally:
