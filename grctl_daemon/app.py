@@ -13,6 +13,7 @@ from typing import IO
 from grctl_daemon.config import DaemonConfig
 from grctl_daemon.runtime import Runtime
 from grctl_daemon.server import Server
+from grctl_daemon.storage.base import StorageError
 from grctl_daemon.storage.sqlite import SqliteStorage
 
 log = logging.getLogger("grctl.daemon")
@@ -102,6 +103,10 @@ def main(config: DaemonConfig, foreground: bool = True) -> int:
     try:
         _setup_logging(config, foreground)
         return asyncio.run(serve(config))
+    except StorageError as exc:
+        log.error("%s", exc)
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
     finally:
         try:
             config.pid_path.unlink()

@@ -135,6 +135,10 @@ Op = (
 )
 
 
+class StorageError(Exception):
+    """The database cannot be used as it is (a newer schema, say); the message says why."""
+
+
 class UnitRefused(Exception):
     """One unit of a group commit broke a constraint; the other units committed."""
 

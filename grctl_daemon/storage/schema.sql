@@ -1,4 +1,4 @@
--- grctl schema, version 1. Forward migrations live in sqlite.py (MIGRATIONS) - never edit a
+-- grctl schema, version 2. Forward migrations live in sqlite.py (MIGRATIONS) - never edit a
 -- released version in place.
 CREATE TABLE IF NOT EXISTS schema_version (
     version     INTEGER NOT NULL

@@ -35,9 +35,12 @@ import msgpack
 from grctl_daemon.config import crash_point
 from grctl_daemon.storage import base as rec
 
-SCHEMA_VERSION = 1
-# version → SQL that brings version-1 to version. Append, never edit.
-MIGRATIONS: dict[int, str] = {}
+SCHEMA_VERSION = 2
+# version → the statements that bring a database at version-1 to it. schema.sql always holds the
+# latest schema for a new database; append here, never edit a released step.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE runs ADD COLUMN completion_event TEXT",),
+}
 
 _RUN_COLUMNS = (
     "run_id",
@@ -207,7 +210,7 @@ class SqliteStorage:
                 row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
                 version = row[0] or 0
             if version > SCHEMA_VERSION:
-                raise RuntimeError(
+                raise rec.StorageError(
                     f"database {self.path} has schema version {version}, newer than this grctl "
                     f"({SCHEMA_VERSION}); upgrade grctl or point GRCTL_DB elsewhere"
                 )
@@ -220,7 +223,8 @@ class SqliteStorage:
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
                 version = SCHEMA_VERSION
             for target in range(version + 1, SCHEMA_VERSION + 1):
-                conn.executescript(MIGRATIONS[target])
+                for statement in MIGRATIONS[target]:
+                    conn.execute(statement)
                 conn.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
             conn.execute("COMMIT")
         except BaseException:
