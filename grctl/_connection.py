@@ -15,6 +15,7 @@ from grctl.errors import DaemonUnavailableError, GrctlError, ProtocolError, erro
 PushHandler = Callable[[p.Message], Awaitable[None] | None]
 
 _END = object()
+DRAIN_ABOVE_BYTES = 256 * 1024
 
 
 class Connection:
@@ -138,14 +139,17 @@ class Connection:
                 "lost the connection to the grctl daemon; check it with: grctl daemon status"
             )
         frame = p.encode(msg)
-        async with self._write_lock:
-            try:
-                self._writer.write(frame)
-                await self._writer.drain()
-            except (ConnectionError, OSError):
-                raise DaemonUnavailableError(
-                    "lost the connection to the grctl daemon; check it with: grctl daemon status"
-                ) from None
+        try:
+            # write() takes the whole frame at once, so frames never interleave; wait only
+            # when the daemon is slow to read.
+            self._writer.write(frame)
+            if self._writer.transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
+                async with self._write_lock:
+                    await self._writer.drain()
+        except (ConnectionError, OSError):
+            raise DaemonUnavailableError(
+                "lost the connection to the grctl daemon; check it with: grctl daemon status"
+            ) from None
 
     async def request(self, build: Callable[[int], p.Message]) -> Any:
         """Send the message ``build(req_id)`` makes and return the reply's data (or raise)."""

@@ -20,7 +20,7 @@ class WorkerSlot:
     name: str
     types: frozenset[str]
     capacity: int
-    send: Callable[[Any], Any]
+    send: Callable[[Any], None]  # writes one frame to the worker, never blocks
     connected_ms: int
     inflight: dict[str, str] = field(default_factory=dict)  # dispatch_id → run_id
 

@@ -189,7 +189,7 @@ class Runtime:
                     self.fatal.set()
                 return
             for slot, msg in sends:
-                self._spawn(slot.send(msg))
+                slot.send(msg)
             if sends:
                 crash_point("after_dispatch")
             for d in decisions:
@@ -235,7 +235,7 @@ class Runtime:
             elif isinstance(effect, tr.StopStep):
                 slot = self.dispatcher.release(effect.dispatch_id)
                 if slot is not None:
-                    self._spawn(slot.send(p.CancelStep(effect.dispatch_id, effect.reason)))
+                    slot.send(p.CancelStep(effect.dispatch_id, effect.reason))
                     self._drain(slot)
             elif isinstance(effect, tr.RunEnded) and d.state is not None:
                 outcome = self.outcome(d.state)
@@ -288,7 +288,7 @@ class Runtime:
         prepared = self._prepare_dispatch(run_id)
         if prepared is not None:
             self.apply(prepared[0])
-            self._spawn(prepared[1].send(prepared[2]))
+            prepared[1].send(prepared[2])
             crash_point("after_dispatch")
 
     def _prepare_dispatch(
@@ -630,7 +630,7 @@ class Runtime:
         fut.connection_id = slot.connection_id  # type: ignore[attr-defined]
         self._queries[qid] = fut
         try:
-            await slot.send(
+            slot.send(
                 p.RunQuery(
                     qid,
                     run.workflow_id,

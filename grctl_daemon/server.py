@@ -25,6 +25,7 @@ from grctl_daemon.timers import now_ms
 log = logging.getLogger("grctl.daemon.server")
 
 HELLO_TIMEOUT_S = 10.0
+DRAIN_ABOVE_BYTES = 256 * 1024
 
 
 class Peer:
@@ -38,16 +39,27 @@ class Peer:
         self.lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[Any]] = set()
 
+    def write(self, msg: p.Message) -> None:
+        """Queue one frame now; a frame is written whole, so no lock is needed to interleave."""
+        if self.writer.is_closing():
+            return
+        try:
+            frame = p.encode(msg)
+        except ProtocolError as exc:  # ours to send, too big to send: say so, keep serving
+            log.error("cannot send %s to %s: %s", msg.kind, self.name or self.connection_id, exc)
+            return
+        self.writer.write(frame)
+
     async def send(self, msg: p.Message) -> None:
-        frame = p.encode(msg)
-        async with self.lock:
-            if self.writer.is_closing():
-                return
-            self.writer.write(frame)
-            try:
-                await self.writer.drain()
-            except (ConnectionError, OSError):
-                pass
+        """Write, then wait only when the peer is slow to read (back-pressure)."""
+        self.write(msg)
+        transport = self.writer.transport
+        if transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
+            async with self.lock:
+                try:
+                    await self.writer.drain()
+                except (ConnectionError, OSError):
+                    pass
 
 
 class Server:
@@ -219,7 +231,7 @@ class Server:
         except (KeyError, TypeError):
             raise InvalidInputError("malformed workflow definitions") from None
         capacity = max(1, int(msg.concurrency))
-        slot = WorkerSlot(peer.connection_id, peer.name, types, capacity, peer.send, now_ms())
+        slot = WorkerSlot(peer.connection_id, peer.name, types, capacity, peer.write, now_ms())
         try:
             decision = self.runtime.worker_joined(slot, msg.workflows)
         except (KeyError, TypeError, ValueError) as exc:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 from typing import Any
 
 from grctl.models.directive import RetryPolicy
@@ -34,15 +34,15 @@ class RunState(RunRecord):
     worker: str | None = None
 
     def copy(self) -> RunState:
-        return replace(self)
+        # A shallow copy without dataclasses.replace's per-field introspection: this runs for
+        # every decision on the step hot path.
+        new = object.__new__(RunState)
+        new.__dict__.update(self.__dict__)
+        return new
 
     @property
     def is_active(self) -> bool:
         return self.status in ("running", "waiting")
-
-    def row(self) -> RunRecord:
-        names = RunRecord.__dataclass_fields__
-        return RunRecord(**{name: getattr(self, name) for name in names})
 
 
 @dataclass(frozen=True)

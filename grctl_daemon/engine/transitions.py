@@ -98,7 +98,7 @@ def _history(
 
 def _save(s: RunState, d: Decision, now: int) -> None:
     s.updated_ms = now
-    d.ops.insert(0, rec.SaveRun(s.row()))
+    d.ops.insert(0, rec.SaveRun(s))
 
 
 def _arm(s: RunState, d: Decision, kind: str, due_ms: int, token: str) -> None:
@@ -267,7 +267,7 @@ def start_run(
         {"input": input_blob, "parent_workflow_id": parent_workflow_id},
     )
     _schedule(s, d, tdef.start_name, "start", input_blob)
-    d.ops.insert(0, rec.InsertRun(s.row()))
+    d.ops.insert(0, rec.InsertRun(s))
     d.reply = {"workflow_id": workflow_id, "run_id": run_id}
     return d
 

@@ -132,7 +132,7 @@ def test_overdue_wait_timer_fires_at_start_up(daemon, workers, ledger):
     assert result(daemon, "patience-1") == "gave up"
     (timed_out,) = of_kind(history(daemon, "patience-1"), "wait_timed_out")
     fired_ms = timed_out.time.timestamp() * 1000
-    assert restart_ms <= fired_ms + 1 < restart_ms + 1500
+    assert restart_ms <= fired_ms + 1 < restart_ms + 4000  # at start-up, not at some later poll
     assert ops(ledger) == {"gave_up": 1}
     assert daemon.integrity_ok()
 

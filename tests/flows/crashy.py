@@ -286,7 +286,7 @@ patience = Workflow(workflow_type="CrashPatience")
 @patience.start()
 async def patience_start(ctx: Context) -> Directive:
     return ctx.next.wait_for_event(
-        timeout=timedelta(seconds=1), timeout_step_name="patience_gave_up"
+        timeout=timedelta(seconds=3), timeout_step_name="patience_gave_up"
     )
 
 
