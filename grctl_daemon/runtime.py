@@ -366,17 +366,6 @@ class Runtime:
             )
         return tdef
 
-    def _active_state(self, workflow_id: str, run_id: str | None, what: str) -> RunState:
-        current = self.active.get(workflow_id)
-        if current is not None and (run_id is None or run_id == current):
-            return self.runs[current]
-        raise WorkflowNotFoundError(
-            f"workflow {workflow_id!r} has no active run{f' {run_id}' if run_id else ''}; "
-            f"cannot {what}. See its runs with: grctl list",
-            workflow_id=workflow_id,
-            run_id=run_id,
-        )
-
     async def _any_run(self, workflow_id: str, run_id: str | None) -> rec.RunRecord:
         current = self.active.get(workflow_id)
         if current is not None and (run_id is None or run_id == current):
@@ -394,9 +383,8 @@ class Runtime:
             )
         return found
 
-    async def _ensure_active_or_ended(
-        self, workflow_id: str, run_id: str | None, what: str
-    ) -> RunState:
+    async def _active_run(self, workflow_id: str, run_id: str | None, what: str) -> RunState:
+        """The active run (returned at once, without suspending), or why there is none."""
         current = self.active.get(workflow_id)
         if current is not None and (run_id is None or run_id == current):
             return self.runs[current]
@@ -483,26 +471,15 @@ class Runtime:
         return tr.event_sent(state, tdef, event_name, blob, now_ms())
 
     async def send(self, m: p.SendEvent) -> Any:
-        current = self.active.get(m.workflow_id)
-        if current is None or (m.run_id and m.run_id != current):
-            await self._ensure_active_or_ended(m.workflow_id, m.run_id, f"send {m.event_name!r}")
-        state = self.runs[self.active[m.workflow_id]]
+        state = await self._active_run(m.workflow_id, m.run_id, f"send {m.event_name!r}")
         return await self.commit(self._event_decision(state, m.event_name, m.payload))
 
     async def cancel(self, m: p.CancelWorkflow) -> Any:
-        if m.workflow_id not in self.active or (
-            m.run_id and m.run_id != self.active[m.workflow_id]
-        ):
-            await self._ensure_active_or_ended(m.workflow_id, m.run_id, "cancel it")
-        state = self.runs[self.active[m.workflow_id]]
+        state = await self._active_run(m.workflow_id, m.run_id, "cancel it")
         return await self.commit(tr.cancel(state, m.reason, now_ms()))
 
     async def terminate(self, m: p.TerminateWorkflow) -> Any:
-        if m.workflow_id not in self.active or (
-            m.run_id and m.run_id != self.active[m.workflow_id]
-        ):
-            await self._ensure_active_or_ended(m.workflow_id, m.run_id, "terminate it")
-        state = self.runs[self.active[m.workflow_id]]
+        state = await self._active_run(m.workflow_id, m.run_id, "terminate it")
         return await self.commit(tr.terminate(state, m.reason, now_ms()))
 
     def outcome(self, run: rec.RunRecord) -> dict[str, Any]:
