@@ -461,6 +461,16 @@ class Runtime:
                 run_id=state.run_id,
             )
         blob = _blob(payload)
+        size = len(blob or b"") + sum(len(k) + len(v or b"") for k, v in state.store.items())
+        if size > MAX_STORE_BYTES:
+            # The payload travels with the store in the handler's dispatch: it must fit too.
+            raise InvalidInputError(
+                f"payload of event {event_name!r} is {len(blob or b'')} bytes; with the run's "
+                f"store that is {size} bytes, over the {MAX_STORE_BYTES}-byte limit of one "
+                "dispatch; send a reference to large data instead",
+                workflow_id=state.workflow_id,
+                run_id=state.run_id,
+            )
         problem = binding_error(tdef.events[event_name], _open(blob))
         if problem:
             raise InvalidInputError(

@@ -283,6 +283,15 @@ def test_a_store_that_outgrows_a_dispatch_fails_the_run_keeping_what_was_committ
     assert_keeper_intact(daemon, 6)
 
 
+def test_a_payload_too_big_to_travel_with_the_store_is_refused_at_send(daemon, workers):
+    start_keeper(daemon, workers)
+    huge = {"amount": "x" * (MAX_FRAME_BYTES - 512 * 1024)}
+    with pytest.raises(InvalidInputError, match="over the .*-byte limit of one dispatch"):
+        daemon.call(lambda c: c.get_workflow_handle("keeper").send("approve", huge))
+    assert daemon.call(lambda c: c.get_workflow_handle("keeper").inbox()) == []
+    assert_keeper_intact(daemon, 6)
+
+
 # -- refusals at start and send -------------------------------------------------------------
 
 
