@@ -35,6 +35,7 @@ from grctl.workflow import Workflow
 log = logging.getLogger("grctl.worker")
 
 DEFAULT_CONCURRENCY = 100
+DEFAULT_SHUTDOWN_GRACE_S = 10.0
 HEARTBEAT_INTERVAL_S = 2.0
 RECONNECT_DELAY_S = 0.2
 RECONNECT_MAX_DELAY_S = 2.0
@@ -97,6 +98,7 @@ class Worker:
         socket_path: str | os.PathLike[str] | None = None,
         concurrency: int = DEFAULT_CONCURRENCY,
         name: str | None = None,
+        shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -112,6 +114,7 @@ class Worker:
             self._workflows[wf.workflow_type] = wf
         self._socket_path = Path(socket_path) if socket_path else resolve_socket()
         self.concurrency = concurrency
+        self.shutdown_grace_s = shutdown_grace_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._conn: Connection | None = None
         self._running: dict[str, asyncio.Task[None]] = {}
@@ -159,6 +162,21 @@ class Worker:
             stop = asyncio.create_task(self._stopping.wait())
             closed = asyncio.create_task(conn.wait_closed())
             await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
+            if stop.done() and not conn.closed and self._running:
+                # Graceful stop: let the steps in flight finish and report (heart still
+                # beating); whatever is left after the grace period is dispatched again.
+                log.info(
+                    "stopping: waiting up to %gs for %d running step(s)",
+                    self.shutdown_grace_s,
+                    len(self._running),
+                )
+                drained = asyncio.ensure_future(asyncio.wait(list(self._running.values())))
+                await asyncio.wait(
+                    {drained, closed},
+                    timeout=self.shutdown_grace_s,
+                    return_when=asyncio.FIRST_COMPLETED,
+                )
+                drained.cancel()
             for t in (heartbeat, stop, closed):
                 t.cancel()
         finally:
@@ -170,7 +188,15 @@ class Worker:
             self._conn = None
 
     async def stop(self) -> None:
-        """Stop taking steps and disconnect; in-flight steps are re-dispatched by the daemon."""
+        """Stop taking steps, let running ones finish (``shutdown_grace_s``), then disconnect.
+
+        A step still running after the grace period is stopped; the daemon dispatches it again
+        at once, and replay makes that safe. A second ``stop()`` skips the rest of the wait.
+        """
+        if self._stopping.is_set():
+            self.shutdown_grace_s = 0
+            for t in list(self._running.values()):
+                t.cancel()
         self._stopping.set()
 
     async def _heartbeat(self, conn: Connection) -> None:
@@ -197,6 +223,8 @@ class Worker:
 
     def _on_push(self, msg: p.Message) -> None:
         if isinstance(msg, p.DispatchStep):
+            if self._stopping.is_set():
+                return  # not started: it goes to another worker when this one disconnects
             self._running[msg.dispatch_id] = self._spawn(self._execute(msg))
         elif isinstance(msg, p.CancelStep):
             t = self._running.pop(msg.dispatch_id, None)

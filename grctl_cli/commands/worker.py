@@ -16,7 +16,7 @@ import typer
 
 from grctl.worker import Worker
 from grctl.worker._loader import ModuleLoadError, load_workflows
-from grctl.worker.worker import DEFAULT_CONCURRENCY
+from grctl.worker.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_GRACE_S
 from grctl_cli import render
 from grctl_cli.options import HomeOpt, SocketOpt, resolve_socket, run
 
@@ -35,6 +35,15 @@ def worker(
         bool,
         typer.Option("--reload", help="Restart the worker when a .py file of its modules changes."),
     ] = False,
+    grace: Annotated[
+        float,
+        typer.Option(
+            "--grace",
+            min=0,
+            help="On Ctrl-C/SIGTERM, let running steps finish for up to this many seconds "
+            "(a second signal stops at once).",
+        ),
+    ] = DEFAULT_SHUTDOWN_GRACE_S,
     home: HomeOpt = None,
     socket: SocketOpt = None,
 ) -> None:
@@ -50,7 +59,7 @@ def worker(
         return
     workflows = load_workflows(modules)
     path = resolve_socket(home, socket)
-    w = Worker(workflows, socket_path=path, concurrency=concurrency)
+    w = Worker(workflows, socket_path=path, concurrency=concurrency, shutdown_grace_s=grace)
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
