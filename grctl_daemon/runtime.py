@@ -109,7 +109,6 @@ class Runtime:
         self._recent: dict[str, RunState] = {}  # workflow_id → its latest ended run, LRU
         self._followers: dict[str, set[Callable[[list[dict[str, Any]], bool], None]]] = {}
         self._queries: dict[str, asyncio.Future[p.QueryAnswer]] = {}
-        self._background: set[asyncio.Task[Any]] = set()
         self.fatal: asyncio.Event = asyncio.Event()
 
     # -- lifecycle ------------------------------------------------------------------------------
@@ -131,8 +130,6 @@ class Runtime:
 
     async def close(self) -> None:
         await self.timers.stop()
-        for t in list(self._background):
-            t.cancel()
 
     # -- applying decisions ---------------------------------------------------------------------
 
@@ -267,11 +264,6 @@ class Runtime:
         ended = not d.state.is_active
         for sub in list(subs):
             sub(rows, ended)
-
-    def _spawn(self, coro: Any) -> None:
-        t = asyncio.ensure_future(coro)
-        self._background.add(t)
-        t.add_done_callback(self._background.discard)
 
     async def commit(self, *decisions: tr.Decision) -> Any:
         """Apply, wait until durable, return the first decision's reply (or raise its error)."""

@@ -376,12 +376,6 @@ class SqliteStorage:
     async def read_store(self, run_id: str) -> dict[str, bytes]:
         return dict(await self._fetch("SELECT key, value FROM store WHERE run_id = ?", (run_id,)))
 
-    async def read_timers(self, run_id: str) -> dict[str, tuple[int, str]]:
-        rows = await self._fetch(
-            "SELECT kind, due_ms, token FROM timers WHERE run_id = ?", (run_id,)
-        )
-        return {kind: (due, token) for kind, due, token in rows}
-
     async def read_history(self, run_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
         rows = await self._fetch(
             "SELECT seq, ts_ms, kind, step_name, data FROM history WHERE run_id = ? AND seq > ? "
