@@ -9,6 +9,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+from grctl import _faults as faults
 from grctl import protocol as p
 from grctl.errors import DaemonUnavailableError, GrctlError, ProtocolError, error_from_wire
 
@@ -16,6 +17,8 @@ PushHandler = Callable[[p.Message], Awaitable[None] | None]
 
 _END = object()
 DRAIN_ABOVE_BYTES = 256 * 1024
+# The frames a worker sends about a step: where worker_mid_frame cuts.
+_STEP_FRAMES = (p.RecordOutcome, p.CompleteStep, p.StartChild, p.SendToParent)
 
 
 class Connection:
@@ -140,6 +143,8 @@ class Connection:
             )
         frame = p.encode(msg)
         try:
+            if faults.ARMED and isinstance(msg, _STEP_FRAMES):
+                faults.cut(self._writer.write, frame, "worker_mid_frame")
             # write() takes the whole frame at once, so frames never interleave; wait only
             # when the daemon is slow to read.
             self._writer.write(frame)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import signal
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -12,22 +11,6 @@ from grctl._home import LOG_NAME, PID_NAME, db_path, home_dir, socket_path
 DEFAULT_HEARTBEAT_TIMEOUT_S = 10.0
 DEFAULT_QUERY_TIMEOUT_S = 10.0
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
-
-# Where GRCTL_CRASH_AT may make the daemon SIGKILL itself (crash tests); a no-op otherwise.
-CRASH_POINTS = ("before_commit", "after_commit", "after_dispatch", "after_record")
-_CRASH_AT = os.environ.get("GRCTL_CRASH_AT", "")
-_CRASH_AFTER = int(os.environ.get("GRCTL_CRASH_AFTER", "1") or 1)
-_crash_hits = 0
-
-
-def crash_point(name: str) -> None:
-    """SIGKILL this process at the named point when GRCTL_CRASH_AT asks for it."""
-    global _crash_hits
-    if _CRASH_AT and name == _CRASH_AT:
-        _crash_hits += 1
-        if _crash_hits >= _CRASH_AFTER:
-            os.kill(os.getpid(), signal.SIGKILL)
-
 
 @dataclass(frozen=True)
 class DaemonConfig:

@@ -19,6 +19,7 @@ from typing import Any
 import msgpack
 from ulid import ULID
 
+from grctl import _faults as faults
 from grctl import protocol as p
 from grctl._signature import binding_error
 from grctl.errors import (
@@ -34,7 +35,7 @@ from grctl.errors import (
     WorkflowNotRunningError,
     WorkflowTypeNotRegisteredError,
 )
-from grctl_daemon.config import DaemonConfig, crash_point
+from grctl_daemon.config import DaemonConfig
 from grctl_daemon.dispatch import Dispatcher, WorkerSlot
 from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.state import InboxItem, RunState, TypeDef
@@ -187,8 +188,8 @@ class Runtime:
                 return
             for slot, msg in sends:
                 slot.send(msg)
-            if sends:
-                crash_point("after_dispatch")
+            if sends and faults.ARMED:
+                faults.hit("after_dispatch")
             for d in decisions:
                 self._effects(d)
                 self._publish(d)
@@ -281,7 +282,8 @@ class Runtime:
         if prepared is not None:
             self.apply(prepared[0])
             prepared[1].send(prepared[2])
-            crash_point("after_dispatch")
+            if faults.ARMED:
+                faults.hit("after_dispatch")
 
     def _prepare_dispatch(
         self, run_id: str
@@ -679,7 +681,8 @@ class Runtime:
         blob = _blob(m.record)
         summary = self._summary(blob)
         result = await self.commit(tr.recorded(state, m.dispatch_id, blob, summary, now_ms()))
-        crash_point("after_record")
+        if faults.ARMED:
+            faults.hit("after_record")
         return result
 
     @staticmethod
@@ -779,6 +782,8 @@ class Runtime:
             return
         d = tr.timer_fired(state, tdef, kind, token, now_ms())
         if d.state is not state or d.ops:
+            if faults.ARMED:
+                faults.hit("timer_fire")
             self.apply(d)
 
 

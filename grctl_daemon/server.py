@@ -16,6 +16,7 @@ from typing import Any
 
 from ulid import ULID
 
+from grctl import _faults as faults
 from grctl import protocol as p
 from grctl.errors import GrctlError, InvalidInputError, ProtocolError
 from grctl_daemon.dispatch import WorkerSlot
@@ -48,6 +49,8 @@ class Peer:
         except ProtocolError as exc:  # ours to send, too big to send: say so, keep serving
             log.error("cannot send %s to %s: %s", msg.kind, self.name or self.connection_id, exc)
             return
+        if faults.ARMED and isinstance(msg, p.DispatchStep):
+            faults.cut(self.writer.write, frame, "daemon_mid_frame")
         self.writer.write(frame)
 
     async def send(self, msg: p.Message) -> None:

@@ -16,6 +16,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 import msgpack
 
+from grctl import _faults as faults
 from grctl.errors import StoreValueError
 from grctl.models.directive import RetryPolicy
 from grctl.worker._replay import args_digest, current_step, error_record, rebuild_error
@@ -115,6 +116,8 @@ async def _run_task(
                 }
             )
             raise
+        if faults.ARMED:
+            faults.hit("task_done")
         try:
             msgpack.packb(value, use_bin_type=True)
         except Exception:
@@ -133,6 +136,8 @@ async def _run_task(
                 "value": value,
             }
         )
+        if faults.ARMED:
+            faults.hit("task_recorded")
         return value
 
 

@@ -14,6 +14,7 @@ import traceback
 from pathlib import Path
 from typing import Any
 
+from grctl import _faults as faults
 from grctl import protocol as p
 from grctl._connection import Connection
 from grctl._home import socket_path as resolve_socket
@@ -241,6 +242,8 @@ class Worker:
             return
         finally:
             self._running.pop(d.dispatch_id, None)
+        if faults.ARMED:
+            faults.hit("step_done")
         try:
             await self._request(lambda r: p.CompleteStep(r, d.dispatch_id, **outcome))
         except StaleDispatchError as exc:

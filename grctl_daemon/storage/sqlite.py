@@ -32,7 +32,7 @@ from typing import Any
 import aiosqlite
 import msgpack
 
-from grctl_daemon.config import crash_point
+from grctl import _faults as faults
 from grctl_daemon.storage import base as rec
 
 SCHEMA_VERSION = 2
@@ -305,13 +305,15 @@ class SqliteStorage:
                 else:
                     outcomes.append(None)
                 cur.execute("RELEASE unit")
-            crash_point("before_commit")
+            if faults.ARMED:
+                faults.hit("before_commit")
             cur.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 cur.execute("ROLLBACK")
             raise
-        crash_point("after_commit")
+        if faults.ARMED:
+            faults.hit("after_commit")
         return outcomes
 
     # -- reads ----------------------------------------------------------------------------------
