@@ -82,12 +82,14 @@ class Connection:
         return conn
 
     async def _read_loop(self) -> None:
+        frames = p.FrameReader(self._reader)
         try:
             while True:
-                msg = await p.read_message(self._reader, open_values=True)
-                if msg is None:
+                bodies = await frames.read()
+                if bodies is None:
                     break
-                await self._route(msg)
+                for body in bodies:
+                    await self._route(p.decode(body, open_values=True))
         except (ProtocolError, ConnectionError, OSError):
             pass
         finally:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import stat
 from pathlib import Path
 
 DEFAULT_HOME = "~/.grctl"
@@ -37,3 +38,23 @@ def db_path(
     if os.environ.get("GRCTL_DB") and home is None:
         return Path(os.environ["GRCTL_DB"]).expanduser().absolute()
     return home_dir(home) / DB_NAME
+
+
+def ensure_private(home: Path) -> int | None:
+    """Create ``home`` mode 0700, or set it to 0700: only its owner may reach socket and database.
+
+    A home that exists with a looser mode is tightened, not refused (it is grctl's own
+    directory); the looser mode is returned so the caller can say so, else ``None``. A home
+    owned by another user is refused with ``PermissionError``: its owner could swap our files.
+    """
+    home.mkdir(parents=True, exist_ok=True, mode=0o700)
+    info = home.stat()
+    if info.st_uid != os.geteuid():
+        raise PermissionError(
+            f"the grctl home {home} belongs to uid {info.st_uid}, not to you (uid "
+            f"{os.geteuid()}); use a home of your own with --home or GRCTL_HOME"
+        )
+    mode = stat.S_IMODE(info.st_mode)
+    if mode != 0o700:
+        os.chmod(home, 0o700)
+    return mode if mode & 0o077 else None

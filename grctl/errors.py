@@ -18,6 +18,7 @@ The tree::
         ├── InvalidInputError
         ├── QueryFailedError
         ├── NoWorkerError
+        ├── StorageUnavailableError     the daemon cannot write its database (a full disk)
         ├── StaleDispatchError          a late result from a fenced-off dispatch
         ├── WorkflowFailedError         ``handle.result()`` of a failed run
         └── WorkflowCancelledError      ``handle.result()`` of a cancelled or terminated run
@@ -139,6 +140,16 @@ class NoWorkerError(RequestError):
     """No connected worker serves this workflow type."""
 
     code = "no_worker"
+
+
+class StorageUnavailableError(RequestError):
+    """The daemon cannot write its database (its disk is full), so it takes no new work.
+
+    Nothing committed is lost and runs in flight resume by themselves once space returns;
+    retry the request then. ``details`` holds ``database``, ``error`` and ``since_ms``.
+    """
+
+    code = "storage_unavailable"
 
 
 class StaleDispatchError(RequestError):

@@ -405,3 +405,49 @@ async def read_message(reader: asyncio.StreamReader, open_values: bool = False) 
     except asyncio.IncompleteReadError:
         raise ProtocolError("connection closed mid-frame") from None
     return decode(body, open_values)
+
+
+class FrameReader:
+    """Frame bodies from a stream read in chunks: one await per chunk, whatever it holds.
+
+    A group commit wakes many steps at once, so their frames arrive together; reading them
+    one ``readexactly`` pair at a time would cost two awaits per frame.
+    """
+
+    def __init__(self, reader: asyncio.StreamReader, chunk_bytes: int = 256 * 1024) -> None:
+        self._reader = reader
+        self._chunk = chunk_bytes
+        self._buf = bytearray()
+
+    async def read(self) -> list[bytes] | None:
+        """The next complete frame bodies (at least one); ``None`` at a clean end of stream."""
+        while True:
+            bodies = self._split()
+            if bodies:
+                return bodies
+            chunk = await self._reader.read(self._chunk)
+            if not chunk:
+                if self._buf:
+                    raise ProtocolError("connection closed mid-frame")
+                return None
+            self._buf += chunk
+
+    def _split(self) -> list[bytes]:
+        buf = self._buf
+        size = len(buf)
+        pos = 0
+        bodies = []
+        while size - pos >= _HEADER.size:
+            (length,) = _HEADER.unpack_from(buf, pos)
+            if length > MAX_FRAME_BYTES:
+                raise ProtocolError(
+                    f"frame of {length} bytes is over the {MAX_FRAME_BYTES}-byte limit"
+                )
+            end = pos + _HEADER.size + length
+            if end > size:
+                break
+            bodies.append(bytes(buf[pos + _HEADER.size : end]))
+            pos = end
+        if pos:
+            del buf[:pos]
+        return bodies

@@ -12,7 +12,7 @@ from typing import Annotated
 
 import typer
 
-from grctl.errors import GrctlError
+from grctl.errors import DaemonUnavailableError, GrctlError
 from grctl_cli import render
 from grctl_cli.commands import daemon, events, history, runs, worker
 
@@ -74,6 +74,12 @@ def main() -> None:
     try:
         app()
     except GrctlError as exc:
+        if isinstance(exc, DaemonUnavailableError) and isinstance(exc.__context__, PermissionError):
+            # The socket exists but is not ours: a daemon's home is 0700 and its socket 0600.
+            exc = DaemonUnavailableError(
+                "permission denied on the daemon's socket: that daemon belongs to another "
+                "user; use a daemon of your own (grctl daemon start, or --home/GRCTL_HOME)"
+            )
         render.error(exc)
         sys.exit(1)
 

@@ -17,6 +17,7 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from grctl._home import socket_path
+from grctl._loop import run as run_loop
 from grctl.client import Client
 from grctl.errors import GrctlError
 
@@ -101,7 +102,7 @@ def resolve_socket(home: str | None, socket: str | None) -> Path:
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run one coroutine to its end; errors go up to the app's one error boundary."""
-    return asyncio.run(coro)
+    return run_loop(coro)
 
 
 @asynccontextmanager

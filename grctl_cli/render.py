@@ -495,6 +495,18 @@ def daemon_status(data: dict[str, Any]) -> None:
         "database",
         Text(f"{data['database']} ({_size(size)}, synchronous={data.get('synchronous')})"),
     )
+    storage = data.get("storage") or {}
+    if storage and not storage.get("writable", True):
+        since = datetime.fromtimestamp(storage["since_ms"] / 1000, tz=UTC)
+        grid.add_row(
+            "storage",
+            Text.assemble(
+                ("NOT WRITABLE", "bold red"),
+                f" since {when(since)}: {storage['error']}; "
+                f"{storage['waiting_units']} commit(s) wait, new starts and events are refused. "
+                "Free space on the database's disk: the daemon resumes by itself",
+            ),
+        )
     grid.add_row("uptime", Text(span(data["uptime_s"])))
     runs = data.get("runs") or {}
     line = Text()

@@ -10,6 +10,8 @@ import signal
 import sys
 from typing import IO
 
+from grctl._home import ensure_private
+from grctl._loop import run as run_loop
 from grctl_daemon.config import DaemonConfig
 from grctl_daemon.runtime import Runtime
 from grctl_daemon.server import Server
@@ -24,8 +26,6 @@ class AlreadyRunning(Exception):
 
 
 def _lock(config: DaemonConfig) -> IO[str]:
-    config.home.mkdir(parents=True, exist_ok=True, mode=0o700)
-    os.chmod(config.home, 0o700)
     handle = open(config.pid_path, "a+")  # noqa: SIM115 - held for the daemon's lifetime
     try:
         fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
@@ -95,14 +95,24 @@ async def serve(config: DaemonConfig) -> int:
 
 
 def main(config: DaemonConfig, foreground: bool = True) -> int:
+    # Whatever the caller's umask, all the daemon creates (database and its WAL, log, pid file,
+    # socket) is for its owner only; the home itself is made 0700.
+    os.umask(0o077)
     try:
+        loose_mode = ensure_private(config.home)
         lock = _lock(config)
-    except AlreadyRunning as exc:
+    except (AlreadyRunning, PermissionError) as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 1
     try:
         _setup_logging(config, foreground)
-        return asyncio.run(serve(config))
+        if loose_mode is not None:
+            log.warning(
+                "the grctl home %s was mode %o, open to other users; set it to 700",
+                config.home,
+                loose_mode,
+            )
+        return run_loop(serve(config))
     except StorageError as exc:
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)

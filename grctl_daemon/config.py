@@ -12,6 +12,7 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 10.0
 DEFAULT_QUERY_TIMEOUT_S = 10.0
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
+
 @dataclass(frozen=True)
 class DaemonConfig:
     """Where the daemon keeps its files and how it behaves."""

@@ -6,7 +6,6 @@ when none has, it waits in a FIFO queue per type until a worker frees a slot or 
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -29,12 +28,33 @@ class WorkerSlot:
         return self.capacity - len(self.inflight)
 
 
+class RunQueue:
+    """Runs waiting for a worker, first in first out, each at most once (O(1) both ways)."""
+
+    def __init__(self) -> None:
+        self._runs: dict[str, None] = {}
+
+    def __len__(self) -> int:
+        return len(self._runs)
+
+    def __contains__(self, run_id: object) -> bool:
+        return run_id in self._runs
+
+    def append(self, run_id: str) -> None:
+        self._runs[run_id] = None
+
+    def popleft(self) -> str:
+        run_id = next(iter(self._runs))
+        del self._runs[run_id]
+        return run_id
+
+
 class Dispatcher:
     """Tracks workers and queued steps; decides, the runtime sends."""
 
     def __init__(self) -> None:
         self.workers: dict[str, WorkerSlot] = {}
-        self._queues: dict[str, deque[str]] = {}
+        self._queues: dict[str, RunQueue] = {}
         self._holder: dict[str, str] = {}  # dispatch_id → connection_id
 
     def add(self, slot: WorkerSlot) -> None:
@@ -61,12 +81,13 @@ class Dispatcher:
         return [s for s in self.workers.values() if workflow_type in s.types]
 
     def enqueue(self, workflow_type: str, run_id: str) -> None:
-        queue = self._queues.setdefault(workflow_type, deque())
-        if run_id not in queue:
-            queue.append(run_id)
+        queue = self._queues.get(workflow_type)
+        if queue is None:
+            queue = self._queues[workflow_type] = RunQueue()
+        queue.append(run_id)
 
-    def queued(self, workflow_type: str) -> deque[str]:
-        return self._queues.get(workflow_type, deque())
+    def queued(self, workflow_type: str) -> RunQueue:
+        return self._queues.get(workflow_type) or RunQueue()
 
     def assign(self, slot: WorkerSlot, dispatch_id: str, run_id: str) -> None:
         slot.inflight[dispatch_id] = run_id

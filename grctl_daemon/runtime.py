@@ -28,6 +28,7 @@ from grctl.errors import (
     NoWorkerError,
     QueryFailedError,
     StaleDispatchError,
+    StorageUnavailableError,
     UnknownEventError,
     UnknownQueryError,
     WorkflowAlreadyRunningError,
@@ -182,7 +183,8 @@ class Runtime:
                 return
             exc = f.exception()
             if exc is not None:
-                if not isinstance(exc, rec.UnitRefused):
+                # StorageUnavailable: dropped at shutdown on a full disk, storage said so.
+                if not isinstance(exc, rec.UnitRefused | rec.StorageUnavailable):
                     log.critical("database commit failed; stopping the daemon: %r", exc)
                     self.fatal.set()
                 return
@@ -266,6 +268,24 @@ class Runtime:
         for sub in list(subs):
             sub(rows, ended)
 
+    def _check_writable(self) -> None:
+        """Refuse new client work while the disk is full (steps in flight still wait it out)."""
+        fault = self.storage.fault
+        if fault is None:
+            return
+        since = time.strftime("%H:%M:%S", time.localtime((self.storage.fault_since_ms or 0) / 1000))
+        raise StorageUnavailableError(
+            f"the daemon cannot write its database {self.config.db_path} ({fault}, since "
+            f"{since}), so it takes no new starts, events, cancels or terminates; nothing "
+            "committed is lost. Free space on that disk: the daemon resumes by itself within a "
+            "second (grctl daemon status shows it), then retry",
+            details={
+                "database": str(self.config.db_path),
+                "error": fault,
+                "since_ms": self.storage.fault_since_ms,
+            },
+        )
+
     async def commit(self, *decisions: tr.Decision) -> Any:
         """Apply, wait until durable, return the first decision's reply (or raise its error)."""
         for d in decisions:
@@ -322,6 +342,10 @@ class Runtime:
         return d, slot, msg
 
     def _drain(self, slot: WorkerSlot) -> None:
+        if self.dispatcher.workers.get(slot.connection_id) is not slot:
+            # The worker left while the commit was pending: with no other worker free, each
+            # run taken from the queue would be queued again behind itself, forever.
+            return
         for workflow_type in slot.types:
             queue = self.dispatcher.queued(workflow_type)
             while queue and slot.free > 0:
@@ -437,6 +461,7 @@ class Runtime:
 
     async def start_workflow(self, m: p.StartWorkflow) -> Any:
         d = self._start_decision(m.workflow_type, m.workflow_id, m.workflow_input)
+        self._check_writable()
         try:
             return await self.commit(d)
         except rec.UnitRefused:
@@ -476,14 +501,17 @@ class Runtime:
 
     async def send(self, m: p.SendEvent) -> Any:
         state = await self._active_run(m.workflow_id, m.run_id, f"send {m.event_name!r}")
+        self._check_writable()
         return await self.commit(self._event_decision(state, m.event_name, m.payload))
 
     async def cancel(self, m: p.CancelWorkflow) -> Any:
         state = await self._active_run(m.workflow_id, m.run_id, "cancel it")
+        self._check_writable()
         return await self.commit(tr.cancel(state, m.reason, now_ms()))
 
     async def terminate(self, m: p.TerminateWorkflow) -> Any:
         state = await self._active_run(m.workflow_id, m.run_id, "terminate it")
+        self._check_writable()
         return await self.commit(tr.terminate(state, m.reason, now_ms()))
 
     def outcome(self, run: rec.RunRecord) -> dict[str, Any]:
@@ -676,14 +704,20 @@ class Runtime:
 
     # -- worker operations ----------------------------------------------------------------------
 
-    async def record(self, m: p.RecordOutcome) -> Any:
+    # The two messages of the step hot path are answered without a task of their own: the
+    # decision is applied at once and the reply goes out when the commit is durable
+    # (``Server._route`` adds that callback). Each returns (durable, reply) or raises a refusal.
+
+    def record(self, m: p.RecordOutcome) -> tuple[asyncio.Future[None], Any]:
         state = self._by_dispatch(m.dispatch_id)
         blob = _blob(m.record)
-        summary = self._summary(blob)
-        result = await self.commit(tr.recorded(state, m.dispatch_id, blob, summary, now_ms()))
+        d = tr.recorded(state, m.dispatch_id, blob, self._summary(blob), now_ms())
+        if d.error is not None:
+            raise d.error
+        durable = self.apply(d)
         if faults.ARMED:
-            faults.hit("after_record")
-        return result
+            durable.add_done_callback(lambda _: faults.hit("after_record"))
+        return durable, d.reply
 
     @staticmethod
     def _summary(blob: bytes | None) -> dict[str, Any]:
@@ -697,7 +731,7 @@ class Runtime:
             summary["wake_ms"] = data["value"]
         return summary
 
-    async def complete_step(self, m: p.CompleteStep) -> Any:
+    def complete_step(self, m: p.CompleteStep) -> tuple[asyncio.Future[None], Any]:
         state = self._by_dispatch(m.dispatch_id)
         tdef = self.types[state.workflow_type]
         if m.error is not None or m.directive is None:
@@ -723,11 +757,18 @@ class Runtime:
                 d = tr.step_failed(state, tdef, m.dispatch_id, error, now_ms())
             else:
                 d = tr.step_completed(state, tdef, m.dispatch_id, directive, writes, now_ms())
+        if d.error is not None:
+            raise d.error
         slot = self.dispatcher.release(m.dispatch_id)
-        result = await self.commit(d)
+        durable = self.apply(d)
         if slot is not None:
-            self._drain(slot)
-        return result
+
+            def drain(f: asyncio.Future[None]) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    self._drain(slot)
+
+            durable.add_done_callback(drain)
+        return durable, d.reply
 
     async def start_child(self, m: p.StartChild) -> Any:
         parent = self._by_dispatch(m.dispatch_id)

@@ -10,6 +10,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
@@ -18,7 +19,9 @@ from ulid import ULID
 
 from grctl import _faults as faults
 from grctl import protocol as p
+from grctl._signature import binding_error
 from grctl.errors import GrctlError, InvalidInputError, ProtocolError
+from grctl.models.directive import RetryPolicy
 from grctl_daemon.dispatch import WorkerSlot
 from grctl_daemon.runtime import Runtime, refusal
 from grctl_daemon.timers import now_ms
@@ -27,6 +30,14 @@ log = logging.getLogger("grctl.daemon.server")
 
 HELLO_TIMEOUT_S = 10.0
 DRAIN_ABOVE_BYTES = 256 * 1024
+# A peer that sends faster than it reads its replies is paced, so it costs bounded memory: we
+# read nothing more from it while its unread replies are over READ_PAUSE_ABOVE_BYTES or while
+# MAX_IN_FLIGHT of its requests are still being answered. Only that peer waits.
+READ_PAUSE_ABOVE_BYTES = 1024 * 1024
+MAX_IN_FLIGHT = 1024
+# What a connection buffers ahead of the frame being read (readexactly() takes frames of any
+# size up to MAX_FRAME_BYTES; this only bounds read-ahead from a peer we are not reading).
+READ_BUFFER_BYTES = 256 * 1024
 
 
 class Peer:
@@ -39,9 +50,11 @@ class Peer:
         self.name = ""
         self.lock = asyncio.Lock()
         self.tasks: set[asyncio.Task[Any]] = set()
+        self.last_seen = time.monotonic()
+        self._out: list[bytes] = []
 
     def write(self, msg: p.Message) -> None:
-        """Queue one frame now; a frame is written whole, so no lock is needed to interleave."""
+        """Queue one frame; the frames queued in one turn of the loop go out in one write."""
         if self.writer.is_closing():
             return
         try:
@@ -50,13 +63,24 @@ class Peer:
             log.error("cannot send %s to %s: %s", msg.kind, self.name or self.connection_id, exc)
             return
         if faults.ARMED and isinstance(msg, p.DispatchStep):
+            self.flush()
             faults.cut(self.writer.write, frame, "daemon_mid_frame")
-        self.writer.write(frame)
+        self._out.append(frame)
+        if len(self._out) == 1:
+            asyncio.get_running_loop().call_soon(self.flush)
+
+    def flush(self) -> None:
+        """Write the queued frames with one system call (a group commit wakes many at once)."""
+        out, self._out = self._out, []
+        if out and not self.writer.is_closing():
+            self.writer.write(out[0] if len(out) == 1 else b"".join(out))
 
     async def send(self, msg: p.Message) -> None:
         """Write, then wait only when the peer is slow to read (back-pressure)."""
         self.write(msg)
         transport = self.writer.transport
+        if transport.get_write_buffer_size() + len(self._out) * 64 > DRAIN_ABOVE_BYTES:
+            self.flush()
         if transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
             async with self.lock:
                 try:
@@ -86,10 +110,12 @@ class Server:
             p.GetResult: runtime.result,
             p.ListWorkflows: runtime.list_runs,
             p.GetInbox: runtime.inbox,
-            p.RecordOutcome: runtime.record,
-            p.CompleteStep: runtime.complete_step,
             p.StartChild: runtime.start_child,
             p.SendToParent: runtime.send_to_parent,
+        }
+        self._hot: dict[type[p.Message], Callable[[Any], tuple[asyncio.Future[None], Any]]] = {
+            p.CompleteStep: runtime.complete_step,
+            p.RecordOutcome: runtime.record,
         }
 
     async def start(self) -> None:
@@ -98,7 +124,7 @@ class Server:
         old_umask = os.umask(0o177)
         try:
             self._server = await asyncio.start_unix_server(
-                self._handle, str(self.socket_path), limit=p.MAX_FRAME_BYTES + 16
+                self._handle, str(self.socket_path), limit=READ_BUFFER_BYTES
             )
         finally:
             os.umask(old_umask)
@@ -128,7 +154,10 @@ class Server:
             log.warning(
                 "closing %s connection %s: %s", peer.role, peer.name or peer.connection_id, exc
             )
-            await peer.send(p.ErrorReply(None, exc.code, f"{exc}; closing the connection"))
+            # Flushed now (the close below comes first otherwise), not drained: a peer that does
+            # not read must not keep its connection open by it.
+            peer.write(p.ErrorReply(None, exc.code, f"{exc}; closing the connection"))
+            peer.flush()
         except (ConnectionError, OSError):
             pass
         finally:
@@ -162,19 +191,51 @@ class Server:
         return True
 
     async def _serve(self, peer: Peer, reader: asyncio.StreamReader) -> None:
-        idle = self.runtime.config.heartbeat_timeout_s if peer.role == "worker" else None
+        watchdog = None
+        if peer.role == "worker":
+            watchdog = asyncio.create_task(self._watch(peer, asyncio.current_task()))
+        frames = p.FrameReader(reader, READ_BUFFER_BYTES)
+        try:
+            while True:
+                if (
+                    len(peer.tasks) >= MAX_IN_FLIGHT
+                    or peer.writer.transport.get_write_buffer_size() > READ_PAUSE_ABOVE_BYTES
+                ):
+                    await self._pace(peer)
+                bodies = await frames.read()
+                if bodies is None:
+                    return
+                peer.last_seen = time.monotonic()
+                for body in bodies:
+                    self._route(peer, p.decode(body))
+                    if len(peer.tasks) >= MAX_IN_FLIGHT:  # one chunk holds thousands of frames
+                        await self._pace(peer)
+        except asyncio.CancelledError:
+            if watchdog is not None and watchdog.done() and not watchdog.cancelled():
+                return  # the watchdog found the worker silent: it is lost
+            raise
+        finally:
+            if watchdog is not None:
+                watchdog.cancel()
+
+    async def _watch(self, peer: Peer, serving: asyncio.Task[Any] | None) -> None:
+        """A worker silent for the heartbeat timeout is lost (one timer per worker, not per frame)."""
+        timeout = self.runtime.config.heartbeat_timeout_s
         while True:
-            try:
-                if idle is not None:
-                    msg = await asyncio.wait_for(p.read_message(reader), idle)
-                else:
-                    msg = await p.read_message(reader)
-            except TimeoutError:
+            silent = time.monotonic() - peer.last_seen
+            if silent >= timeout:
                 log.warning("worker %s missed its heartbeats; treating it as lost", peer.name)
+                if serving is not None:
+                    serving.cancel()
                 return
-            if msg is None:
-                return
-            self._route(peer, msg)
+            await asyncio.sleep(min(timeout - silent, timeout / 4) + 0.001)
+
+    async def _pace(self, peer: Peer) -> None:
+        """Wait until the peer read its replies and has fewer than MAX_IN_FLIGHT requests open."""
+        if peer.writer.transport.get_write_buffer_size() > READ_PAUSE_ABOVE_BYTES:
+            await peer.writer.drain()
+        while len(peer.tasks) >= MAX_IN_FLIGHT:
+            await asyncio.wait(list(peer.tasks), return_when=asyncio.FIRST_COMPLETED)
 
     def _route(self, peer: Peer, msg: p.Message) -> None:
         if isinstance(msg, p.Heartbeat):
@@ -185,10 +246,40 @@ class Server:
         req_id = getattr(msg, "req_id", None)
         if req_id is None:
             raise ProtocolError(f"unexpected {msg.kind!r} from a {peer.role}")
+        hot = self._hot.get(type(msg))
+        if hot is not None:
+            self._answer_hot(peer, hot, msg, req_id)
+            return
         # Start the handler now so that its synchronous half runs in arrival order.
         task = asyncio.ensure_future(self._answer(peer, msg, req_id))
         peer.tasks.add(task)
         task.add_done_callback(peer.tasks.discard)
+
+    def _answer_hot(
+        self, peer: Peer, hot: Callable[[Any], Any], msg: p.Message, req_id: int
+    ) -> None:
+        """A step result or record: decided now, answered from a callback once durable."""
+        try:
+            durable, data = hot(msg)
+        except GrctlError as exc:
+            peer.write(refusal(exc, req_id))
+            return
+        except Exception as exc:  # a bug of ours: say so, keep serving
+            peer.write(_internal_error(msg, exc, req_id))
+            return
+
+        def answer(f: asyncio.Future[None]) -> None:
+            if f.cancelled():
+                return
+            exc = f.exception()
+            if exc is None:
+                peer.write(p.Reply(req_id, data))
+            elif isinstance(exc, GrctlError):
+                peer.write(refusal(exc, req_id))
+            else:
+                peer.write(_internal_error(msg, exc, req_id))
+
+        durable.add_done_callback(answer)
 
     async def _answer(self, peer: Peer, msg: p.Message, req_id: int) -> None:
         try:
@@ -202,12 +293,7 @@ class Server:
         except asyncio.CancelledError:
             raise
         except Exception as exc:  # a bug of ours: say so, keep serving
-            log.exception("internal error handling %s", msg.kind)
-            reply = p.ErrorReply(
-                req_id,
-                "internal_error",
-                f"internal error in the daemon ({type(exc).__name__}: {exc}); see daemon.log",
-            )
+            reply = _internal_error(msg, exc, req_id)
         try:
             await peer.send(reply)
         except ProtocolError as exc:
@@ -220,7 +306,7 @@ class Server:
         if isinstance(msg, p.RegisterWorker):
             return await self._register(peer, msg)
         if isinstance(msg, p.DaemonStatus):
-            return await self.runtime.status()
+            return {**await self.runtime.status(), "storage": self.runtime.storage.health()}
         if isinstance(msg, p.Shutdown):
             self._on_shutdown()
             return {"stopping": True}
@@ -229,10 +315,11 @@ class Server:
     async def _register(self, peer: Peer, msg: p.RegisterWorker) -> Any:
         if peer.role != "worker":
             raise InvalidInputError("only a worker connection may register workflows")
-        try:
-            types = frozenset(d["workflow_type"] for d in msg.workflows)
-        except (KeyError, TypeError):
-            raise InvalidInputError("malformed workflow definitions") from None
+        for definition in msg.workflows:
+            problem = _definition_problem(definition)
+            if problem:
+                raise InvalidInputError(f"malformed workflow definitions: {problem}")
+        types = frozenset(d["workflow_type"] for d in msg.workflows)
         capacity = max(1, int(msg.concurrency))
         slot = WorkerSlot(peer.connection_id, peer.name, types, capacity, peer.write, now_ms())
         try:
@@ -243,3 +330,88 @@ class Server:
             "worker %s serves %s (concurrency %d)", peer.name, ", ".join(sorted(types)), capacity
         )
         return await self.runtime.commit(decision)
+
+
+def _internal_error(msg: p.Message, exc: BaseException, req_id: int) -> p.ErrorReply:
+    log.error("internal error handling %s", msg.kind, exc_info=exc)
+    return p.ErrorReply(
+        req_id,
+        "internal_error",
+        f"internal error in the daemon ({type(exc).__name__}: {exc}); see daemon.log",
+    )
+
+
+# -- worker registrations -------------------------------------------------------------------
+# A definition is checked whole before anything is registered: a malformed one would otherwise
+# be kept and break later starts, sends or retries of its type with internal errors.
+
+_MAX_MS = 2**53  # durations the daemon adds to now() and stores as SQLite integers
+
+
+def _definition_problem(d: Any) -> str | None:
+    """Why a worker's workflow definition (``Workflow.definition()``) is unusable, or None."""
+    if not isinstance(d, dict):
+        return "a definition is not a map"
+    wt = d.get("workflow_type")
+    if not isinstance(wt, str) or not wt:
+        return "'workflow_type' must be a non-empty string"
+    start, steps, events = d.get("start"), d.get("steps"), d.get("events")
+    queries = d.get("queries")
+    if not isinstance(start, dict) or not isinstance(start.get("name"), str):
+        return f"{wt}: 'start' must be a map with a 'name'"
+    if not isinstance(steps, list) or not isinstance(events, list):
+        return f"{wt}: 'steps' and 'events' must be lists"
+    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
+        return f"{wt}: 'queries' must be a list of names"
+    handlers = [("start", start.get("params"))]
+    for s in steps:
+        if not isinstance(s, dict) or not isinstance(s.get("name"), str):
+            return f"{wt}: each step must be a map with a 'name'"
+        timeout = s.get("timeout_ms")
+        if not _is_int(timeout) or not 0 <= timeout <= _MAX_MS:
+            return f"{wt}: step {s['name']!r} needs a 'timeout_ms' between 0 and {_MAX_MS}"
+        problem = _retry_problem(s.get("retry_policy"))
+        if problem:
+            return f"{wt}: retry policy of step {s['name']!r}: {problem}"
+    for e in events:
+        if not isinstance(e, dict) or not isinstance(e.get("name"), str):
+            return f"{wt}: each event must be a map with a 'name'"
+        handlers.append((f"event {e['name']!r}", e.get("params")))
+    for what, params in handlers:
+        try:
+            binding_error(params, None)  # builds the handler's signature from the rows
+        except (TypeError, ValueError, KeyError, AttributeError) as exc:
+            return f"{wt}: parameters of {what} are malformed ({type(exc).__name__}: {exc})"
+    return None
+
+
+def _retry_problem(rp: Any) -> str | None:
+    if rp is None:
+        return None
+    if not isinstance(rp, dict):
+        return "not a map"
+    for name in ("max_attempts", "initial_delay_ms", "max_delay_ms"):
+        value = rp.get(name)
+        if value is not None and (not _is_int(value) or not 0 <= value <= _MAX_MS):
+            return f"{name!r} must be an integer between 0 and {_MAX_MS}"
+    for name in ("backoff_multiplier", "jitter"):
+        value = rp.get(name)
+        if value is not None and (
+            isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6
+        ):
+            return f"{name!r} must be a number"
+    for name in ("retryable_errors", "non_retryable_errors"):
+        value = rp.get(name)
+        if value is not None and (
+            not isinstance(value, list) or not all(isinstance(v, str) for v in value)
+        ):
+            return f"{name!r} must be a list of error class names"
+    try:
+        RetryPolicy.from_wire(rp)
+    except (TypeError, ValueError) as exc:
+        return str(exc)
+    return None
+
+
+def _is_int(value: Any) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)

@@ -38,6 +38,10 @@ from grctl_daemon.storage import base as rec
 STEP_TIMER = "step"
 WAIT_TIMER = "wait"
 RETRY_TIMER = "retry"
+# A step's deadline lives in memory only: after a daemon restart every running step is
+# dispatched again with a fresh deadline, so a stored one would never be read. Not storing it
+# saves two writes per step.
+DURABLE_TIMERS = frozenset({WAIT_TIMER, RETRY_TIMER})
 
 
 @dataclass(frozen=True)
@@ -103,18 +107,20 @@ def _save(s: RunState, d: Decision, now: int) -> None:
 
 def _arm(s: RunState, d: Decision, kind: str, due_ms: int, token: str) -> None:
     s.timers = {**s.timers, kind: (due_ms, token)}
-    d.ops.append(rec.SetTimer(s.run_id, kind, due_ms, token))
+    if kind in DURABLE_TIMERS:
+        d.ops.append(rec.SetTimer(s.run_id, kind, due_ms, token))
     d.effects.append(ArmTimer(s.run_id, kind, due_ms, token))
 
 
 def _disarm(s: RunState, d: Decision, kind: str | None = None) -> None:
     if kind is None:
-        if s.timers:
-            s.timers = {}
+        if any(k in DURABLE_TIMERS for k in s.timers):
             d.ops.append(rec.ClearTimer(s.run_id, None))
+        s.timers = {}
     elif kind in s.timers:
         s.timers = {k: v for k, v in s.timers.items() if k != kind}
-        d.ops.append(rec.ClearTimer(s.run_id, kind))
+        if kind in DURABLE_TIMERS:
+            d.ops.append(rec.ClearTimer(s.run_id, kind))
 
 
 def _not_running(s: RunState, what: str) -> WorkflowNotRunningError:

@@ -17,13 +17,25 @@ the writer.
 
 Durability: ``synchronous=FULL`` by default (a commit survives power loss); ``NORMAL`` may lose
 the last transactions on power loss, never on a process crash.
+
+A full disk (SQLITE_FULL) is waited out, not failed: the transaction rolls back whole and the
+writer tries the same batch again, after 0.05 s doubling to every 0.5 s, until it commits. The
+units keep their order and their futures stay pending, so nothing is acknowledged or dispatched
+that is not durable, and the runtime's in-memory state (which already holds those units'
+decisions) becomes true as soon as space returns. Meanwhile ``fault`` says what is wrong (the
+runtime refuses new work, ``daemon status`` shows it) and the retry is the probe that notices
+recovery. Only ``close()`` gives up, after ``CLOSE_GRACE_S``: the units still waiting were never
+acknowledged, so dropping them with the process is a crash, which recovery handles. Any other
+database error still fails the batch (and stops the daemon).
 """
 
 from __future__ import annotations
 
 import asyncio
+import logging
 import os
 import sqlite3
+import time
 from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
@@ -75,6 +87,29 @@ _UPDATE_RUN = f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _RUN_COLUMNS[1:])
 _SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
 
 MAX_BATCH_UNITS = 1000
+FULL_RETRY_INITIAL_S = 0.05
+FULL_RETRY_MAX_S = 0.5
+CLOSE_GRACE_S = 2.0  # how long a stopping daemon still waits for space before dropping units
+
+# Tests where no small filesystem can be mounted: while the file this names exists, every
+# commit fails as a full disk makes it fail. Read once; off (None) costs one comparison.
+_FAULT_FILE = os.environ.get("GRCTL_FAULT_DISK_FULL") or None
+
+log = logging.getLogger("grctl.daemon.storage")
+
+
+def _disk_full(exc: BaseException) -> bool:
+    return (
+        isinstance(exc, sqlite3.OperationalError)
+        and getattr(exc, "sqlite_errorcode", None) == sqlite3.SQLITE_FULL
+    )
+
+
+def _injected_fault() -> None:
+    if os.path.exists(_FAULT_FILE):  # type: ignore[arg-type]
+        exc = sqlite3.OperationalError("database or disk is full")
+        exc.sqlite_errorcode = sqlite3.SQLITE_FULL  # type: ignore[attr-defined]
+        raise exc
 
 
 def _pack(value: Any) -> bytes | None:
@@ -178,6 +213,11 @@ class SqliteStorage:
         self._writer_task: asyncio.Task[None] | None = None
         self.batches = 0
         self.units = 0
+        # Set while commits fail for want of space: the error, since when, how many units wait.
+        self.fault: str | None = None
+        self.fault_since_ms: int | None = None
+        self._waiting = 0
+        self._close_deadline: float | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -232,7 +272,8 @@ class SqliteStorage:
             raise
 
     async def close(self) -> None:
-        """Finish every queued commit, then close."""
+        """Finish every queued commit (waiting at most ``CLOSE_GRACE_S`` for space), then close."""
+        self._close_deadline = time.monotonic() + CLOSE_GRACE_S
         if self._writer_task is not None:
             await self._queue.put(None)
             await self._writer_task
@@ -255,7 +296,6 @@ class SqliteStorage:
         return fut
 
     async def _write_loop(self) -> None:
-        loop = asyncio.get_running_loop()
         stopping = False
         while not stopping:
             item = await self._queue.get()
@@ -269,13 +309,21 @@ class SqliteStorage:
                     break
                 batch.append(nxt)
             try:
-                outcomes = await loop.run_in_executor(
-                    self._executor, self._write_batch, [ops for ops, _ in batch]
-                )
+                outcomes = await self._write_until_done([ops for ops, _ in batch])
             except Exception as exc:  # the database itself failed: every unit fails
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
+                if isinstance(exc, rec.StorageUnavailable):
+                    # Stopping on a full disk: the units behind build on the dropped ones.
+                    dropped = len(batch) + self._drop_queue(exc)
+                    log.error(
+                        "stopping with %d unit(s) not committed (%s); they were never "
+                        "acknowledged and the next start recovers from what is durable",
+                        dropped,
+                        self.fault,
+                    )
+                    break
                 continue
             self.batches += 1
             self.units += len(batch)
@@ -287,6 +335,64 @@ class SqliteStorage:
                 else:
                     fut.set_exception(outcome)
 
+    async def _write_until_done(self, units: list[list[rec.Op]]) -> list[Exception | None]:
+        """Write one batch; on a full disk roll back and try again until it fits (see top)."""
+        loop = asyncio.get_running_loop()
+        delay = FULL_RETRY_INITIAL_S
+        self._waiting = len(units)
+        while True:
+            try:
+                outcomes = await loop.run_in_executor(self._executor, self._write_batch, units)
+            except sqlite3.OperationalError as exc:
+                if not _disk_full(exc):
+                    raise
+                if self.fault is None:
+                    self.fault = str(exc)
+                    self.fault_since_ms = int(time.time() * 1000)
+                    log.error(
+                        "cannot write the database %s: %s; new starts, events, cancels and "
+                        "terminates are refused and %d pending commit(s) wait; free space on its "
+                        "disk and the daemon resumes by itself (retrying every %gs)",
+                        self.path,
+                        exc,
+                        self._waiting + self._queue.qsize(),
+                        FULL_RETRY_MAX_S,
+                    )
+                if self._close_deadline is not None and time.monotonic() > self._close_deadline:
+                    raise rec.StorageUnavailable(self.fault) from exc
+                await asyncio.sleep(delay)
+                delay = min(delay * 2, FULL_RETRY_MAX_S)
+                continue
+            if self.fault is not None:
+                waited = time.time() - (self.fault_since_ms or 0) / 1000
+                log.info(
+                    "the database %s is writable again after %.1fs; the waiting commits are "
+                    "durable and new work is accepted",
+                    self.path,
+                    waited,
+                )
+                self.fault = self.fault_since_ms = None
+            self._waiting = 0
+            return outcomes
+
+    def _drop_queue(self, exc: Exception) -> int:
+        dropped = 0
+        while not self._queue.empty():
+            item = self._queue.get_nowait()
+            if item is not None and not item[1].done():
+                item[1].set_exception(exc)
+                dropped += 1
+        return dropped
+
+    def health(self) -> dict[str, Any]:
+        """Whether commits succeed; while they do not, why, since when and how many wait."""
+        return {
+            "writable": self.fault is None,
+            "error": self.fault,
+            "since_ms": self.fault_since_ms,
+            "waiting_units": self._waiting + self._queue.qsize() if self.fault else 0,
+        }
+
     def _write_batch(self, units: list[list[rec.Op]]) -> list[Exception | None]:
         conn = self._wconn
         assert conn is not None
@@ -294,19 +400,22 @@ class SqliteStorage:
         cur = conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            for ops in units:
-                cur.execute("SAVEPOINT unit")
-                try:
+            try:
+                # Optimistic: units are almost never refused, so no savepoint per unit...
+                for ops in units:
                     for op in ops:
                         _apply(cur, op)
-                except sqlite3.IntegrityError as exc:
-                    cur.execute("ROLLBACK TO unit")
-                    outcomes.append(rec.UnitRefused(str(exc)))
-                else:
-                    outcomes.append(None)
-                cur.execute("RELEASE unit")
+                outcomes = [None] * len(units)
+            except sqlite3.IntegrityError:
+                # ...and when one is (a second run of a workflow_id), redo the batch with one
+                # savepoint per unit so that only that unit is refused.
+                cur.execute("ROLLBACK")
+                cur.execute("BEGIN IMMEDIATE")
+                outcomes = [self._write_unit(cur, ops) for ops in units]
             if faults.ARMED:
                 faults.hit("before_commit")
+            if _FAULT_FILE is not None:
+                _injected_fault()
             cur.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
@@ -315,6 +424,19 @@ class SqliteStorage:
         if faults.ARMED:
             faults.hit("after_commit")
         return outcomes
+
+    @staticmethod
+    def _write_unit(cur: sqlite3.Cursor, ops: list[rec.Op]) -> Exception | None:
+        cur.execute("SAVEPOINT unit")
+        try:
+            for op in ops:
+                _apply(cur, op)
+        except sqlite3.IntegrityError as exc:
+            cur.execute("ROLLBACK TO unit")
+            return rec.UnitRefused(str(exc))
+        finally:
+            cur.execute("RELEASE unit")
+        return None
 
     # -- reads ----------------------------------------------------------------------------------
 
