@@ -47,6 +47,7 @@ from grctl_daemon.timers import TimerWheel, now_ms
 log = logging.getLogger("grctl.daemon")
 
 MAX_ID_LENGTH = 256
+STORAGE_HOLD_MS = 500  # how often a step timer put off by a full disk looks again
 RECENT_ENDED_RUNS = 10_000
 # A run's whole store travels in each dispatch, so it must leave room in one frame.
 MAX_STORE_BYTES = p.MAX_FRAME_BYTES - 1024 * 1024
@@ -183,8 +184,7 @@ class Runtime:
                 return
             exc = f.exception()
             if exc is not None:
-                # StorageUnavailable: dropped at shutdown on a full disk, storage said so.
-                if not isinstance(exc, rec.UnitRefused | rec.StorageUnavailable):
+                if not isinstance(exc, rec.UnitRefused):
                     log.critical("database commit failed; stopping the daemon: %r", exc)
                     self.fatal.set()
                 return
@@ -285,6 +285,26 @@ class Runtime:
                 "since_ms": self.storage.fault_since_ms,
             },
         )
+
+    def _held_by_storage(self, run_id: str, tdef: TypeDef, state: RunState, token: str) -> bool:
+        """Time the daemon could not write is not the step's: its worker was waiting on us.
+
+        While the disk is full a step timer is put off; once it is writable again, a step that
+        was in flight gets its whole timeout counted from then (a dispatch committed only then
+        has its deadline already behind it).
+        """
+        now = now_ms()
+        if self.storage.fault is not None:
+            self.timers.arm(run_id, tr.STEP_TIMER, now + STORAGE_HOLD_MS, token)
+            return True
+        cleared = self.storage.fault_cleared_ms
+        if cleared is None:
+            return False
+        until = cleared + tdef.timeout_ms(state.handler_kind, state.step_name)
+        if now >= until:
+            return False
+        self.timers.arm(run_id, tr.STEP_TIMER, until, token)
+        return True
 
     async def commit(self, *decisions: tr.Decision) -> Any:
         """Apply, wait until durable, return the first decision's reply (or raise its error)."""
@@ -786,6 +806,7 @@ class Runtime:
         child = self._start_decision(
             m.workflow_type, m.workflow_id, m.workflow_input, parent, m.completion_event
         )
+        self._summary(_blob(m.record))  # refuses a record that is not a map with an 'op'
         record = _open(_blob(m.record))
         record["value"] = child.reply
         blob = msgpack.packb(record, use_bin_type=True)
@@ -820,6 +841,8 @@ class Runtime:
             return
         tdef = self.types.get(state.workflow_type)
         if tdef is None:
+            return
+        if kind == tr.STEP_TIMER and self._held_by_storage(run_id, tdef, state, token):
             return
         d = tr.timer_fired(state, tdef, kind, token, now_ms())
         if d.state is not state or d.ops:

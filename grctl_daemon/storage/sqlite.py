@@ -83,7 +83,29 @@ _RUN_COLUMNS = (
 _INSERT_RUN = (
     f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
 )
-_UPDATE_RUN = f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _RUN_COLUMNS[1:])} WHERE run_id = ?"
+# What a step can change; the rest of a run's row is written once, when it starts (fewer
+# columns set, fewer indexes touched).
+_MUTABLE_RUN_COLUMNS = (
+    "status",
+    "updated_ms",
+    "ended_ms",
+    "result",
+    "error",
+    "reason",
+    "step_name",
+    "handler_kind",
+    "step_args",
+    "attempt",
+    "failures",
+    "step_seq",
+    "wait_timeout_step",
+    "cancel_requested",
+    "history_seq",
+    "inbox_seq",
+)
+_UPDATE_RUN = (
+    f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE_RUN_COLUMNS)} WHERE run_id = ?"
+)
 _SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
 
 MAX_BATCH_UNITS = 1000
@@ -132,6 +154,28 @@ def _run_params(run: rec.RunRecord) -> list[Any]:
     return values
 
 
+def _save_params(r: rec.RunRecord) -> tuple[Any, ...]:
+    return (
+        r.status,
+        r.updated_ms,
+        r.ended_ms,
+        r.result,
+        None if r.error is None else msgpack.packb(r.error, use_bin_type=True),
+        r.reason,
+        r.step_name,
+        r.handler_kind,
+        r.step_args,
+        r.attempt,
+        r.failures,
+        r.step_seq,
+        r.wait_timeout_step,
+        int(r.cancel_requested),
+        r.history_seq,
+        r.inbox_seq,
+        r.run_id,
+    )
+
+
 def _run_from_row(row: Any) -> rec.RunRecord:
     data = dict(zip(_RUN_COLUMNS, row, strict=True))
     data["error"] = _unpack(data["error"])
@@ -139,25 +183,64 @@ def _run_from_row(row: Any) -> rec.RunRecord:
     return rec.RunRecord(**data)
 
 
+_INSERT_HISTORY = (
+    "INSERT INTO history (run_id, seq, ts_ms, kind, step_name, data) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_STORE = (
+    "INSERT INTO store (run_id, key, value) VALUES (?, ?, ?) "
+    "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"
+)
+
+
+def _apply_batch(cur: sqlite3.Cursor, units: list[list[rec.Op]]) -> None:
+    """Every op of a batch, with one ``executemany`` per statement on the hot tables.
+
+    Tables have no triggers or foreign keys, so ops on different tables commute; ops on one
+    table keep their order. A run saved twice in a batch (its step ended, its next step was
+    dispatched) is written once, with its last state. New runs go in before any save; should
+    that trip the one-active-run index (a run ended and its workflow_id started again in the
+    same batch), the IntegrityError sends the caller to the ordered, unit-by-unit path.
+    """
+    inserts: list[rec.RunRecord] = []
+    saves: dict[str, rec.RunRecord] = {}
+    history: list[tuple[Any, ...]] = []
+    store: list[tuple[str, str, bytes]] = []
+    rest: list[rec.Op] = []
+    for ops in units:
+        for op in ops:
+            kind = type(op)
+            if kind is rec.AppendHistory:
+                history.append((op.run_id, op.seq, op.ts_ms, op.kind, op.step_name, _pack(op.data)))
+            elif kind is rec.SaveRun:
+                saves[op.run.run_id] = op.run
+            elif kind is rec.PutStore:
+                store.extend((op.run_id, k, v) for k, v in op.writes.items())
+            elif kind is rec.InsertRun:
+                inserts.append(op.run)
+            else:
+                rest.append(op)
+    if inserts:
+        cur.executemany(_INSERT_RUN, [_run_params(r) for r in inserts])
+    if saves:
+        cur.executemany(_UPDATE_RUN, [_save_params(r) for r in saves.values()])
+    if history:
+        cur.executemany(_INSERT_HISTORY, history)
+    if store:
+        cur.executemany(_UPSERT_STORE, store)
+    for op in rest:
+        _apply(cur, op)
+
+
 def _apply(cur: sqlite3.Cursor, op: rec.Op) -> None:
     match op:
         case rec.SaveRun(run):
-            params = _run_params(run)
-            cur.execute(_UPDATE_RUN, [*params[1:], params[0]])
+            cur.execute(_UPDATE_RUN, _save_params(run))
         case rec.InsertRun(run):
             cur.execute(_INSERT_RUN, _run_params(run))
         case rec.PutStore(run_id, writes):
-            cur.executemany(
-                "INSERT INTO store (run_id, key, value) VALUES (?, ?, ?) "
-                "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value",
-                [(run_id, k, v) for k, v in writes.items()],
-            )
+            cur.executemany(_UPSERT_STORE, [(run_id, k, v) for k, v in writes.items()])
         case rec.AppendHistory(run_id, seq, ts_ms, kind, step_name, data):
-            cur.execute(
-                "INSERT INTO history (run_id, seq, ts_ms, kind, step_name, data) "
-                "VALUES (?, ?, ?, ?, ?, ?)",
-                (run_id, seq, ts_ms, kind, step_name, _pack(data)),
-            )
+            cur.execute(_INSERT_HISTORY, (run_id, seq, ts_ms, kind, step_name, _pack(data)))
         case rec.AddInbox(run_id, seq, event_name, payload, arrived_ms):
             cur.execute(
                 "INSERT INTO inbox (run_id, seq, event_name, payload, arrived_ms, state) "
@@ -216,6 +299,7 @@ class SqliteStorage:
         # Set while commits fail for want of space: the error, since when, how many units wait.
         self.fault: str | None = None
         self.fault_since_ms: int | None = None
+        self.fault_cleared_ms: int | None = None  # when commits last went through again
         self._waiting = 0
         self._close_deadline: float | None = None
 
@@ -314,17 +398,19 @@ class SqliteStorage:
                 for _, fut in batch:
                     if not fut.done():
                         fut.set_exception(exc)
-                if isinstance(exc, rec.StorageUnavailable):
-                    # Stopping on a full disk: the units behind build on the dropped ones.
-                    dropped = len(batch) + self._drop_queue(exc)
-                    log.error(
-                        "stopping with %d unit(s) not committed (%s); they were never "
-                        "acknowledged and the next start recovers from what is durable",
-                        dropped,
-                        self.fault,
-                    )
-                    break
                 continue
+            if outcomes is None:
+                # Stopping on a full disk. The units behind build on these: all are dropped,
+                # their futures cancelled (never acknowledged, nothing to answer).
+                for _, fut in batch:
+                    fut.cancel()
+                log.error(
+                    "stopping with %d unit(s) not committed (%s); they were never "
+                    "acknowledged and the next start recovers from what is durable",
+                    len(batch) + self._drop_queue(),
+                    self.fault,
+                )
+                break
             self.batches += 1
             self.units += len(batch)
             for (_, fut), outcome in zip(batch, outcomes, strict=True):
@@ -335,8 +421,11 @@ class SqliteStorage:
                 else:
                     fut.set_exception(outcome)
 
-    async def _write_until_done(self, units: list[list[rec.Op]]) -> list[Exception | None]:
-        """Write one batch; on a full disk roll back and try again until it fits (see top)."""
+    async def _write_until_done(self, units: list[list[rec.Op]]) -> list[Exception | None] | None:
+        """Write one batch; on a full disk roll back and try again until it fits (see top).
+
+        Returns None when the daemon is stopping and the disk stayed full past CLOSE_GRACE_S.
+        """
         loop = asyncio.get_running_loop()
         delay = FULL_RETRY_INITIAL_S
         self._waiting = len(units)
@@ -359,7 +448,7 @@ class SqliteStorage:
                         FULL_RETRY_MAX_S,
                     )
                 if self._close_deadline is not None and time.monotonic() > self._close_deadline:
-                    raise rec.StorageUnavailable(self.fault) from exc
+                    return None
                 await asyncio.sleep(delay)
                 delay = min(delay * 2, FULL_RETRY_MAX_S)
                 continue
@@ -372,15 +461,16 @@ class SqliteStorage:
                     waited,
                 )
                 self.fault = self.fault_since_ms = None
+                self.fault_cleared_ms = int(time.time() * 1000)
             self._waiting = 0
             return outcomes
 
-    def _drop_queue(self, exc: Exception) -> int:
+    def _drop_queue(self) -> int:
         dropped = 0
         while not self._queue.empty():
             item = self._queue.get_nowait()
-            if item is not None and not item[1].done():
-                item[1].set_exception(exc)
+            if item is not None:
+                item[1].cancel()
                 dropped += 1
         return dropped
 
@@ -402,9 +492,7 @@ class SqliteStorage:
         try:
             try:
                 # Optimistic: units are almost never refused, so no savepoint per unit...
-                for ops in units:
-                    for op in ops:
-                        _apply(cur, op)
+                _apply_batch(cur, units)
                 outcomes = [None] * len(units)
             except sqlite3.IntegrityError:
                 # ...and when one is (a second run of a workflow_id), redo the batch with one
