@@ -34,6 +34,7 @@ class Connection:
         self._read_task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._write_lock = asyncio.Lock()
+        self._out: list[bytes] = []
         self.connection_id = ""
         self.heartbeat_timeout_s = 10.0
         self.socket_path: Path | None = None
@@ -146,17 +147,29 @@ class Connection:
         frame = p.encode(msg)
         try:
             if faults.ARMED and isinstance(msg, _STEP_FRAMES):
+                self._flush()
                 faults.cut(self._writer.write, frame, "worker_mid_frame")
-            # write() takes the whole frame at once, so frames never interleave; wait only
-            # when the daemon is slow to read.
-            self._writer.write(frame)
+            # Frames queued in one turn of the loop go out in one write (a worker finishing
+            # many steps at once); wait only when the daemon is slow to read.
+            self._out.append(frame)
+            if len(self._out) == 1:
+                asyncio.get_running_loop().call_soon(self._flush)
             if self._writer.transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
+                self._flush()
                 async with self._write_lock:
                     await self._writer.drain()
         except (ConnectionError, OSError):
             raise DaemonUnavailableError(
                 "lost the connection to the grctl daemon; check it with: grctl daemon status"
             ) from None
+
+    def _flush(self) -> None:
+        out, self._out = self._out, []
+        if out and not self._writer.is_closing():
+            try:
+                self._writer.write(out[0] if len(out) == 1 else b"".join(out))
+            except (ConnectionError, OSError):
+                pass  # the read loop sees the connection end and fails what waits on it
 
     async def request(self, build: Callable[[int], p.Message]) -> Any:
         """Send the message ``build(req_id)`` makes and return the reply's data (or raise)."""
@@ -193,6 +206,7 @@ class Connection:
             self._streams.pop(req_id, None)
 
     async def close(self) -> None:
+        self._flush()
         if self._read_task is not None:
             self._read_task.cancel()
         self._writer.close()
