@@ -293,6 +293,8 @@ class Runtime:
         was in flight gets its whole timeout counted from then (a dispatch committed only then
         has its deadline already behind it).
         """
+        if state.timers.get(tr.STEP_TIMER, (0, None))[1] != token:
+            return False  # void anyway
         now = now_ms()
         if self.storage.fault is not None:
             self.timers.arm(run_id, tr.STEP_TIMER, now + STORAGE_HOLD_MS, token)

@@ -143,10 +143,6 @@ class UnitRefused(Exception):
     """One unit of a group commit broke a constraint; the other units committed."""
 
 
-class StorageUnavailable(StorageError):
-    """The unit was dropped uncommitted: the daemon stopped while its disk was still full."""
-
-
 @dataclass
 class ActiveRun:
     """What recovery loads for each active run."""

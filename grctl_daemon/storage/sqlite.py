@@ -24,7 +24,8 @@ units keep their order and their futures stay pending, so nothing is acknowledge
 that is not durable, and the runtime's in-memory state (which already holds those units'
 decisions) becomes true as soon as space returns. Meanwhile ``fault`` says what is wrong (the
 runtime refuses new work, ``daemon status`` shows it) and the retry is the probe that notices
-recovery. Only ``close()`` gives up, after ``CLOSE_GRACE_S``: the units still waiting were never
+recovery (a step's timeout does not count that time: ``Runtime._held_by_storage``). Only
+``close()`` gives up, after ``CLOSE_GRACE_S``: the units still waiting were never
 acknowledged, so dropping them with the process is a crash, which recovery handles. Any other
 database error still fails the batch (and stops the daemon).
 """
