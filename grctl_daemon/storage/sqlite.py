@@ -1,19 +1,22 @@
-"""The SQLite backend: one writer thread doing group commit, one aiosqlite reader.
+"""The SQLite backend: group commit on the event loop, one aiosqlite reader.
 
 Theory of operation
 -------------------
 Only the daemon opens the database. Writes go through ``commit(ops)``: each call is a *unit*
-(everything one decision produced) and its future resolves once the unit is durable. A single
-writer thread takes every unit that is queued, runs them in one ``BEGIN IMMEDIATE … COMMIT``
-transaction — each unit inside its own SAVEPOINT, so a unit that breaks a constraint (a second
-active run for a workflow_id) is rolled back alone while the others commit — and then resolves
-all their futures. While one transaction is being fsynced the next batch gathers, so throughput
-is not bound by one fsync per step (group commit).
+(everything one decision produced) and its future resolves once the unit is durable. The
+writer takes every unit that is queued and runs them in one ``BEGIN IMMEDIATE … COMMIT``
+transaction, then resolves all their futures (group commit: throughput is not bound by one
+fsync per step). Units are almost never refused, so the batch is written without a savepoint
+per unit, one ``executemany`` per statement; when one is refused (a second active run for a
+workflow_id) the batch is redone with a SAVEPOINT per unit, so that unit alone rolls back.
 
-Why a plain ``sqlite3`` connection on a dedicated thread for writes: a transaction of many units
-must run as one call on the database thread; aiosqlite would make each statement its own thread
-hop. Reads (history, list, describe) use an aiosqlite connection, which WAL lets run alongside
-the writer.
+Why the commit runs on the event loop's own thread, with a plain ``sqlite3`` connection: a
+thread would cost two hand-offs per commit (there and back), which measured as much as the
+commit itself on the single-run latency path, and its Python half would fight the loop for
+the GIL. While a transaction is being fsynced the loop is blocked, so the frames that arrive
+meanwhile wait in their sockets and make the next batch; that fsync (about 0.2-0.3 ms here) is
+short next to the work of the steps it commits. Reads (history, list, describe) use an
+aiosqlite connection on its own thread, which WAL lets run alongside the writer.
 
 Durability: ``synchronous=FULL`` by default (a commit survives power loss); ``NORMAL`` may lose
 the last transactions on power loss, never on a process crash.
@@ -37,7 +40,6 @@ import logging
 import os
 import sqlite3
 import time
-from concurrent.futures import ThreadPoolExecutor
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -288,7 +290,6 @@ class SqliteStorage:
     def __init__(self, path: Path, synchronous: str = "FULL") -> None:
         self.path = path
         self.synchronous = synchronous
-        self._executor = ThreadPoolExecutor(max_workers=1, thread_name_prefix="grctl-writer")
         self._wconn: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._queue: asyncio.Queue[tuple[list[rec.Op], asyncio.Future[None]] | None] = (
@@ -307,15 +308,14 @@ class SqliteStorage:
     # -- lifecycle ------------------------------------------------------------------------------
 
     async def open(self) -> None:
-        loop = asyncio.get_running_loop()
-        await loop.run_in_executor(self._executor, self._open_writer)
+        self._open_writer()  # start-up: migrations run here, before anything is served
         self._reader = await aiosqlite.connect(str(self.path))
         await self._reader.execute("PRAGMA query_only = ON")
         self._writer_task = asyncio.create_task(self._write_loop(), name="grctl-group-commit")
 
     def _open_writer(self) -> None:
         fresh = not self.path.exists()
-        conn = sqlite3.connect(str(self.path), isolation_level=None, check_same_thread=False)
+        conn = sqlite3.connect(str(self.path), isolation_level=None)
         if fresh:
             os.chmod(self.path, 0o600)
         conn.execute("PRAGMA journal_mode = WAL")
@@ -366,11 +366,9 @@ class SqliteStorage:
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
-        loop = asyncio.get_running_loop()
         if self._wconn is not None:
             conn, self._wconn = self._wconn, None
-            await loop.run_in_executor(self._executor, conn.close)
-        self._executor.shutdown(wait=True)
+            conn.close()
 
     # -- writes ---------------------------------------------------------------------------------
 
@@ -427,12 +425,11 @@ class SqliteStorage:
 
         Returns None when the daemon is stopping and the disk stayed full past CLOSE_GRACE_S.
         """
-        loop = asyncio.get_running_loop()
         delay = FULL_RETRY_INITIAL_S
         self._waiting = len(units)
         while True:
             try:
-                outcomes = await loop.run_in_executor(self._executor, self._write_batch, units)
+                outcomes = self._write_batch(units)
             except sqlite3.OperationalError as exc:
                 if not _disk_full(exc):
                     raise

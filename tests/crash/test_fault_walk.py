@@ -48,7 +48,6 @@ HITS: dict[str, tuple[int, ...]] = {
     "worker_mid_frame": (1, 4, 8, 12),
 }
 assert set(HITS) == set(POINTS), "every fault point is walked"
-LOSES_OUTCOMES = ("task_done", "worker_mid_frame", "before_commit")
 CASES = [
     pytest.param(point, n, marks=() if i == 0 else pytest.mark.slow, id=f"{point}-{n}")
     for point, hits in HITS.items()
@@ -152,7 +151,7 @@ def play(campaign: Campaign, wid: str) -> Any:
     return campaign.result(wid)
 
 
-def check(campaign: Campaign, wid: str, result: Any, repeat_allowed: bool) -> None:
+def check(campaign: Campaign, wid: str, result: Any, crashes: int) -> None:
     tokens = result.pop("tokens")
     assert result == {"items": list(ITEMS), "amount": sum(ITEMS), "parcel": f"P-{wid}"}
 
@@ -162,7 +161,10 @@ def check(campaign: Campaign, wid: str, result: Any, repeat_allowed: bool) -> No
     for name in ("reserve", "pack", "charge"):
         runs = done[(name, wid)]
         assert runs[-1] == tokens[name], f"{name} ran after its outcome was recorded: {runs}"
-        assert len(runs) == 1 or (repeat_allowed and len(runs) == 2), f"{name} ran {runs}"
+        # A crash may catch a task between its side effect and its record (in the step the
+        # fault hit, or in another step in flight at that moment): then, and only then, it
+        # runs once more.
+        assert len(runs) <= 1 + crashes, f"{name} ran {runs} with {crashes} crash(es)"
 
     # Every event exactly once, in send order; the child's end once.
     events = campaign.history(wid)
@@ -183,7 +185,7 @@ def check(campaign: Campaign, wid: str, result: Any, repeat_allowed: bool) -> No
 def test_uninterrupted_run_is_the_reference(daemon, workers, ledger):
     campaign = Campaign(daemon, workers, ledger)
     result = play(campaign, "order-ref")
-    check(campaign, "order-ref", result, repeat_allowed=False)
+    check(campaign, "order-ref", result, crashes=0)
     assert campaign.deaths == []
 
 
@@ -207,5 +209,4 @@ def test_a_crash_at_any_point_loses_nothing_and_repeats_nothing(
     assert (victim, -signal.SIGKILL) in campaign.deaths, (
         f"{point} was reached fewer than {after} times: the fault never fired ({campaign.deaths})"
     )
-    # Only a crash that loses a task's outcome before it is durable may run that task twice.
-    check(campaign, wid, result, repeat_allowed=point in LOSES_OUTCOMES)
+    check(campaign, wid, result, crashes=len(campaign.deaths))

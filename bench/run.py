@@ -1,0 +1,555 @@
+"""The benchmark suite: grctl's workloads against a real daemon and worker, optionally beside peers.
+
+    scripts/bench [--only chain,latency,...] [--peers] [--durability full|normal|both]
+                  [--profile] [--quick] [--out bench/results/DATE.json]
+
+Prints a table (stdout) and writes a JSON file (plus the table as text, and the profiles with
+``--profile``) next to it. Progress goes to stderr. See docs/performance.md for what each
+workload is and how the peers map onto it.
+
+With ``--peers``, ``chain``, ``latency`` and ``event`` run on DBOS Transact (SQLite as shipped,
+and tuned) and LlamaIndex workflows too, in alternation with ours: ours, peer 1, ours, peer 2,
+ours, … Each ratio compares a peer with the mean of the two grctl rounds on either side of it,
+because the machine is shared and its speed drifts; the grctl figure printed is the median of
+all its rounds.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import statistics
+import subprocess
+import sys
+import time
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from bench import growth as growth_mod
+from bench import profiling, workloads
+from bench.harness import ROOT, Stack, machine_info
+
+BENCH = ROOT / "bench"
+PEERS_VENV = BENCH / ".peers-venv"
+PEERS_PY = PEERS_VENV / "bin" / "python"
+PY_SPY = PEERS_VENV / "bin" / "py-spy"
+WORKLOADS = ("chain", "latency", "event", "tasks", "fanout", "idle", "growth")
+PEER_WORKLOADS = ("chain", "latency", "event")
+# The tuned DBOS variant is the same script with --tuned (WAL file, 1 ms notification polling).
+PEERS: dict[str, tuple[str, list[str]]] = {
+    "dbos-sqlite": ("dbos_bench.py", []),
+    "dbos-sqlite-tuned": ("dbos_bench.py", ["--tuned"]),
+    "llama-workflows": ("llama_bench.py", []),
+}
+
+
+@dataclass(frozen=True)
+class Sizes:
+    chain_runs: int = 2000
+    # Peers' chain, and the grctl rounds interleaved with them, start fewer runs together: at
+    # 2,000 DBOS on SQLite exhausts its 20-connection pool and falls to ~66 steps/s (150 s).
+    peer_chain_runs: int = 500
+    steps: int = 5
+    samples: int = 200
+    sample_budget_s: float = 20.0
+    tasks_runs: int = 100
+    tasks_per_step: int = 20
+    fanout_parents: int = 20
+    fanout_children: int = 50
+    idle_runs: int = 10_000
+    idle_window_s: float = 10.0
+    growth_levels: tuple[int, ...] = (10_000, 100_000, 1_000_000)
+    growth_runs: int = 1000
+    growth_rounds: int = 2
+
+
+QUICK = Sizes(
+    chain_runs=20,
+    peer_chain_runs=20,
+    samples=10,
+    sample_budget_s=3.0,
+    tasks_runs=5,
+    tasks_per_step=20,
+    fanout_parents=2,
+    fanout_children=5,
+    idle_runs=50,
+    idle_window_s=1.0,
+    growth_levels=(100, 300, 1000),
+    growth_runs=20,
+    growth_rounds=1,
+)
+
+_T0 = time.monotonic()
+
+
+def log(msg: str) -> None:
+    print(f"[{time.monotonic() - _T0:6.1f}s] {msg}", file=sys.stderr, flush=True)
+
+
+# -- ours ---------------------------------------------------------------------------------------
+
+
+def run_ours(
+    stack: Stack, workload: str, sz: Sizes, chain_runs: int | None = None
+) -> dict[str, Any]:
+    runs = chain_runs or sz.chain_runs
+    log(
+        f"{workload}: grctl {stack.synchronous}"
+        + (f" ({runs} runs)" if workload == "chain" else "")
+    )
+    match workload:
+        case "chain":
+            m = asyncio.run(workloads.chain(stack, runs, sz.steps))
+            m["total_cpu_us_per_step"] = sum(v for k, v in m.items() if k.endswith("_us_per_step"))
+            return m
+        case "latency":
+            return asyncio.run(workloads.latency(stack, sz.samples, sz.steps, sz.sample_budget_s))
+        case "event":
+            return asyncio.run(workloads.event(stack, sz.samples, sz.sample_budget_s))
+        case "tasks":
+            return asyncio.run(workloads.tasks(stack, sz.tasks_runs, sz.tasks_per_step))
+        case "fanout":
+            return asyncio.run(workloads.fanout(stack, sz.fanout_parents, sz.fanout_children))
+    raise ValueError(workload)
+
+
+def median_of(rounds: list[dict[str, Any]]) -> dict[str, Any]:
+    """Per-key median over rounds (non-numbers from the first round)."""
+    out: dict[str, Any] = {}
+    for key, value in rounds[0].items():
+        values = [r[key] for r in rounds if isinstance(r.get(key), int | float)]
+        out[key] = statistics.median(values) if isinstance(value, int | float) else value
+    out["rounds"] = len(rounds)
+    return out
+
+
+def mean_of(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+    return {
+        k: (a[k] + b[k]) / 2
+        for k in a
+        if isinstance(a.get(k), int | float) and isinstance(b.get(k), int | float)
+    }
+
+
+# -- peers --------------------------------------------------------------------------------------
+
+
+def ensure_peers_venv() -> None:
+    """Create bench/.peers-venv on first use (idempotent: setup.sh keeps a stamp file)."""
+    subprocess.run(["bash", str(BENCH / "peers" / "setup.sh")], check=True)
+
+
+def run_peer(name: str, workload: str, sz: Sizes) -> dict[str, Any]:
+    script, extra = PEERS[name]
+    log(f"{workload}: {name}")
+    cmd = [
+        str(PEERS_PY),
+        str(BENCH / "peers" / script),
+        "--workload",
+        workload,
+        "--runs",
+        str(sz.peer_chain_runs),
+        "--steps",
+        str(sz.steps),
+        "--samples",
+        str(sz.samples),
+        "--budget-s",
+        str(sz.sample_budget_s),
+        *extra,
+    ]
+    env = {k: v for k, v in os.environ.items() if k not in ("PYTHONPATH", "VIRTUAL_ENV")}
+    try:
+        proc = subprocess.run(
+            cmd, capture_output=True, text=True, timeout=400, env=env, cwd=BENCH / "peers"
+        )
+    except subprocess.TimeoutExpired:
+        return {"error": "timed out after 400 s"}
+    for line in reversed(proc.stdout.splitlines()):
+        if line.startswith("{"):
+            return json.loads(line)
+    return {"error": f"exit {proc.returncode}: {proc.stderr.strip()[-800:]}"}
+
+
+def interleave_peers(
+    stack: Stack,
+    workload: str,
+    sz: Sizes,
+    peers: list[str],
+    results: dict[str, Any],
+    first: dict[str, Any],
+) -> list[dict[str, Any]]:
+    """Peer, grctl, peer, grctl… after grctl's ``first`` round; returns grctl's new rounds.
+
+    Fills ``results["peers"]`` and ``results["ratios"]``. The grctl rounds beside the peers run
+    the peers' sizes (for chain, fewer runs than ours), so each ratio is like for like; for
+    chain one more round at our own size follows.
+    """
+    beside_runs = sz.peer_chain_runs if workload == "chain" else None
+    # For latency and event, ``first`` already has the peers' size: it is the round before peer 1.
+    beside = [run_ours(stack, workload, sz, beside_runs) if workload == "chain" else first]
+    for peer in peers:
+        peer_result = run_peer(peer, workload, sz)
+        beside.append(run_ours(stack, workload, sz, beside_runs))
+        entry = results.setdefault("peers", {}).setdefault(peer, {})
+        entry[workload] = peer_result
+        if "error" in peer_result:
+            log(f"  {peer} failed: {peer_result['error']}")
+            continue
+        entry["version"] = peer_result["version"]
+        around = mean_of(beside[-2], beside[-1])
+        ratios = results.setdefault("ratios", {}).setdefault(peer, {})
+        for key, value in peer_result.items():
+            if key in ("runs", "steps", "samples", "seconds"):
+                continue
+            if isinstance(value, int | float) and value and key in around:
+                ratios[f"{workload}.{key}"] = around[key] / value
+        if workload == "chain" and peer_result.get("cpu_us_per_step"):
+            ratios["chain.cpu_us_per_step"] = (
+                around["total_cpu_us_per_step"] / peer_result["cpu_us_per_step"]
+            )
+    if workload == "chain":
+        results["chain_beside_peers"] = median_of(beside)
+        return [run_ours(stack, workload, sz)]
+    return beside[1:]
+
+
+# -- the table ----------------------------------------------------------------------------------
+
+# (workload, label, our key, peer key or None, higher is better)
+ROWS: list[tuple[str, str, str, str | None, bool]] = [
+    ("chain", "steps/s", "steps_per_s", None, True),
+    ("chain", "runs/s", "runs_per_s", None, True),
+    ("chain", "CPU µs/step, all processes", "total_cpu_us_per_step", None, False),
+    ("chain", "daemon CPU µs/step", "daemon_cpu_us_per_step", None, False),
+    ("chain", "worker CPU µs/step", "worker_cpu_us_per_step", None, False),
+    ("chain", "client CPU µs/step", "client_cpu_us_per_step", None, False),
+    ("chain", "daemon CPU % of a core", "daemon_cpu_pct", None, False),
+    ("chain", "worker CPU % of a core", "worker_cpu_pct", None, False),
+    ("chain", "daemon waiting for a CPU %", "daemon_runq_wait_pct", None, False),
+    ("chain", "worker waiting for a CPU %", "worker_runq_wait_pct", None, False),
+    ("chain", "commit units per transaction", "units_per_transaction", None, True),
+    ("chain", "writer thread busy %", "writer_busy_pct", None, False),
+    ("chain", "COMMIT % of wall time", "commit_pct", None, False),
+    ("chain", "COMMIT ms per transaction", "commit_ms_per_transaction", None, False),
+    ("chain_beside_peers", "steps/s", "steps_per_s", "steps_per_s", True),
+    ("chain_beside_peers", "runs/s", "runs_per_s", "runs_per_s", True),
+    (
+        "chain_beside_peers",
+        "CPU µs/step, all processes",
+        "total_cpu_us_per_step",
+        "cpu_us_per_step",
+        False,
+    ),
+    ("latency", "p50 ms (one 5-step run)", "p50_ms", "p50_ms", False),
+    ("latency", "p99 ms", "p99_ms", "p99_ms", False),
+    ("event", "p50 ms (send → result)", "p50_ms", "p50_ms", False),
+    ("event", "p99 ms", "p99_ms", "p99_ms", False),
+    ("tasks", "tasks/s", "tasks_per_s", None, True),
+    ("tasks", "ms per task, one run alone", "ms_per_task_alone", None, False),
+    ("fanout", "parent step p50 ms (50 starts)", "parent_p50_ms", None, False),
+    ("fanout", "all children done p50 ms", "all_children_done_p50_ms", None, False),
+    ("fanout", "children/s", "children_per_s", None, True),
+    ("idle", "daemon CPU % while idle", "daemon_cpu_pct", None, False),
+    ("idle", "worker CPU % while idle", "worker_cpu_pct", None, False),
+    ("idle", "daemon RSS MB", "daemon_rss_mb", None, False),
+    ("idle", "daemon KB per waiting run", "daemon_rss_kb_per_waiting_run", None, False),
+    ("idle", "worker RSS MB", "worker_rss_mb", None, False),
+]
+
+
+def fmt(value: Any) -> str:
+    if not isinstance(value, int | float):
+        return "—"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
+def table_rows(
+    results: dict[str, Any], peers: list[str], normal: bool
+) -> tuple[list[str], list[list[str]]]:
+    """The comparison as a header and rows of text cells (for rich and for markdown)."""
+    header = ["workload", "metric", "grctl FULL"]
+    if normal:
+        header.append("grctl NORMAL")
+    header += peers + [f"ours/{p}" for p in peers]
+    rows = list(ROWS)
+    if "growth" in results:
+        for point in results["growth"]["points"]:
+            lvl = point["level"]
+            rows.append(
+                ("growth", f"steps/s after {lvl:,} steps", f"steps_per_s_at_{lvl}", None, True)
+            )
+        rows.append(("growth", "degradation % (first → last)", "degradation_pct", None, False))
+    out = []
+    for workload, label, key, peer_key, _higher in rows:
+        if workload not in results:
+            continue
+        if key not in results[workload] and key not in results.get("normal", {}).get(workload, {}):
+            continue
+        shown = workload
+        if workload == "chain":
+            shown = f"chain ({int(results[workload].get('runs', 0)):,} runs)"
+        elif workload == "chain_beside_peers":
+            shown = f"chain ({int(results[workload].get('runs', 0)):,} runs, beside peers)"
+        cells = [shown, label, fmt(results[workload].get(key))]
+        if normal:
+            cells.append(fmt(results.get("normal", {}).get(workload, {}).get(key)))
+        peer_wl = "chain" if workload == "chain_beside_peers" else workload
+        peer_cells, ratio_cells = [], []
+        for p in peers:
+            pr = results.get("peers", {}).get(p, {}).get(peer_wl, {})
+            peer_cells.append(fmt(pr.get(peer_key)) if peer_key else "")
+            ratio = results.get("ratios", {}).get(p, {}).get(f"{peer_wl}.{peer_key}")
+            ratio_cells.append(f"{ratio:.3g}×" if peer_key and ratio else "")
+        out.append(cells + peer_cells + ratio_cells)
+    return header, out
+
+
+CAPTION = "ours/peer: for rates >1 means grctl is better; for ms and CPU, <1 does"
+
+
+def build_table(results: dict[str, Any], peers: list[str], normal: bool) -> Table:
+    header, rows = table_rows(results, peers, normal)
+    table = Table(title="grctl benchmark", caption=CAPTION)
+    for i, name in enumerate(header):
+        table.add_column(name, justify="left" if i < 2 else "right")
+    for row in rows:
+        table.add_row(*row)
+    return table
+
+
+def markdown_table(results: dict[str, Any], peers: list[str], normal: bool) -> str:
+    header, rows = table_rows(results, peers, normal)
+    lines = [
+        "| " + " | ".join(header) + " |",
+        "|" + "|".join(["---"] * 2 + ["--:"] * (len(header) - 2)) + "|",
+    ]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return "\n".join(lines) + "\n"
+
+
+def bound_note(chain: dict[str, Any], machine: dict[str, Any]) -> str:
+    """Which resource bounds the chain figure, from its CPU and transaction numbers."""
+    busiest = max(("daemon", "worker", "client"), key=lambda k: chain.get(f"{k}_cpu_pct", 0))
+    parts = ", ".join(
+        f"{k} {chain.get(f'{k}_cpu_pct', 0):.0f}%" for k in ("daemon", "worker", "client")
+    )
+    tx = chain.get("transactions", 0)
+    tx_ms = 1000 * chain["seconds"] / tx if tx else 0.0
+    fsync = machine.get("tmp_fsync", {}).get("p50_ms", 0.0)
+    waits = ", ".join(
+        f"{k} {chain.get(f'{k}_runq_wait_pct', 0):.0f}%" for k in ("daemon", "worker")
+    )
+    starved = max(chain.get(f"{k}_runq_wait_pct", 0) for k in ("daemon", "worker"))
+    if chain.get(f"{busiest}_cpu_pct", 0) >= 80:
+        verdict = f"CPU-bound in the {busiest}"
+    elif starved >= 20:
+        verdict = (
+            "short of CPU: threads often runnable but waiting for a core (held by our other "
+            "processes on 2 cores, or by other tenants)"
+        )
+    else:
+        verdict = "no process near 100% of a core and little CPU wait: bound by commit latency"
+    return (
+        f"chain: CPU % of one core: {parts}; waiting for a CPU: {waits}; "
+        f"{chain.get('units_per_transaction', 0):.1f} commit units (steps, starts) "
+        f"per transaction, one transaction per {tx_ms:.1f} ms of wall time (fsync p50 on /tmp: "
+        f"{fsync:.1f} ms): {verdict}"
+    )
+
+
+# -- main ---------------------------------------------------------------------------------------
+
+
+def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
+    parser.add_argument(
+        "--only",
+        default=",".join(WORKLOADS),
+        help=f"comma-separated workloads among {', '.join(WORKLOADS)} (default: all)",
+    )
+    parser.add_argument(
+        "--peers",
+        action="store_true",
+        help="also run chain, latency and event on DBOS and LlamaIndex workflows (makes "
+        "bench/.peers-venv on first use)",
+    )
+    parser.add_argument(
+        "--durability",
+        choices=["full", "normal", "both"],
+        default="full",
+        help="synchronous=FULL (default); 'normal' or 'both' adds a synchronous=NORMAL column "
+        "beside it",
+    )
+    parser.add_argument(
+        "--profile", action="store_true", help="run chain once more under py-spy (daemon, worker)"
+    )
+    parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
+    parser.add_argument("--out", type=Path, help="JSON file (default bench/results/DATE.json)")
+    args = parser.parse_args(argv)
+    only = [w.strip() for w in args.only.split(",") if w.strip()]
+    unknown = sorted(set(only) - set(WORKLOADS))
+    if unknown:
+        parser.error(
+            f"unknown workload(s) {', '.join(unknown)}; choose among {', '.join(WORKLOADS)}"
+        )
+    args.only = [w for w in WORKLOADS if w in only]
+    return args
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = parse_args(argv)
+    sz = QUICK if args.quick else Sizes()
+    out: Path = args.out or BENCH / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    normal = args.durability in ("normal", "both")
+    peers = list(PEERS) if args.peers else []
+    if peers or args.profile:
+        ensure_peers_venv()
+    results: dict[str, Any] = {
+        "machine": machine_info(),
+        "config": {
+            "quick": args.quick,
+            "only": args.only,
+            "durability": args.durability,
+            "peers": peers,
+            "sizes": asdict(sz),
+        },
+        "notes": [],
+    }
+    started = time.monotonic()
+
+    with Stack("FULL") as stack:
+        asyncio.run(workloads.chain(stack, max(sz.chain_runs // 10, 5), sz.steps))  # warm up
+        for workload in [
+            w for w in args.only if w in ("chain", "latency", "event", "tasks", "fanout")
+        ]:
+            rounds = [run_ours(stack, workload, sz)]
+            if workload in PEER_WORKLOADS and peers:
+                rounds += interleave_peers(stack, workload, sz, peers, results, rounds[0])
+            results[workload] = median_of(rounds)
+            results.setdefault("rounds", {})[workload] = rounds
+
+    if normal:
+        with Stack("NORMAL") as stack:
+            asyncio.run(workloads.chain(stack, max(sz.chain_runs // 10, 5), sz.steps))
+            for workload in [
+                w for w in args.only if w in ("chain", "latency", "event", "tasks", "fanout")
+            ]:
+                results.setdefault("normal", {})[workload] = run_ours(stack, workload, sz)
+
+    if "idle" in args.only:
+        log(f"idle: {sz.idle_runs:,} waiting runs, {sz.idle_window_s:.0f} s window")
+        with Stack("FULL") as stack:
+            results["idle"] = asyncio.run(workloads.idle(stack, sz.idle_runs, sz.idle_window_s))
+
+    if "growth" in args.only:
+        log(f"growth: levels {', '.join(f'{x:,}' for x in sz.growth_levels)} finished steps")
+        results["growth"] = growth_mod.growth(
+            list(sz.growth_levels), sz.growth_runs, sz.steps, rounds=sz.growth_rounds
+        )
+        results["notes"].append(
+            "growth: the finished steps in the database were made by cloning one real run's rows "
+            "with SQL (the daemon stopped), not by running them; then chain runs on top"
+        )
+
+    if args.profile:
+        results["profile"] = run_profile(sz, out)
+
+    results["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
+    results["machine"]["bench_seconds"] = time.monotonic() - started
+    if "chain" in results:
+        results["notes"].append(bound_note(results["chain"], results["machine"]))
+
+    console = Console(record=True, width=None if sys.stdout.isatty() else 200)
+    shown_peers = [p for p in peers if p in results.get("peers", {})]
+    console.print(build_table(results, shown_peers, normal))
+    for note in results["notes"]:
+        console.print(f"• {note}")
+    if "profile" in results:
+        print_profile(console, results["profile"])
+    m = results["machine"]
+    console.print(
+        f"machine: {m['cpu_model']}, {m['cores']} cores, Python {m['python']}, kernel "
+        f"{m['kernel']}, load {m['loadavg_at_start']} → {m['loadavg_at_end']}, fsync p50 "
+        f"{m['tmp_fsync']['p50_ms']:.2f} ms, commit {m['git_commit'][:12]}, "
+        f"{m['bench_seconds']:.0f} s"
+    )
+    out.write_text(json.dumps(results, indent=2, default=str) + "\n")
+    out.with_suffix(".txt").write_text(console.export_text())
+    out.with_suffix(".md").write_text(markdown_table(results, shown_peers, normal))
+    console.print(f"results: {out}")
+    return 0
+
+
+def run_profile(sz: Sizes, out: Path) -> dict[str, Any]:
+    log("profile: chain under py-spy (daemon and worker)")
+    profile: dict[str, Any] = {}
+    with Stack("FULL") as stack:
+        asyncio.run(workloads.chain(stack, max(sz.chain_runs // 10, 5), sz.steps))
+        spies = {}
+        for name, pid in stack.pids().items():
+            raw = out.with_name(f"{out.stem}-{name}.collapsed.txt")
+            spies[name] = (profiling.start(PY_SPY, pid, raw), raw)
+        time.sleep(0.5)  # py-spy attaches
+        try:
+            chain = asyncio.run(workloads.chain(stack, sz.chain_runs, sz.steps))
+        finally:
+            errors = {name: profiling.stop(proc) for name, (proc, _) in spies.items()}
+    for name, (_, raw) in spies.items():
+        stacks = profiling.read_stacks(raw)
+        speedscope = out.with_name(f"{out.stem}-{name}.speedscope.json")
+        if stacks:
+            profiling.write_speedscope(stacks, f"grctl {name} (chain)", speedscope)
+        profile[name] = {
+            "collapsed": str(raw),
+            "speedscope": str(speedscope) if stacks else None,
+            **profiling.summarise(stacks),
+            "py_spy_stderr": errors[name].strip()[-300:] if not stacks else "",
+        }
+    profile["chain_steps_per_s_under_profiler"] = chain["steps_per_s"]
+    return profile
+
+
+def print_profile(console: Console, profile: dict[str, Any]) -> None:
+    for name in ("daemon", "worker"):
+        info = profile.get(name)
+        if not info:
+            continue
+        table = Table(
+            title=f"{name}: top {profiling.TOP} functions by own time ({info['busy_samples']} "
+            f"busy samples; {info['idle_pct']:.0f}% of all samples were idle waits, left out)"
+        )
+        table.add_column("own %", justify="right")
+        table.add_column("total %", justify="right")
+        table.add_column("function (file)")
+        for row in info["top_own"]:
+            note = profiling.FRAME_NOTES.get(row["function"])
+            label = escape(f"{row['function']} ({note})" if note else row["function"])
+            table.add_row(f"{row['own_pct']:.1f}", f"{row['total_pct']:.1f}", label)
+        console.print(table)
+        for frame, pct in info.get("watched_total_pct", {}).items():
+            if name == "daemon":
+                console.print(
+                    f"{name}: {frame} (the commit transaction) in {pct:.0f}% of busy samples"
+                )
+        if info.get("py_spy_stderr"):
+            console.print(f"py-spy: {info['py_spy_stderr']}")
+    console.print(
+        f"profiles: {profile.get('daemon', {}).get('speedscope')}, "
+        f"{profile.get('worker', {}).get('speedscope')} (open at speedscope.app)"
+    )
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,55 @@
+"""The benchmark suite still runs: ``scripts/bench --quick`` on tiny sizes writes its JSON.
+
+No timed thresholds: only that every workload ran and produced positive numbers, so the
+instrument cannot rot while nobody benchmarks.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parent.parent
+WORKLOADS = "chain,latency,event,tasks,fanout,idle,growth"
+
+
+@pytest.mark.timeout(180)
+def test_quick_bench_writes_every_workload(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--quick", "--only", WORKLOADS, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+
+    positive = {
+        "chain": ["steps_per_s", "runs_per_s", "daemon_cpu_us_per_step", "units_per_transaction"],
+        "latency": ["p50_ms", "p99_ms"],
+        "event": ["p50_ms", "p99_ms"],
+        "tasks": ["tasks_per_s", "ms_per_task_alone"],
+        "fanout": ["parent_p50_ms", "children_per_s"],
+        "idle": ["daemon_rss_mb", "worker_rss_mb", "window_s"],
+    }
+    for workload, keys in positive.items():
+        for key in keys:
+            value = data[workload][key]
+            assert isinstance(value, int | float) and value > 0, (workload, key, value)
+    assert data["idle"]["daemon_cpu_pct"] >= 0
+    assert data["idle"]["runs"] > 0
+    points = data["growth"]["points"]
+    assert len(points) == 3
+    assert all(p["steps_per_s"] > 0 for p in points)
+    assert points[-1]["finished_steps"] >= points[-1]["level"]
+    assert data["growth"]["seeded_with_sql"] is True
+    for key in ("cpu_model", "cores", "python", "kernel", "date", "git_commit"):
+        assert data["machine"][key]
+    assert "peers" not in data
+    assert out.with_suffix(".txt").exists()
+    assert "steps/s" in proc.stdout
