@@ -35,6 +35,7 @@ DRAIN_ABOVE_BYTES = 256 * 1024
 # MAX_IN_FLIGHT of its requests are still being answered. Only that peer waits.
 READ_PAUSE_ABOVE_BYTES = 1024 * 1024
 MAX_IN_FLIGHT = 1024
+YIELD_EVERY_FRAMES = 32
 # What a connection buffers ahead of the frame being read (readexactly() takes frames of any
 # size up to MAX_FRAME_BYTES; this only bounds read-ahead from a peer we are not reading).
 READ_BUFFER_BYTES = 256 * 1024
@@ -206,10 +207,14 @@ class Server:
                 if bodies is None:
                     return
                 peer.last_seen = time.monotonic()
-                for body in bodies:
+                for n, body in enumerate(bodies, 1):
                     self._route(peer, p.decode(body))
                     if len(peer.tasks) >= MAX_IN_FLIGHT:  # one chunk holds thousands of frames
                         await self._pace(peer)
+                    elif n % YIELD_EVERY_FRAMES == 0:
+                        # Let the group commit take what is decided so far and hand the next
+                        # steps out, so the worker runs them while we decide the rest.
+                        await asyncio.sleep(0)
         except asyncio.CancelledError:
             if watchdog is not None and watchdog.done() and not watchdog.cancelled():
                 return  # the watchdog found the worker silent: it is lost
