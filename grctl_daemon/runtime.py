@@ -41,7 +41,6 @@ from grctl_daemon.dispatch import Dispatcher, WorkerSlot
 from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.state import InboxItem, RunState, TypeDef
 from grctl_daemon.storage import base as rec
-from grctl_daemon.storage.sqlite import SqliteStorage
 from grctl_daemon.timers import TimerWheel, now_ms
 
 log = logging.getLogger("grctl.daemon")
@@ -95,7 +94,7 @@ def _check_id(value: str, what: str) -> None:
 class Runtime:
     """Owns the in-memory state of active runs and applies the engine's decisions."""
 
-    def __init__(self, config: DaemonConfig, storage: SqliteStorage) -> None:
+    def __init__(self, config: DaemonConfig, storage: rec.Storage) -> None:
         self.config = config
         self.storage = storage
         self.boot = str(ULID())[-8:]
@@ -721,7 +720,12 @@ class Runtime:
                 for s in self.dispatcher.workers.values()
             ],
             "runs": await self.storage.count_by_status(),
-            "commits": {"transactions": self.storage.batches, "units": self.storage.units},
+            "commits": {
+                "transactions": self.storage.batches,
+                "units": self.storage.units,
+                "write_s": round(self.storage.write_s, 6),
+                "commit_s": round(self.storage.commit_s, 6),
+            },
         }
 
     # -- worker operations ----------------------------------------------------------------------

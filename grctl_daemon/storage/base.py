@@ -7,6 +7,7 @@ implements the same ``Storage`` protocol without touching the engine.
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
@@ -157,12 +158,27 @@ class ActiveRun:
 class Storage(Protocol):
     """What the daemon needs from a backend."""
 
+    # Group-commit counters, for ``daemon status`` and the benchmark.
+    batches: int  # transactions committed
+    units: int  # units committed
+    write_s: float  # time spent writing batches, commit included
+    commit_s: float  # of which in the commit itself (the fsync)
+    # Why the backend cannot write now (a full disk), since when, and when that last ended.
+    fault: str | None
+    fault_since_ms: int | None
+    fault_cleared_ms: int | None
+
     async def open(self) -> None: ...
 
     async def close(self) -> None: ...
 
-    async def commit(self, ops: list[Op]) -> None:
-        """Commit one unit atomically (possibly in a transaction shared with other units)."""
+    def commit(self, ops: list[Op]) -> asyncio.Future[None]:
+        """Queue one unit; the future resolves once it is durable, or fails with UnitRefused.
+
+        Units are committed in the order they were queued, possibly many in one transaction.
+        """
+
+    def health(self) -> dict[str, Any]: ...
 
     async def load_types(self) -> dict[str, dict[str, Any]]: ...
 

@@ -298,6 +298,8 @@ class SqliteStorage:
         self._writer_task: asyncio.Task[None] | None = None
         self.batches = 0
         self.units = 0
+        self.write_s = 0.0  # time spent writing batches (COMMIT included)
+        self.commit_s = 0.0  # of which in COMMIT itself: the fsync
         # Set while commits fail for want of space: the error, since when, how many units wait.
         self.fault: str | None = None
         self.fault_since_ms: int | None = None
@@ -485,6 +487,7 @@ class SqliteStorage:
         conn = self._wconn
         assert conn is not None
         outcomes: list[Exception | None] = []
+        started = time.perf_counter()
         cur = conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
@@ -502,11 +505,15 @@ class SqliteStorage:
                 faults.hit("before_commit")
             if _FAULT_FILE is not None:
                 _injected_fault()
+            committing = time.perf_counter()
             cur.execute("COMMIT")
         except BaseException:
             if conn.in_transaction:
                 cur.execute("ROLLBACK")
             raise
+        done = time.perf_counter()
+        self.write_s += done - started
+        self.commit_s += done - committing
         if faults.ARMED:
             faults.hit("after_commit")
         return outcomes
