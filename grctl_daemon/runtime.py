@@ -785,6 +785,7 @@ class Runtime:
                 d = tr.step_completed(state, tdef, m.dispatch_id, directive, writes, now_ms())
         if d.error is not None:
             raise d.error
+        self.timers.cancel(state.run_id, tr.STEP_TIMER)
         slot = self.dispatcher.release(m.dispatch_id)
         durable = self.apply(d)
         if slot is not None:
@@ -841,10 +842,10 @@ class Runtime:
 
     # -- timers ---------------------------------------------------------------------------------
 
-    async def _on_timer(self, run_id: str, kind: str, token: str) -> None:
+    def _on_timer(self, run_id: str, kind: str, token: str) -> None:
         state = self.runs.get(run_id)
-        if state is None:
-            return
+        if state is None or state.timers.get(kind, (0, None))[1] != token:
+            return  # void: the run ended, or the step or wait this timer was for is over
         tdef = self.types.get(state.workflow_type)
         if tdef is None:
             return
