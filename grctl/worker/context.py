@@ -7,6 +7,7 @@ Nothing here talks to the daemon directly: durable operations go through the ste
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 import random as _random
 import time
@@ -226,8 +227,12 @@ class Context:
         self.next = NextBuilder(workflow, handler_name)
         self._step = step
         self._env = env
-        self.logger = ReplayAwareLogger(
-            logging.getLogger(f"grctl.workflow.{run.wf_type}"), step, run
+
+    @functools.cached_property
+    def logger(self) -> ReplayAwareLogger:
+        """A logger that stays quiet while the step replays recorded operations."""
+        return ReplayAwareLogger(
+            logging.getLogger(f"grctl.workflow.{self.run.wf_type}"), self._step, self.run
         )
 
     async def _value(self, kind: str, make: Callable[[], Any]) -> Any:
