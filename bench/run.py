@@ -235,7 +235,7 @@ ROWS: list[tuple[str, str, str, str | None, bool]] = [
     ("chain", "daemon waiting for a CPU %", "daemon_runq_wait_pct", None, False),
     ("chain", "worker waiting for a CPU %", "worker_runq_wait_pct", None, False),
     ("chain", "commit units per transaction", "units_per_transaction", None, True),
-    ("chain", "writer thread busy %", "writer_busy_pct", None, False),
+    ("chain", "writing batches % of wall time", "writer_busy_pct", None, False),
     ("chain", "COMMIT % of wall time", "commit_pct", None, False),
     ("chain", "COMMIT ms per transaction", "commit_ms_per_transaction", None, False),
     ("chain_beside_peers", "steps/s", "steps_per_s", "steps_per_s", True),
