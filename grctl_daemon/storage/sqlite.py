@@ -37,6 +37,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import operator
 import os
 import sqlite3
 import time
@@ -88,27 +89,25 @@ _INSERT_RUN = (
 )
 # What a step can change; the rest of a run's row is written once, when it starts (fewer
 # columns set, fewer indexes touched).
-_MUTABLE_RUN_COLUMNS = (
-    "status",
-    "updated_ms",
-    "ended_ms",
-    "result",
-    "error",
-    "reason",
-    "step_name",
-    "handler_kind",
-    "step_args",
-    "attempt",
-    "failures",
-    "step_seq",
-    "wait_timeout_step",
-    "cancel_requested",
-    "history_seq",
-    "inbox_seq",
+_WRITTEN_ONCE = frozenset(
+    {
+        "run_id",
+        "workflow_id",
+        "workflow_type",
+        "created_ms",
+        "input",
+        "parent_workflow_id",
+        "parent_run_id",
+        "completion_event",
+    }
 )
+_MUTABLE_RUN_COLUMNS = tuple(c for c in _RUN_COLUMNS if c not in _WRITTEN_ONCE)
 _UPDATE_RUN = (
     f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE_RUN_COLUMNS)} WHERE run_id = ?"
 )
+_mutable_values = operator.attrgetter(*_MUTABLE_RUN_COLUMNS)
+_ERROR_AT = _MUTABLE_RUN_COLUMNS.index("error")
+_CANCEL_AT = _MUTABLE_RUN_COLUMNS.index("cancel_requested")
 _SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
 
 MAX_BATCH_UNITS = 1000
@@ -157,26 +156,12 @@ def _run_params(run: rec.RunRecord) -> list[Any]:
     return values
 
 
-def _save_params(r: rec.RunRecord) -> tuple[Any, ...]:
-    return (
-        r.status,
-        r.updated_ms,
-        r.ended_ms,
-        r.result,
-        None if r.error is None else msgpack.packb(r.error, use_bin_type=True),
-        r.reason,
-        r.step_name,
-        r.handler_kind,
-        r.step_args,
-        r.attempt,
-        r.failures,
-        r.step_seq,
-        r.wait_timeout_step,
-        int(r.cancel_requested),
-        r.history_seq,
-        r.inbox_seq,
-        r.run_id,
-    )
+def _save_params(r: rec.RunRecord) -> list[Any]:
+    values = list(_mutable_values(r))
+    values[_ERROR_AT] = _pack(values[_ERROR_AT])
+    values[_CANCEL_AT] = int(values[_CANCEL_AT])
+    values.append(r.run_id)
+    return values
 
 
 def _run_from_row(row: Any) -> rec.RunRecord:
