@@ -19,6 +19,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -223,6 +224,47 @@ def workers(daemon: Daemon) -> Iterator[Callable[..., Worker]]:
     yield start
     for w in started:
         w.stop()
+
+
+@contextmanager
+def shared_daemon(
+    module: str, prefix: str, env: Callable[[Daemon], dict[str, str]] | None = None
+) -> Iterator[tuple[Daemon, Worker]]:
+    """A daemon and one ``grctl worker MODULE`` on a fresh home, for a module-wide fixture.
+
+    Yields once the worker registered. Afterwards both stop; the daemon must exit 0 with no
+    traceback and no internal error in its log.
+    """
+    home = Path(tempfile.mkdtemp(prefix=f"grctl-{prefix}-", dir="/tmp"))
+    os.chmod(home, 0o700)
+    daemon = Daemon(home).start()
+    log = home / "worker.log"
+    with open(log, "ab") as out:
+        proc = subprocess.Popen(
+            [GRCTL, "worker", module, "--home", str(home)],
+            cwd=TESTS,
+            env=env(daemon) if env else daemon.env(),
+            stdout=out,
+            stderr=out,
+            stdin=subprocess.DEVNULL,
+        )
+    worker = Worker(proc, log)
+    try:
+        wait_until(
+            lambda: proc.poll() is not None or daemon.status()["workers"],
+            15,
+            message="worker registration",
+        )
+        assert proc.poll() is None, worker.output()
+        yield daemon, worker
+    finally:
+        worker.stop()
+        code = daemon.stop() if daemon.proc and daemon.proc.poll() is None else 0
+        text = daemon.log.read_text() if daemon.log.exists() else ""
+        shutil.rmtree(home, ignore_errors=True)
+        assert code == 0, f"daemon exited {code}"
+        assert "Traceback" not in text, text[-5000:]
+        assert "internal error" not in text, text[-5000:]
 
 
 @pytest.fixture

@@ -11,9 +11,7 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import subprocess
-import tempfile
 import uuid
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -22,7 +20,7 @@ from typing import Any
 
 import pytest
 
-from tests.conftest import GRCTL, TESTS, Daemon, wait_until
+from tests.conftest import GRCTL, TESTS, Daemon, shared_daemon, wait_until
 
 CLI_TIMEOUT_S = 30
 
@@ -142,34 +140,8 @@ class Served:
 
 @pytest.fixture(scope="package")
 def served() -> Iterator[Served]:
-    home = Path(tempfile.mkdtemp(prefix="grctl-cli-", dir="/tmp"))
-    os.chmod(home, 0o700)
-    daemon = Daemon(home).start()
-    log = home / "worker.log"
-    with open(log, "ab") as out:
-        worker = subprocess.Popen(
-            [GRCTL, "worker", "flows.cli_orders", "--home", str(home)],
-            cwd=TESTS,
-            env=cli_env(home),
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-        )
-    served = Served(daemon, worker, log)
-    wait_until(
-        lambda: worker.poll() is not None or daemon.status()["workers"],
-        15,
-        message="worker registration",
-    )
-    assert worker.poll() is None, log.read_text()
-    yield served
-    worker.terminate()
-    worker.wait(15)
-    code = daemon.stop()
-    daemon_log = daemon.log.read_text() if daemon.log.exists() else ""
-    shutil.rmtree(home, ignore_errors=True)
-    assert code == 0, f"daemon exited {code}"
-    assert "Traceback" not in daemon_log, daemon_log
+    with shared_daemon("flows.cli_orders", "cli", lambda d: cli_env(d.home)) as (daemon, worker):
+        yield Served(daemon, worker.proc, worker.log)
 
 
 @pytest.fixture

@@ -21,12 +21,9 @@ from __future__ import annotations
 
 import itertools
 import json
-import os
-import shutil
 import socket as socketlib
 import struct
 import subprocess
-import tempfile
 from collections.abc import Awaitable, Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -42,7 +39,7 @@ from grctl.protocol import MAX_FRAME_BYTES, PROTOCOL_VERSION
 from grctl.worker import Worker
 from grctl.worker._loader import ModuleLoadError, load_workflows
 from tests.cli.conftest import Result, cli_env, run_grctl_many
-from tests.conftest import GRCTL, TESTS, Daemon, wait_until
+from tests.conftest import Daemon, shared_daemon, wait_until
 
 HEADER = struct.Struct(">I")
 _ids = itertools.count(1)
@@ -66,35 +63,10 @@ class Served:
 
 @pytest.fixture(scope="module")
 def served() -> Iterator[Served]:
-    home = Path(tempfile.mkdtemp(prefix="grctl-bi-", dir="/tmp"))
-    os.chmod(home, 0o700)
-    daemon = Daemon(home).start()
-    log = home / "worker.log"
-    with open(log, "ab") as out:
-        worker = subprocess.Popen(
-            [GRCTL, "worker", "flows.bi_cases", "--home", str(home)],
-            cwd=TESTS,
-            env=cli_env(home),
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-        )
-    big_input = home / "big-input.json"
-    big_input.write_text(json.dumps({"n": "x" * (MAX_FRAME_BYTES + 1)}))
-    wait_until(
-        lambda: worker.poll() is not None or daemon.status()["workers"],
-        15,
-        message="worker registration",
-    )
-    assert worker.poll() is None, log.read_text()
-    yield Served(daemon, worker, big_input)
-    worker.terminate()
-    worker.wait(15)
-    code = daemon.stop()
-    daemon_log = daemon.log.read_text() if daemon.log.exists() else ""
-    shutil.rmtree(home, ignore_errors=True)
-    assert code == 0, f"daemon exited {code}"
-    assert "Traceback" not in daemon_log, daemon_log
+    with shared_daemon("flows.bi_cases", "bi", lambda d: cli_env(d.home)) as (daemon, worker):
+        big_input = daemon.home / "big-input.json"
+        big_input.write_text(json.dumps({"n": "x" * (MAX_FRAME_BYTES + 1)}))
+        yield Served(daemon, worker.proc, big_input)
 
 
 # -- the bystander --------------------------------------------------------------------------

@@ -13,11 +13,8 @@ from __future__ import annotations
 
 import dataclasses
 import os
-import shutil
 import socket as socketlib
 import struct
-import subprocess
-import tempfile
 import threading
 import time
 from collections.abc import Iterator
@@ -30,7 +27,7 @@ from hypothesis import HealthCheck, assume, given, settings
 from hypothesis import strategies as st
 
 from grctl import protocol as p
-from tests.conftest import GRCTL, TESTS, Daemon, Worker, wait_until
+from tests.conftest import Daemon, Worker, shared_daemon, wait_until
 
 HEADER = struct.Struct(">I")
 SENTINEL = 2**62 + 4242  # the req_id of the status request that follows each fuzzed frame
@@ -85,41 +82,12 @@ def rss_kb(pid: int) -> int:
 
 @pytest.fixture(scope="module")
 def rig() -> Iterator[Rig]:
-    home = Path(tempfile.mkdtemp(prefix="grctl-fz-", dir="/tmp"))
-    os.chmod(home, 0o700)
-    daemon = Daemon(home).start()
-    log = home / "worker.log"
-    with open(log, "ab") as out:
-        proc = subprocess.Popen(
-            [GRCTL, "worker", "flows.basic", "--home", str(home)],
-            cwd=TESTS,
-            env=daemon.env(),
-            stdout=out,
-            stderr=out,
-            stdin=subprocess.DEVNULL,
-        )
-    worker = Worker(proc, log)
-    try:
-        wait_until(
-            lambda: proc.poll() is not None or daemon.status()["workers"],
-            15,
-            message="worker registration",
-        )
-        assert proc.poll() is None, worker.output()
+    with shared_daemon("flows.basic", "fz") as (daemon, worker):
         r = Rig(daemon, worker)
         r.normal_workflow()
         r.fd_baseline = fd_count(daemon.pid)
         r.rss_baseline_kb = rss_kb(daemon.pid)
         yield r
-    finally:
-        worker.stop()
-        if daemon.proc.poll() is None:
-            code = daemon.stop()
-            assert code == 0, (home / "daemon.out").read_text()
-        text = daemon.log.read_text() if daemon.log.exists() else ""
-        shutil.rmtree(home, ignore_errors=True)
-        assert "Traceback" not in text, text[-5000:]
-        assert "internal error" not in text, text[-5000:]
 
 
 # -- a raw peer ---------------------------------------------------------------------------------
