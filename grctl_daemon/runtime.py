@@ -292,8 +292,6 @@ class Runtime:
         was in flight gets its whole timeout counted from then (a dispatch committed only then
         has its deadline already behind it).
         """
-        if state.timers.get(tr.STEP_TIMER, (0, None))[1] != token:
-            return False  # void anyway
         now = now_ms()
         if self.storage.fault is not None:
             self.timers.arm(run_id, tr.STEP_TIMER, now + STORAGE_HOLD_MS, token)
@@ -732,7 +730,7 @@ class Runtime:
 
     # The two messages of the step hot path are answered without a task of their own: the
     # decision is applied at once and the reply goes out when the commit is durable
-    # (``Server._route`` adds that callback). Each returns (durable, reply) or raises a refusal.
+    # (``Server._answer_hot`` adds that callback). Each returns (durable, reply) or raises a refusal.
 
     def record(self, m: p.RecordOutcome) -> tuple[asyncio.Future[None], Any]:
         state = self._by_dispatch(m.dispatch_id)
@@ -813,8 +811,9 @@ class Runtime:
         child = self._start_decision(
             m.workflow_type, m.workflow_id, m.workflow_input, parent, m.completion_event
         )
-        self._summary(_blob(m.record))  # refuses a record that is not a map with an 'op'
-        record = _open(_blob(m.record))
+        blob = _blob(m.record)
+        self._summary(blob)  # refuses a record that is not a map with an 'op'
+        record = _open(blob)
         record["value"] = child.reply
         blob = msgpack.packb(record, use_bin_type=True)
         note = self._summary(blob) | {

@@ -53,6 +53,7 @@ class Peer:
         self.tasks: set[asyncio.Task[Any]] = set()
         self.last_seen = time.monotonic()
         self._out: list[bytes] = []
+        self._queued = 0  # bytes in _out
 
     def write(self, msg: p.Message) -> None:
         """Queue one frame; the frames queued in one turn of the loop go out in one write."""
@@ -67,22 +68,22 @@ class Peer:
             self.flush()
             faults.cut(self.writer.write, frame, "daemon_mid_frame")
         self._out.append(frame)
+        self._queued += len(frame)
         if len(self._out) == 1:
             asyncio.get_running_loop().call_soon(self.flush)
 
     def flush(self) -> None:
         """Write the queued frames with one system call (a group commit wakes many at once)."""
-        out, self._out = self._out, []
+        out, self._out, self._queued = self._out, [], 0
         if out and not self.writer.is_closing():
             self.writer.write(out[0] if len(out) == 1 else b"".join(out))
 
     async def send(self, msg: p.Message) -> None:
         """Write, then wait only when the peer is slow to read (back-pressure)."""
         self.write(msg)
-        transport = self.writer.transport
-        if transport.get_write_buffer_size() + len(self._out) * 64 > DRAIN_ABOVE_BYTES:
-            self.flush()
-        if transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
+        if self._queued > DRAIN_ABOVE_BYTES:
+            self.flush()  # a long stream (history) must not pile up before the turn ends
+        if self.writer.transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
             async with self.lock:
                 try:
                     await self.writer.drain()
