@@ -70,6 +70,12 @@ class WorkflowDefinitionError(GrctlError):
     code = "workflow_definition"
 
 
+class ModuleLoadError(WorkflowDefinitionError):
+    """A workflow module could not be imported or holds no workflow."""
+
+    code = "module_load"
+
+
 class NonDeterminismError(GrctlError):
     """Replay of a step diverged from what the first execution recorded."""
 

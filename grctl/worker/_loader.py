@@ -11,14 +11,8 @@ import os
 import sys
 import traceback
 
-from grctl.errors import WorkflowDefinitionError
+from grctl.errors import ModuleLoadError, WorkflowDefinitionError
 from grctl.workflow import Workflow
-
-
-class ModuleLoadError(WorkflowDefinitionError):
-    """A workflow module could not be imported or holds no workflow."""
-
-    code = "module_load"
 
 
 def load_workflows(modules: list[str]) -> list[Workflow]:

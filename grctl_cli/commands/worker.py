@@ -14,8 +14,9 @@ from typing import Annotated, Any
 
 import typer
 
+from grctl.errors import ModuleLoadError
 from grctl.worker import Worker
-from grctl.worker._loader import ModuleLoadError, load_workflows
+from grctl.worker._loader import load_workflows
 from grctl.worker.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_GRACE_S
 from grctl_cli import render
 from grctl_cli.options import HomeOpt, SocketOpt, resolve_socket, run
