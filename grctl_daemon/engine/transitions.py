@@ -44,14 +44,16 @@ RETRY_TIMER = "retry"
 DURABLE_TIMERS = frozenset({WAIT_TIMER, RETRY_TIMER})
 
 
-@dataclass(frozen=True)
+# Effects, like storage ops, are values nobody changes; slotted rather than frozen dataclasses
+# because a frozen one costs ~1 us more to build, on the step hot path.
+@dataclass(slots=True)
 class Dispatch:
     """Give the run's scheduled step to a worker."""
 
     run_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class StopStep:
     """Tell the worker holding this dispatch to stop it."""
 
@@ -59,12 +61,12 @@ class StopStep:
     reason: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class RunEnded:
     run_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ArmTimer:
     run_id: str
     kind: str

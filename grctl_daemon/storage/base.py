@@ -42,25 +42,28 @@ class RunRecord:
     ended_ms: int | None = None
 
 
-@dataclass(frozen=True)
+# Ops are values: built once by the engine, read once by the backend, never changed. Plain
+# slotted dataclasses, not frozen ones: a frozen one costs ~1 us more to build, and a step builds
+# several on the hot path.
+@dataclass(slots=True)
 class SaveRun:
     run: RunRecord
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class InsertRun:
     """A new run; refused by the database when the workflow_id already has an active run."""
 
     run: RunRecord
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class PutStore:
     run_id: str
     writes: dict[str, bytes]
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AppendHistory:
     run_id: str
     seq: int
@@ -70,7 +73,7 @@ class AppendHistory:
     data: dict[str, Any] = field(default_factory=dict)
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AddInbox:
     run_id: str
     seq: int
@@ -79,7 +82,7 @@ class AddInbox:
     arrived_ms: int
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class MarkInbox:
     run_id: str
     seq: int
@@ -87,7 +90,7 @@ class MarkInbox:
     step_name: str | None
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class AddRecord:
     run_id: str
     step_seq: int
@@ -95,12 +98,12 @@ class AddRecord:
     record: bytes
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ClearRecords:
     run_id: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SetTimer:
     run_id: str
     kind: str
@@ -108,13 +111,13 @@ class SetTimer:
     token: str
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class ClearTimer:
     run_id: str
     kind: str | None  # None clears every timer of the run
 
 
-@dataclass(frozen=True)
+@dataclass(slots=True)
 class SaveType:
     workflow_type: str
     definition: dict[str, Any]
