@@ -1,4 +1,5 @@
-"""Workflows the benchmark runs: a store chain, an event waiter, a task step, a fanout, an idler.
+"""Workflows the benchmark runs: a store chain, an event waiter, a task step, a fanout, an idler,
+and a waiter with an optional timeout.
 
 Each maps onto the peers' equivalents (see docs/performance.md): a "step" here is one handler
 dispatched by the daemon to the worker and committed with its store writes, which is the durable
@@ -6,6 +7,8 @@ unit that DBOS calls a @DBOS.step and llama-index-workflows a @step.
 """
 
 from __future__ import annotations
+
+from datetime import timedelta
 
 from grctl.models import Directive
 from grctl.worker.context import Context
@@ -18,6 +21,7 @@ tasks = Workflow(workflow_type="BenchTasks")
 fanout = Workflow(workflow_type="BenchFanout")
 fanout_child = Workflow(workflow_type="BenchFanoutChild")
 idler = Workflow(workflow_type="BenchIdle")
+waiter = Workflow(workflow_type="BenchWaiting")
 
 
 # -- chain: K sequential steps, each reads, bumps and writes one store value --------------------
@@ -98,3 +102,25 @@ async def idle_start(ctx: Context) -> Directive:
 @idler.event()
 async def wake(ctx: Context) -> Directive:
     return ctx.next.complete(None)
+
+
+# -- waiting: wait for ``go``, or with ``timeout_s`` until ``expired`` runs after that long -----
+
+
+@waiter.start()
+async def waiting_start(ctx: Context, timeout_s: float | None) -> Directive:
+    if timeout_s is None:
+        return ctx.next.wait_for_event()
+    return ctx.next.wait_for_event(
+        timeout=timedelta(seconds=timeout_s), timeout_step_name="expired"
+    )
+
+
+@waiter.event(name="go")
+async def waiting_go(ctx: Context, value: int) -> Directive:
+    return ctx.next.complete(value)
+
+
+@waiter.step()
+async def expired(ctx: Context) -> Directive:
+    return ctx.next.complete("expired")

@@ -113,6 +113,29 @@ class Stack:
             shutil.rmtree(self.home, ignore_errors=True)
 
     def start(self) -> None:
+        self.spawn_daemon()
+        asyncio.run(self._wait_ready(workers=0))
+        wout = open(self.home / "worker.out", "ab")  # noqa: SIM115
+        self.worker = subprocess.Popen(
+            [
+                *self.worker_wrapper,
+                GRCTL,
+                "worker",
+                "bench.flows",
+                "--concurrency",
+                str(WORKER_CONCURRENCY),
+            ],
+            env=self.env(),
+            cwd=ROOT,
+            stdout=wout,
+            stderr=wout,
+            stdin=subprocess.DEVNULL,
+        )
+        wout.close()
+        asyncio.run(self._wait_ready(workers=1))
+
+    def spawn_daemon(self) -> None:
+        """Start the daemon process on this home; returns at once, before it serves."""
         os.chmod(self.home, 0o700)
         out = open(self.home / "daemon.out", "ab")  # noqa: SIM115
         self.daemon = subprocess.Popen(
@@ -134,25 +157,12 @@ class Stack:
             stdin=subprocess.DEVNULL,
         )
         out.close()
-        asyncio.run(self._wait_ready(workers=0))
-        wout = open(self.home / "worker.out", "ab")  # noqa: SIM115
-        self.worker = subprocess.Popen(
-            [
-                *self.worker_wrapper,
-                GRCTL,
-                "worker",
-                "bench.flows",
-                "--concurrency",
-                str(WORKER_CONCURRENCY),
-            ],
-            env=self.env(),
-            cwd=ROOT,
-            stdout=wout,
-            stderr=wout,
-            stdin=subprocess.DEVNULL,
-        )
-        wout.close()
-        asyncio.run(self._wait_ready(workers=1))
+
+    def kill_daemon(self) -> None:
+        """SIGKILL the daemon, as a crash would end it (no drain, no clean close), and reap it."""
+        assert self.daemon is not None
+        self.daemon.kill()
+        self.daemon.wait()
 
     async def _wait_ready(self, workers: int, deadline_s: float = 30) -> None:
         deadline = time.monotonic() + deadline_s

@@ -1,7 +1,7 @@
 """The benchmark suite: grctl's workloads against a real daemon and worker, optionally beside peers.
 
     scripts/bench [--only chain,latency,...] [--peers] [--durability full|normal|both]
-                  [--profile] [--quick] [--out bench/results/DATE.json]
+                  [--profile] [--quick] [--waiting-runs N] [--out bench/results/DATE.json]
 
 Prints a table (stdout) and writes a JSON file (plus the table as text, and the profiles with
 ``--profile``) next to it. Progress goes to stderr. See docs/performance.md for what each
@@ -24,7 +24,7 @@ import statistics
 import subprocess
 import sys
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
 
@@ -33,14 +33,16 @@ from rich.markup import escape
 from rich.table import Table
 
 from bench import growth as growth_mod
-from bench import profiling, workloads
+from bench import profiling, waiting, workloads
 from bench.harness import ROOT, Stack, machine_info
 
 BENCH = ROOT / "bench"
 PEERS_VENV = BENCH / ".peers-venv"
 PEERS_PY = PEERS_VENV / "bin" / "python"
 PY_SPY = PEERS_VENV / "bin" / "py-spy"
-WORKLOADS = ("chain", "latency", "event", "tasks", "fanout", "idle", "growth")
+WORKLOADS = ("chain", "latency", "event", "tasks", "fanout", "idle", "growth", "waiting")
+# Run only when asked for (``--only waiting``): at 100,000 runs it takes minutes.
+OPT_IN = ("waiting",)
 PEER_WORKLOADS = ("chain", "latency", "event")
 # The tuned DBOS variant is the same script with --tuned (WAL file, 1 ms notification polling).
 PEERS: dict[str, tuple[str, list[str]]] = {
@@ -68,6 +70,12 @@ class Sizes:
     growth_levels: tuple[int, ...] = (10_000, 100_000, 1_000_000)
     growth_runs: int = 1000
     growth_rounds: int = 2
+    waiting_runs: int = 100_000
+    waiting_in_flight: int = 200
+    waiting_timer_share: float = 0.01
+    waiting_timeout_s: tuple[int, int] = (5, 180)
+    waiting_cold_events: int = 50
+    waiting_after_restart_s: float = 30.0
 
 
 QUICK = Sizes(
@@ -84,6 +92,10 @@ QUICK = Sizes(
     growth_levels=(100, 300, 1000),
     growth_runs=20,
     growth_rounds=1,
+    waiting_runs=2000,
+    waiting_timeout_s=(1, 5),
+    waiting_cold_events=10,
+    waiting_after_restart_s=2.0,
 )
 
 _T0 = time.monotonic()
@@ -261,12 +273,26 @@ ROWS: list[tuple[str, str, str, str | None, bool]] = [
     ("idle", "daemon RSS MB", "daemon_rss_mb", None, False),
     ("idle", "daemon KB per waiting run", "daemon_rss_kb_per_waiting_run", None, False),
     ("idle", "worker RSS MB", "worker_rss_mb", None, False),
+    ("waiting", "starts/s (200 in flight)", "start_runs_per_s", None, True),
+    ("waiting", "daemon RSS MB, all waiting", "rss_mb", None, False),
+    ("waiting", "daemon bytes per waiting run", "rss_per_run_bytes", None, False),
+    ("waiting", "restart (kill -9): s until it accepts", "restart_accept_s", None, False),
+    ("waiting", "restart: s until describe answers", "restart_describe_s", None, False),
+    ("waiting", "daemon RSS MB after restart", "rss_after_restart_mb", None, False),
+    ("waiting", "cold event p50 ms (send → result)", "cold_event_p50_ms", None, False),
+    ("waiting", "cold event p99 ms", "cold_event_p99_ms", None, False),
+    ("waiting", "wait timers due", "timers_due", None, True),
+    ("waiting", "wait timers fired", "timers_fired", None, True),
+    ("waiting", "timer lateness p50 ms", "timer_late_p50_ms", None, False),
+    ("waiting", "timer lateness max ms", "timer_late_max_ms", None, False),
 ]
 
 
 def fmt(value: Any) -> str:
     if not isinstance(value, int | float):
         return "—"
+    if isinstance(value, int):
+        return f"{value:,}"
     if abs(value) >= 100:
         return f"{value:,.0f}"
     if abs(value) >= 10:
@@ -301,6 +327,8 @@ def table_rows(
             shown = f"chain ({int(results[workload].get('runs', 0)):,} runs)"
         elif workload == "chain_beside_peers":
             shown = f"chain ({int(results[workload].get('runs', 0)):,} runs, beside peers)"
+        elif workload == "waiting":
+            shown = f"waiting ({int(results[workload].get('runs', 0)):,} runs)"
         cells = [shown, label, fmt(results[workload].get(key))]
         if normal:
             cells.append(fmt(results.get("normal", {}).get(workload, {}).get(key)))
@@ -368,6 +396,18 @@ def bound_note(chain: dict[str, Any], machine: dict[str, Any]) -> str:
     )
 
 
+def waiting_note(w: dict[str, Any]) -> str:
+    """What the waiting row's timers and restart figures are made of."""
+    return (
+        f"waiting: {w['runs']:,} runs started through the client in {w['start_s']:.1f} s, all "
+        f"waiting after {w['start_to_all_waiting_s']:.1f} s; {w['timers']:,} of them wait with a "
+        f"timeout: {w['timers_due']:,} came due by the check ({w['timers_due_before_kill']:,} "
+        f"before the kill, {w['timers_overdue_at_restart']:,} while the daemon was down or "
+        f"recovering, {w['timers_due_after_restart']:,} after the restart), "
+        f"{w['timers_fired']:,} fired, {w['timers_fired_early']:,} early"
+    )
+
+
 # -- main ---------------------------------------------------------------------------------------
 
 
@@ -375,8 +415,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(prog="scripts/bench", description=__doc__.split("\n")[0])
     parser.add_argument(
         "--only",
-        default=",".join(WORKLOADS),
-        help=f"comma-separated workloads among {', '.join(WORKLOADS)} (default: all)",
+        default=",".join(w for w in WORKLOADS if w not in OPT_IN),
+        help=f"comma-separated workloads among {', '.join(WORKLOADS)} (default: all but "
+        f"{', '.join(OPT_IN)})",
     )
     parser.add_argument(
         "--peers",
@@ -395,6 +436,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", action="store_true", help="run chain once more under py-spy (daemon, worker)"
     )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
+    parser.add_argument(
+        "--waiting-runs",
+        type=int,
+        help=f"runs the waiting workload starts (default {Sizes.waiting_runs:,}; "
+        f"{QUICK.waiting_runs:,} with --quick)",
+    )
     parser.add_argument("--out", type=Path, help="JSON file (default bench/results/DATE.json)")
     args = parser.parse_args(argv)
     only = [w.strip() for w in args.only.split(",") if w.strip()]
@@ -404,12 +451,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"unknown workload(s) {', '.join(unknown)}; choose among {', '.join(WORKLOADS)}"
         )
     args.only = [w for w in WORKLOADS if w in only]
+    if args.waiting_runs is not None and args.waiting_runs < 1:
+        parser.error("--waiting-runs must be at least 1")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sz = QUICK if args.quick else Sizes()
+    if args.waiting_runs is not None:
+        sz = replace(sz, waiting_runs=args.waiting_runs)
     out: Path = args.out or BENCH / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
     out.parent.mkdir(parents=True, exist_ok=True)
     normal = args.durability in ("normal", "both")
@@ -462,6 +513,22 @@ def main(argv: list[str] | None = None) -> int:
             "growth: the finished steps in the database were made by cloning one real run's rows "
             "with SQL (the daemon stopped), not by running them; then chain runs on top"
         )
+
+    if "waiting" in args.only:
+        log(f"waiting: {sz.waiting_runs:,} waiting runs, then kill -9 and restart the daemon")
+        with Stack("FULL") as stack:
+            results["waiting"] = asyncio.run(
+                waiting.waiting(
+                    stack,
+                    sz.waiting_runs,
+                    sz.waiting_in_flight,
+                    sz.waiting_timer_share,
+                    sz.waiting_timeout_s,
+                    sz.waiting_cold_events,
+                    sz.waiting_after_restart_s,
+                )
+            )
+        results["notes"].append(waiting_note(results["waiting"]))
 
     if args.profile:
         results["profile"] = run_profile(sz, out)

@@ -13,7 +13,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = "chain,latency,event,tasks,fanout,idle,growth"
+WORKLOADS = "chain,latency,event,tasks,fanout,idle,growth,waiting"
 
 
 @pytest.mark.timeout(180)
@@ -36,6 +36,14 @@ def test_quick_bench_writes_every_workload(tmp_path: Path) -> None:
         "tasks": ["tasks_per_s", "ms_per_task_alone"],
         "fanout": ["parent_p50_ms", "children_per_s"],
         "idle": ["daemon_rss_mb", "worker_rss_mb", "window_s"],
+        "waiting": [
+            "start_runs_per_s",
+            "rss_mb",
+            "restart_accept_s",
+            "restart_describe_s",
+            "rss_after_restart_mb",
+            "cold_event_p50_ms",
+        ],
     }
     for workload, keys in positive.items():
         for key in keys:
@@ -48,6 +56,9 @@ def test_quick_bench_writes_every_workload(tmp_path: Path) -> None:
     assert all(p["steps_per_s"] > 0 for p in points)
     assert points[-1]["finished_steps"] >= points[-1]["level"]
     assert data["growth"]["seeded_with_sql"] is True
+    assert data["waiting"]["cold_events"] > 0
+    assert data["waiting"]["timers_fired"] == data["waiting"]["timers_due"]
+    assert data["waiting"]["timers_fired_early"] == 0
     for key in ("cpu_model", "cores", "python", "kernel", "date", "git_commit"):
         assert data["machine"][key]
     assert "peers" not in data
