@@ -30,6 +30,11 @@ WORKER_POINTS: dict[str, str] = {
     "worker_mid_frame": "half of a record or result frame is written to the daemon",
 }
 POINTS = {**DAEMON_POINTS, **WORKER_POINTS}
+# Points that fail instead of killing: ``GRCTL_FAIL_AT=commit`` makes the n-th transaction
+# (``GRCTL_FAIL_AFTER``, default 1) fail with an I/O error, as a dying disk would.
+FAIL_POINTS: dict[str, str] = {
+    "commit": "a transaction of the group commit fails with a disk I/O error",
+}
 
 POINT = os.environ.get("GRCTL_CRASH_AT", "")
 ARMED = bool(POINT)
@@ -40,6 +45,25 @@ if ARMED and POINT not in POINTS:
     raise SystemExit(
         f"GRCTL_CRASH_AT={POINT!r} names no fault point; known points: {', '.join(POINTS)}"
     )
+
+FAIL_POINT = os.environ.get("GRCTL_FAIL_AT", "")
+FAIL_ARMED = bool(FAIL_POINT)
+_FAIL_AFTER = int(os.environ.get("GRCTL_FAIL_AFTER", "1") or 1)
+_fail_hits = 0
+
+if FAIL_ARMED and FAIL_POINT not in FAIL_POINTS:
+    raise SystemExit(
+        f"GRCTL_FAIL_AT={FAIL_POINT!r} names no fail point; known: {', '.join(FAIL_POINTS)}"
+    )
+
+
+def fail_due(name: str) -> bool:
+    """Count a pass through fail point ``name``; True from the ``GRCTL_FAIL_AFTER``-th pass on."""
+    global _fail_hits
+    if name != FAIL_POINT:
+        return False
+    _fail_hits += 1
+    return _fail_hits >= _FAIL_AFTER
 
 
 def due(name: str) -> bool:

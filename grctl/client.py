@@ -10,8 +10,8 @@ from typing import Any
 
 from grctl import protocol as p
 from grctl._connection import Connection
-from grctl._home import socket_path as resolve_socket
 from grctl.errors import StoreValueError, WorkflowCancelledError, WorkflowFailedError
+from grctl.home import socket_path as resolve_socket
 from grctl.models.run import HistoryEvent, InboxEvent, RunInfo
 
 

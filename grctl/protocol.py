@@ -350,6 +350,21 @@ def wrap_value(value: Any) -> msgpack.ExtType:
     return msgpack.ExtType(VALUE_EXT, msgpack.packb(value, use_bin_type=True))
 
 
+def packed(blob: bytes | None) -> msgpack.ExtType | None:
+    """Bytes the daemon holds (already packed by the SDK) as a wrapped value, to send on."""
+    return None if blob is None else msgpack.ExtType(VALUE_EXT, blob)
+
+
+def unwrap(value: Any) -> bytes | None:
+    """The packed bytes of a wrapped value from the wire.
+
+    A peer that sent a plain value instead of a wrapped one (``None`` too) gets it packed here.
+    """
+    if isinstance(value, msgpack.ExtType) and value.code == VALUE_EXT:
+        return value.data
+    return msgpack.packb(value, use_bin_type=True)
+
+
 def _open_ext(code: int, data: bytes) -> Any:
     if code == VALUE_EXT:
         return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_open_ext)

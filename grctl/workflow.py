@@ -15,9 +15,9 @@ from dataclasses import dataclass
 from datetime import timedelta
 from typing import Any, TypeVar
 
-from grctl._signature import describe_params
 from grctl.errors import WorkflowDefinitionError
 from grctl.models.directive import RetryPolicy
+from grctl.signature import describe_params
 
 DEFAULT_STEP_TIMEOUT = timedelta(seconds=10)
 

@@ -16,10 +16,10 @@ from typing import Annotated, Any, TypeVar
 
 import typer
 
-from grctl._home import socket_path
-from grctl._loop import run as run_loop
 from grctl.client import Client
 from grctl.errors import GrctlError
+from grctl.home import socket_path
+from grctl.loop import run as run_loop
 
 T = TypeVar("T")
 

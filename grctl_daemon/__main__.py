@@ -15,9 +15,21 @@ def run() -> int:
     parser.add_argument("--socket")
     parser.add_argument("--db")
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL", "full", "normal"])
+    parser.add_argument("--max-worker-losses", type=int)
+    parser.add_argument("--run-cache", type=int)
     parser.add_argument("--quiet", action="store_true", help="log to daemon.log only")
     args = parser.parse_args()
-    config = DaemonConfig.build(args.home, args.socket, args.db, args.synchronous)
+    try:
+        config = DaemonConfig.build(
+            args.home,
+            args.socket,
+            args.db,
+            args.synchronous,
+            args.max_worker_losses,
+            args.run_cache,
+        )
+    except ValueError as exc:
+        parser.error(str(exc))
     return main(config, foreground=not args.quiet)
 
 

@@ -10,13 +10,13 @@ import signal
 import sys
 from typing import IO
 
-from grctl._home import ensure_private
-from grctl._loop import run as run_loop
+from grctl.home import ensure_private
+from grctl.loop import run as run_loop
 from grctl_daemon.config import DaemonConfig
 from grctl_daemon.runtime import Runtime
 from grctl_daemon.server import Server
+from grctl_daemon.storage import display, open_storage
 from grctl_daemon.storage.base import StorageError
-from grctl_daemon.storage.sqlite import SqliteStorage
 
 log = logging.getLogger("grctl.daemon")
 
@@ -58,7 +58,7 @@ def _setup_logging(config: DaemonConfig, foreground: bool) -> None:
 
 async def serve(config: DaemonConfig) -> int:
     """Run the daemon until a signal or a shutdown request; returns the exit code."""
-    storage = SqliteStorage(config.db_path, config.synchronous)
+    storage = open_storage(config.db_url, synchronous=config.synchronous)
     await storage.open()
     runtime = Runtime(config, storage)
     stop = asyncio.Event()
@@ -70,18 +70,21 @@ async def serve(config: DaemonConfig) -> int:
         await runtime.recover()
         await server.start()
         log.info(
-            "grctl daemon %d serving %s (db %s, synchronous=%s)",
+            "grctl daemon %d serving %s (db %s, epoch %d)",
             os.getpid(),
             config.socket_path,
-            config.db_path,
-            config.synchronous,
+            display(config.db_url),
+            storage.epoch,
         )
         fatal = asyncio.ensure_future(runtime.fatal.wait())
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({fatal, stopped}, return_when=asyncio.FIRST_COMPLETED)
         fatal.cancel()
         stopped.cancel()
-        log.info("grctl daemon stopping: finishing in-flight commits")
+        if runtime.fatal.is_set():
+            log.error("grctl daemon stopping after a database failure; a restart resumes")
+        else:
+            log.info("grctl daemon stopping: finishing in-flight commits")
     finally:
         await server.stop()
         await runtime.close()

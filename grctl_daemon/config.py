@@ -6,9 +6,13 @@ import os
 from dataclasses import dataclass
 from pathlib import Path
 
-from grctl._home import LOG_NAME, PID_NAME, db_path, home_dir, socket_path
+from grctl.home import LOG_NAME, PID_NAME, db_url, home_dir, socket_path
+from grctl_daemon.engine.decide import DEFAULT_MAX_WORKER_LOSSES
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 10.0
+# Runs held in memory beyond those in use (a step on a worker, a unit not yet durable): the
+# recently used ones, so that a step, an event or a read on them needs no database read.
+DEFAULT_RUN_CACHE = 4096
 DEFAULT_QUERY_TIMEOUT_S = 10.0
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
@@ -19,12 +23,14 @@ class DaemonConfig:
 
     home: Path
     socket_path: Path
-    db_path: Path
+    db_url: str  # a path or a URL; storage.open_storage picks the backend
     log_path: Path
     pid_path: Path
     synchronous: str = "FULL"
     heartbeat_timeout_s: float = DEFAULT_HEARTBEAT_TIMEOUT_S
     query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S
+    max_worker_losses: int = DEFAULT_MAX_WORKER_LOSSES
+    run_cache: int = DEFAULT_RUN_CACHE  # runs held in memory beyond those in use
 
     @classmethod
     def build(
@@ -33,6 +39,8 @@ class DaemonConfig:
         socket: str | None = None,
         db: str | None = None,
         synchronous: str | None = None,
+        max_worker_losses: int | None = None,
+        run_cache: int | None = None,
     ) -> DaemonConfig:
         h = home_dir(home)
         sync = (synchronous or os.environ.get("GRCTL_SYNCHRONOUS") or "FULL").upper()
@@ -44,9 +52,23 @@ class DaemonConfig:
         return cls(
             home=h,
             socket_path=socket_path(socket, home),
-            db_path=db_path(db, home),
+            db_url=db_url(db, home),
             log_path=h / LOG_NAME,
             pid_path=h / PID_NAME,
             synchronous=sync,
             heartbeat_timeout_s=heartbeat,
+            max_worker_losses=_at_least_1(
+                "max-worker-losses",
+                max_worker_losses
+                or int(os.environ.get("GRCTL_MAX_WORKER_LOSSES", DEFAULT_MAX_WORKER_LOSSES)),
+            ),
+            run_cache=_at_least_1(
+                "run-cache", run_cache or int(os.environ.get("GRCTL_RUN_CACHE", DEFAULT_RUN_CACHE))
+            ),
         )
+
+
+def _at_least_1(name: str, value: int) -> int:
+    if value < 1:
+        raise ValueError(f"--{name} must be 1 or more, not {value}")
+    return value

@@ -22,10 +22,11 @@ class WorkerSlot:
     send: Callable[[Any], None]  # writes one frame to the worker, never blocks
     connected_ms: int
     inflight: dict[str, str] = field(default_factory=dict)  # dispatch_id → run_id
+    reserved: int = 0  # runs being read back from the database to be handed to this worker
 
     @property
     def free(self) -> int:
-        return self.capacity - len(self.inflight)
+        return self.capacity - len(self.inflight) - self.reserved
 
 
 class RunQueue:

@@ -19,9 +19,9 @@ from ulid import ULID
 
 from grctl import _faults as faults
 from grctl import protocol as p
-from grctl._signature import binding_error
 from grctl.errors import GrctlError, InvalidInputError, ProtocolError
 from grctl.models.directive import RetryPolicy
+from grctl.signature import binding_error
 from grctl_daemon.dispatch import WorkerSlot
 from grctl_daemon.runtime import Runtime, refusal
 from grctl_daemon.timers import now_ms

@@ -27,8 +27,11 @@ def now_ms() -> int:
 class TimerWheel:
     """Timers keyed by (run_id, kind, token); ``fire`` is called for each due one, in order."""
 
-    def __init__(self, fire: Fire) -> None:
+    def __init__(self, fire: Fire, horizon_ms: int | None = None) -> None:
         self._fire = fire
+        # Timers the database keeps and that come due after the horizon are not held here:
+        # the runtime loads them by due time as the horizon moves (None: hold every timer).
+        self.horizon_ms = horizon_ms
         self._heap: list[tuple[int, str, str, str]] = []
         self._current: dict[tuple[str, str], str] = {}  # (run_id, kind) → the live token
         self._void = 0  # heap entries no longer current (an estimate, never below the truth)
@@ -49,7 +52,9 @@ class TimerWheel:
             except asyncio.CancelledError:
                 pass
 
-    def arm(self, run_id: str, kind: str, due_ms: int, token: str) -> None:
+    def arm(self, run_id: str, kind: str, due_ms: int, token: str, stored: bool = False) -> None:
+        if stored and self.horizon_ms is not None and due_ms >= self.horizon_ms:
+            return  # on disk, and read back when the horizon reaches it
         earliest = self._heap[0][0] if self._heap else None
         if self._current.get((run_id, kind)) is not None:
             self._void += 1

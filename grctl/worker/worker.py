@@ -17,8 +17,6 @@ from typing import Any
 from grctl import _faults as faults
 from grctl import protocol as p
 from grctl._connection import Connection
-from grctl._home import socket_path as resolve_socket
-from grctl._signature import split_args
 from grctl.errors import (
     DaemonUnavailableError,
     GrctlError,
@@ -28,7 +26,9 @@ from grctl.errors import (
     StoreValueError,
     WorkflowDefinitionError,
 )
+from grctl.home import socket_path as resolve_socket
 from grctl.models.directive import Directive
+from grctl.signature import split_args
 from grctl.worker._replay import StepRun, current_step
 from grctl.worker.context import Context, RunInfo
 from grctl.workflow import Workflow

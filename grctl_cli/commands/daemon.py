@@ -10,9 +10,9 @@ from typing import Annotated, Any
 
 import typer
 
-from grctl._home import home_dir
 from grctl.client import Client
 from grctl.errors import DaemonUnavailableError
+from grctl.home import home_dir
 from grctl_cli import render
 from grctl_cli.options import (
     HomeOpt,
@@ -53,10 +53,38 @@ def start(
     foreground: Annotated[
         bool, typer.Option("--foreground", help="Run in this terminal instead of the background.")
     ] = False,
+    db: Annotated[
+        str | None,
+        typer.Option(
+            "--db",
+            metavar="URL",
+            help="The database: a path or sqlite:///PATH (default: HOME/grctl.db; env GRCTL_DB).",
+        ),
+    ] = None,
     synchronous: Annotated[
         str,
         typer.Option("--synchronous", help="SQLite durability: FULL (safest) or NORMAL (faster)."),
     ] = "FULL",
+    max_worker_losses: Annotated[
+        int | None,
+        typer.Option(
+            "--max-worker-losses",
+            min=1,
+            metavar="N",
+            help="Fail a step with WorkerLost when its worker is lost N times in a row "
+            "[default: 3].",
+        ),
+    ] = None,
+    run_cache: Annotated[
+        int | None,
+        typer.Option(
+            "--run-cache",
+            min=1,
+            metavar="N",
+            help="Runs kept in memory besides those in use; the rest are read back when "
+            "needed [default: 4096].",
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Start the daemon in the background; returns once it accepts connections.
@@ -74,6 +102,12 @@ def start(
             "stop it with: grctl daemon stop"
         )
     cmd = [sys.executable, "-m", "grctl_daemon", "--synchronous", synchronous.upper()]
+    if max_worker_losses is not None:
+        cmd += ["--max-worker-losses", str(max_worker_losses)]
+    if run_cache is not None:
+        cmd += ["--run-cache", str(run_cache)]
+    if db:
+        cmd += ["--db", db]
     if home:
         cmd += ["--home", home]
     if socket:

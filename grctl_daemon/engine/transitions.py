@@ -6,8 +6,14 @@ A run is ``running`` (a step is scheduled: queued for a worker, dispatched, or i
 back-off) or ``waiting`` (for an event), then ends ``completed``, ``failed``, ``cancelled`` or
 ``terminated``. Invariants:
 
-* At most one step of a run is in flight; ``dispatch_id`` is its fencing token. A fact that
-  names another token (a late result, a stale timer) changes nothing and is refused.
+* At most one step of a run is in flight; ``dispatch_id`` is its fencing token, made of durable
+  values (``run_id.step_seq.attempt``: the dispatch's commit saves the attempt, so a token is
+  never handed out twice, across restarts too). A fact that names another token (a late
+  result, a stale timer) changes nothing and is refused.
+* A worker lost while it held the step counts in ``worker_losses``; the ``max_losses``-th loss
+  in a row is a step failure of type ``WorkerLost``, and the step's retry policy applies.
+* Every save bumps the run's ``version`` and names the one it was decided on, so the backend
+  refuses a save decided on a state that was never committed.
 * ``step_seq`` numbers step executions; records (task outcomes, ``ctx.now()``…) belong to the
   current execution, survive worker loss (so replay skips them) and are cleared when the step
   ends or is retried (a retry is a fresh execution).
@@ -32,7 +38,7 @@ from grctl.errors import (
     StaleDispatchError,
     WorkflowNotRunningError,
 )
-from grctl_daemon.engine.state import InboxItem, RunState, TypeDef
+from grctl_daemon.engine.state import EMPTY, InboxItem, RunState, TypeDef
 from grctl_daemon.storage import base as rec
 
 STEP_TIMER = "step"
@@ -104,6 +110,7 @@ def _history(
 
 def _save(s: RunState, d: Decision, now: int) -> None:
     s.updated_ms = now
+    s.version += 1
     d.ops.insert(0, rec.SaveRun(s))
 
 
@@ -125,7 +132,7 @@ def _disarm(s: RunState, d: Decision, kind: str | None = None) -> None:
             d.ops.append(rec.ClearTimer(s.run_id, kind))
 
 
-def _not_running(s: RunState, what: str) -> WorkflowNotRunningError:
+def not_running(s: RunState, what: str) -> WorkflowNotRunningError:
     return WorkflowNotRunningError(
         f"workflow {s.workflow_id!r} run {s.run_id} already ended ({s.status}); cannot {what}. "
         f"Start a new run with: grctl start {s.workflow_type} --id {s.workflow_id}",
@@ -159,8 +166,9 @@ def _schedule(
     s.dispatch_id = None
     s.worker = None
     s.wait_timeout_step = None
+    s.worker_losses = 0
     if s.records:
-        s.records = []
+        s.records = EMPTY
     d.effects.append(Dispatch(s.run_id))
 
 
@@ -185,7 +193,7 @@ def _end(
     s.dispatch_id = None
     s.worker = None
     s.wait_timeout_step = None
-    s.records = []
+    s.records = EMPTY
     d.ops.append(rec.ClearRecords(s.run_id))
     _disarm(s, d)
     data: dict[str, Any] = {}
@@ -226,7 +234,7 @@ def _wait(
 
 
 def _deliver(s: RunState, d: Decision, tdef: TypeDef, now: int) -> None:
-    item, s.inbox = s.inbox[0], s.inbox[1:]
+    item, s.inbox = s.inbox.popleft()
     _disarm(s, d, WAIT_TIMER)
     d.ops.append(rec.MarkInbox(s.run_id, item.seq, "dispatched", item.event_name))
     _history(
@@ -265,6 +273,7 @@ def start_run(
         parent_workflow_id=parent_workflow_id,
         parent_run_id=parent_run_id,
         completion_event=completion_event,
+        version=1,
     )
     d = Decision(s)
     _history(
@@ -280,12 +289,21 @@ def start_run(
     return d
 
 
-def dispatched(state: RunState, tdef: TypeDef, worker: str, boot: str, now: int) -> Decision:
+def ready(state: RunState) -> bool:
+    """Whether the run has a step to hand to a worker now (none in flight, no back-off)."""
+    return (
+        state.status == "running" and state.dispatch_id is None and RETRY_TIMER not in state.timers
+    )
+
+
+def dispatched(state: RunState, tdef: TypeDef, worker: str, now: int) -> Decision:
     """The scheduled step goes to ``worker`` as a new attempt with a fresh fencing token."""
+    if not ready(state):
+        return Decision(state)
     s = state.copy()
     d = Decision(s)
     s.attempt += 1
-    s.dispatch_id = f"{s.run_id}.{s.step_seq}.{s.attempt}.{boot}"
+    s.dispatch_id = f"{s.run_id}.{s.step_seq}.{s.attempt}"
     s.worker = worker
     timeout_ms = tdef.timeout_ms(s.handler_kind, s.step_name)
     _history(
@@ -311,7 +329,7 @@ def recorded(
     s = state.copy()
     d = Decision(s)
     d.ops.append(rec.AddRecord(s.run_id, s.step_seq, len(s.records), blob))
-    s.records = [*s.records, blob]
+    s.records = s.records.append(blob)
     kind = summary.get("kind", "record")
     if kind == "task":
         kind = {"ok": "task_completed", "failed": "task_attempt_failed"}.get(
@@ -344,7 +362,8 @@ def step_completed(
         s.store = {**s.store, **writes}
         d.ops.append(rec.PutStore(s.run_id, writes))
     d.ops.append(rec.ClearRecords(s.run_id))
-    s.records = []
+    s.records = EMPTY
+    s.worker_losses = 0
     _disarm(s, d, STEP_TIMER)
     kind = directive.get("kind")
     _history(
@@ -437,7 +456,21 @@ def step_failed(
         return _refuse(state, _stale(state, dispatch_id))
     s = state.copy()
     d = Decision(s)
+    _failed(s, d, tdef, dispatch_id, error, now, timed_out)
+    return d
+
+
+def _failed(
+    s: RunState,
+    d: Decision,
+    tdef: TypeDef,
+    dispatch_id: str,
+    error: dict[str, Any],
+    now: int,
+    timed_out: bool = False,
+) -> None:
     s.failures += 1
+    s.worker_losses = 0
     _disarm(s, d, STEP_TIMER)
     if timed_out:
         d.effects.append(StopStep(dispatch_id, "step timed out"))
@@ -461,7 +494,7 @@ def step_failed(
     _history(s, d, "step_timed_out" if timed_out else "step_failed", now, data, s.step_name)
     s.dispatch_id = None
     s.worker = None
-    s.records = []
+    s.records = EMPTY
     d.ops.append(rec.ClearRecords(s.run_id))
     if s.cancel_requested:
         _end(s, d, "cancelled", now, reason="cancel requested")
@@ -469,6 +502,8 @@ def step_failed(
         _arm(s, d, RETRY_TIMER, now + data["retry_in_ms"], str(s.step_seq))
     else:
         outcome = "StepTimeout" if timed_out else "StepFailed"
+        if cause == "WorkerLost":
+            outcome = cause
         verb = "timed out" if timed_out else f"raised {cause}: {error.get('message', '')}"
         _fail(
             s,
@@ -481,7 +516,6 @@ def step_failed(
             {"step_name": s.step_name, "cause": cause, "attempts": s.attempt},
         )
     _save(s, d, now)
-    return d
 
 
 def timer_fired(state: RunState, tdef: TypeDef, kind: str, token: str, now: int) -> Decision:
@@ -516,12 +550,12 @@ def event_sent(
 ) -> Decision:
     """An event joins the inbox; a waiting run takes it at once."""
     if not state.is_active:
-        return _refuse(state, _not_running(state, f"send event {event_name!r}"))
+        return _refuse(state, not_running(state, f"send event {event_name!r}"))
     s = state.copy()
     d = Decision(s)
     s.inbox_seq += 1
     d.ops.append(rec.AddInbox(s.run_id, s.inbox_seq, event_name, payload, now))
-    s.inbox = [*s.inbox, InboxItem(s.inbox_seq, event_name, payload)]
+    s.inbox = s.inbox.append(InboxItem(s.inbox_seq, event_name, payload))
     _history(
         s,
         d,
@@ -539,7 +573,7 @@ def event_sent(
 def cancel(state: RunState, reason: str | None, now: int) -> Decision:
     """End the run ``cancelled``, after its running step (if any) finishes."""
     if not state.is_active:
-        return _refuse(state, _not_running(state, "cancel it"))
+        return _refuse(state, not_running(state, "cancel it"))
     s = state.copy()
     d = Decision(s)
     if s.dispatch_id is None:
@@ -555,7 +589,7 @@ def cancel(state: RunState, reason: str | None, now: int) -> Decision:
 def terminate(state: RunState, reason: str | None, now: int) -> Decision:
     """End the run ``terminated`` now and stop its step on the worker."""
     if not state.is_active:
-        return _refuse(state, _not_running(state, "terminate it"))
+        return _refuse(state, not_running(state, "terminate it"))
     s = state.copy()
     d = Decision(s)
     if s.dispatch_id is not None:
@@ -566,13 +600,36 @@ def terminate(state: RunState, reason: str | None, now: int) -> Decision:
     return d
 
 
-def worker_lost(state: RunState, dispatch_id: str, now: int) -> Decision:
-    """The worker holding the step vanished: dispatch it again at once, as a new attempt."""
+def worker_lost(
+    state: RunState, tdef: TypeDef, dispatch_id: str, max_losses: int, now: int
+) -> Decision:
+    """The worker holding the step vanished: dispatch it again at once, as a new attempt.
+
+    A step that takes its worker down every time (a segfault, an OOM kill) would loop forever:
+    the ``max_losses``-th loss in a row fails the step with ``WorkerLost`` instead, and the
+    step's retry policy decides what follows.
+    """
     if state.dispatch_id != dispatch_id or not state.is_active:
         return Decision(state)
     s = state.copy()
     d = Decision(s)
-    _history(s, d, "worker_lost", now, {"attempt": s.attempt, "worker": s.worker}, s.step_name)
+    s.worker_losses += 1
+    _history(
+        s,
+        d,
+        "worker_lost",
+        now,
+        {"attempt": s.attempt, "worker": s.worker, "losses": s.worker_losses},
+        s.step_name,
+    )
+    if s.worker_losses >= max_losses and not s.cancel_requested:
+        error = {
+            "type": "WorkerLost",
+            "message": f"the worker running step {s.step_name!r} was lost {s.worker_losses} "
+            "times in a row (it crashed, was killed or stopped answering)",
+        }
+        _failed(s, d, tdef, dispatch_id, error, now)
+        return d
     s.dispatch_id = None
     s.worker = None
     _disarm(s, d, STEP_TIMER)
@@ -581,15 +638,4 @@ def worker_lost(state: RunState, dispatch_id: str, now: int) -> Decision:
     else:
         d.effects.append(Dispatch(s.run_id))
     _save(s, d, now)
-    return d
-
-
-def recovered(state: RunState) -> Decision:
-    """After a daemon restart: a running step with no back-off pending is dispatched again."""
-    d = Decision(state)
-    if state.status == "running" and RETRY_TIMER not in state.timers:
-        d.effects.append(Dispatch(state.run_id))
-    for kind, (due, token) in state.timers.items():
-        if kind != STEP_TIMER:
-            d.effects.append(ArmTimer(state.run_id, kind, due, token))
     return d

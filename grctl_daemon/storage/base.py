@@ -1,8 +1,8 @@
 """The storage seam: the records the engine asks to commit and the reads the server needs.
 
 A backend commits a *unit* (the list of records one decision produced) atomically, and may put
-many units in one transaction (group commit). SQLite is the one backend today; a PostgreSQL one
-implements the same ``Storage`` protocol without touching the engine.
+many units in one transaction (group commit). ``grctl_daemon.storage.open_storage(url)`` picks
+the backend by URL and imports it only then; nothing above this package knows which it is.
 """
 
 from __future__ import annotations
@@ -40,6 +40,10 @@ class RunRecord:
     history_seq: int = 0
     inbox_seq: int = 0
     ended_ms: int | None = None
+    worker_losses: int = 0  # the current step's workers lost in a row (SPEC 6, WorkerLost)
+    # Bumped by every save; a save names the version it was decided on and the backend refuses
+    # it when the row has moved on (a stale writer), so a unit built on a refused one fails too.
+    version: int = 0
 
 
 # Ops are values: built once by the engine, read once by the backend, never changed. Plain
@@ -47,6 +51,8 @@ class RunRecord:
 # several on the hot path.
 @dataclass(slots=True)
 class SaveRun:
+    """The run's new row, applied only where the stored row is still at ``run.version - 1``."""
+
     run: RunRecord
 
 
@@ -143,33 +149,57 @@ class StorageError(Exception):
     """The database cannot be used as it is (a newer schema, say); the message says why."""
 
 
+class Fenced(StorageError):
+    """Another daemon took this database (or its partition) over: this one may not commit."""
+
+
 class UnitRefused(Exception):
-    """One unit of a group commit broke a constraint; the other units committed."""
+    """One unit of a group commit broke a constraint or was stale; the other units committed."""
+
+
+class CommitFailed(Exception):
+    """The database failed a commit; nothing queued behind it was committed either.
+
+    Those units were decided on top of the failed one's state, so the backend stops taking
+    units at all: the daemon stops, and a restart resumes from the last durable state.
+    """
 
 
 @dataclass
-class ActiveRun:
-    """What recovery loads for each active run."""
+class LoadedRun:
+    """A run as the database holds it: its row, store, current step records, inbox, timers."""
 
     run: RunRecord
     store: dict[str, bytes]
     records: list[bytes]
-    inbox: list[tuple[int, str, bytes | None]]
+    inbox: list[tuple[int, str, bytes | None]]  # the pending events, in arrival order
     timers: dict[str, tuple[int, str]]
 
 
+@dataclass(frozen=True)
+class DueTimer:
+    run_id: str
+    kind: str
+    due_ms: int
+    token: str
+
+
 class Storage(Protocol):
-    """What the daemon needs from a backend."""
+    """What the daemon needs from a backend.
+
+    Ownership: ``open()`` takes the database (SQLite: the file; PostgreSQL: a partition lease)
+    under a new ``epoch``; every transaction checks it still holds that epoch and fails with
+    ``Fenced`` when another daemon took over. Saves are checked against the run's ``version``
+    (a stale one refuses its unit). Sequences (history, inbox) come from the run's row, which
+    only its owner writes, so a second writer cannot interleave them.
+    """
 
     # Group-commit counters, for ``daemon status`` and the benchmark.
     batches: int  # transactions committed
     units: int  # units committed
     write_s: float  # time spent writing batches, commit included
     commit_s: float  # of which in the commit itself (the fsync)
-    # Why the backend cannot write now (a full disk), since when, and when that last ended.
-    fault: str | None
-    fault_since_ms: int | None
-    fault_cleared_ms: int | None
+    epoch: int  # the ownership epoch this daemon holds
 
     async def open(self) -> None: ...
 
@@ -179,15 +209,29 @@ class Storage(Protocol):
         """Queue one unit; the future resolves once it is durable, or fails with UnitRefused.
 
         Units are committed in the order they were queued, possibly many in one transaction.
+        After any failure other than one the backend waits out (a full disk), every unit
+        queued then and later fails with CommitFailed: none is committed.
         """
 
-    def health(self) -> dict[str, Any]: ...
+    def health(self) -> dict[str, Any]:
+        """``writable``, and while it is not: ``error``, ``since_ms``, ``cleared_ms``,
+        ``hint`` (what an operator can do), ``waiting_units``."""
+
+    def describe(self) -> dict[str, Any]:
+        """What ``daemon status`` shows of the backend (its URL, size, settings)."""
 
     async def load_types(self) -> dict[str, dict[str, Any]]: ...
 
-    async def load_active(self) -> list[ActiveRun]: ...
+    async def load_run(self, run_id: str) -> LoadedRun | None: ...
 
-    async def find_run(self, workflow_id: str, run_id: str | None) -> RunRecord | None: ...
+    async def find_run(self, workflow_id: str, run_id: str | None) -> RunRecord | None:
+        """The given run, or the workflow_id's newest one."""
+
+    async def ready_runs(self, after_run_id: str, limit: int) -> list[tuple[str, str]]:
+        """(run_id, workflow_type) of ``running`` runs, by run_id, after ``after_run_id``."""
+
+    async def due_timers(self, from_ms: int, to_ms: int) -> list[DueTimer]:
+        """The stored timers due in [from_ms, to_ms), earliest first."""
 
     async def read_store(self, run_id: str) -> dict[str, bytes]: ...
 

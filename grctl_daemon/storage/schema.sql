@@ -1,4 +1,4 @@
--- grctl schema, version 2. Forward migrations live in sqlite.py (MIGRATIONS) - never edit a
+-- grctl schema, version 3. Forward migrations live in sqlite.py (MIGRATIONS) - never edit a
 -- released version in place.
 CREATE TABLE IF NOT EXISTS schema_version (
     version     INTEGER NOT NULL
@@ -34,7 +34,15 @@ CREATE TABLE IF NOT EXISTS runs (
     parent_run_id      TEXT,
     completion_event   TEXT,
     history_seq        INTEGER NOT NULL DEFAULT 0,
-    inbox_seq          INTEGER NOT NULL DEFAULT 0
+    inbox_seq          INTEGER NOT NULL DEFAULT 0,
+    worker_losses      INTEGER NOT NULL DEFAULT 0,
+    version            INTEGER NOT NULL DEFAULT 0
+);
+
+-- The ownership epoch: bumped by each daemon that opens the database, checked by every commit.
+CREATE TABLE IF NOT EXISTS owner (
+    id    INTEGER PRIMARY KEY CHECK (id = 1),
+    epoch INTEGER NOT NULL
 );
 
 -- One active run per workflow_id, enforced by the database itself.
@@ -43,6 +51,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active ON runs (workflow_id)
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow_id, created_ms);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_ms);
 CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
+-- Runs with a step to run, for the start-up scan that hands them to workers.
+CREATE INDEX IF NOT EXISTS runs_running ON runs (run_id) WHERE status = 'running';
 
 CREATE TABLE IF NOT EXISTS store (
     run_id TEXT NOT NULL,
@@ -87,3 +97,5 @@ CREATE TABLE IF NOT EXISTS timers (
     token  TEXT NOT NULL,
     PRIMARY KEY (run_id, kind)
 ) WITHOUT ROWID;
+-- Timers are loaded by due time, a window at a time, never all at once.
+CREATE INDEX IF NOT EXISTS timers_by_due ON timers (due_ms);

@@ -51,11 +51,18 @@ import msgpack
 from grctl import _faults as faults
 from grctl_daemon.storage import base as rec
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # version → the statements that bring a database at version-1 to it. schema.sql always holds the
 # latest schema for a new database; append here, never edit a released step.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     2: ("ALTER TABLE runs ADD COLUMN completion_event TEXT",),
+    3: (
+        "ALTER TABLE runs ADD COLUMN worker_losses INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+        "CREATE TABLE owner (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL)",
+        "CREATE INDEX timers_by_due ON timers (due_ms)",
+        "CREATE INDEX runs_running ON runs (run_id) WHERE status = 'running'",
+    ),
 }
 
 _RUN_COLUMNS = (
@@ -83,6 +90,8 @@ _RUN_COLUMNS = (
     "completion_event",
     "history_seq",
     "inbox_seq",
+    "worker_losses",
+    "version",
 )
 _INSERT_RUN = (
     f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
@@ -102,8 +111,10 @@ _WRITTEN_ONCE = frozenset(
     }
 )
 _MUTABLE_RUN_COLUMNS = tuple(c for c in _RUN_COLUMNS if c not in _WRITTEN_ONCE)
+# A save applies only to the row it was decided on: a stale one changes no row (and is refused).
 _UPDATE_RUN = (
-    f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE_RUN_COLUMNS)} WHERE run_id = ?"
+    f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE_RUN_COLUMNS)} "
+    "WHERE run_id = ? AND version = ?"
 )
 _mutable_values = operator.attrgetter(*_MUTABLE_RUN_COLUMNS)
 _ERROR_AT = _MUTABLE_RUN_COLUMNS.index("error")
@@ -118,6 +129,7 @@ CLOSE_GRACE_S = 2.0  # how long a stopping daemon still waits for space before d
 # Tests where no small filesystem can be mounted: while the file this names exists, every
 # commit fails as a full disk makes it fail. Read once; off (None) costs one comparison.
 _FAULT_FILE = os.environ.get("GRCTL_FAULT_DISK_FULL") or None
+FULL_HINT = "Free space on that disk"
 
 log = logging.getLogger("grctl.daemon.storage")
 
@@ -156,12 +168,17 @@ def _run_params(run: rec.RunRecord) -> list[Any]:
     return values
 
 
-def _save_params(r: rec.RunRecord) -> list[Any]:
+def _save_params(r: rec.RunRecord, expect_version: int) -> list[Any]:
     values = list(_mutable_values(r))
     values[_ERROR_AT] = _pack(values[_ERROR_AT])
     values[_CANCEL_AT] = int(values[_CANCEL_AT])
     values.append(r.run_id)
+    values.append(expect_version)
     return values
+
+
+class _Stale(sqlite3.IntegrityError):
+    """A save found its run's row at another version than the one it was decided on."""
 
 
 def _run_from_row(row: Any) -> rec.RunRecord:
@@ -185,12 +202,13 @@ def _apply_batch(cur: sqlite3.Cursor, units: list[list[rec.Op]]) -> None:
 
     Tables have no triggers or foreign keys, so ops on different tables commute; ops on one
     table keep their order. A run saved twice in a batch (its step ended, its next step was
-    dispatched) is written once, with its last state. New runs go in before any save; should
-    that trip the one-active-run index (a run ended and its workflow_id started again in the
-    same batch), the IntegrityError sends the caller to the ordered, unit-by-unit path.
+    dispatched) is written once, with its last state, checked against the version its first
+    save was decided on. New runs go in before any save; should that trip the one-active-run
+    index (a run ended and its workflow_id started again in the same batch), or a save find
+    its row moved on, the IntegrityError sends the caller to the ordered, unit-by-unit path.
     """
     inserts: list[rec.RunRecord] = []
-    saves: dict[str, rec.RunRecord] = {}
+    saves: dict[str, tuple[rec.RunRecord, int]] = {}
     history: list[tuple[Any, ...]] = []
     store: list[tuple[str, str, bytes]] = []
     rest: list[rec.Op] = []
@@ -200,7 +218,8 @@ def _apply_batch(cur: sqlite3.Cursor, units: list[list[rec.Op]]) -> None:
             if kind is rec.AppendHistory:
                 history.append((op.run_id, op.seq, op.ts_ms, op.kind, op.step_name, _pack(op.data)))
             elif kind is rec.SaveRun:
-                saves[op.run.run_id] = op.run
+                first = saves.get(op.run.run_id)
+                saves[op.run.run_id] = (op.run, op.run.version - 1 if first is None else first[1])
             elif kind is rec.PutStore:
                 store.extend((op.run_id, k, v) for k, v in op.writes.items())
             elif kind is rec.InsertRun:
@@ -210,7 +229,9 @@ def _apply_batch(cur: sqlite3.Cursor, units: list[list[rec.Op]]) -> None:
     if inserts:
         cur.executemany(_INSERT_RUN, [_run_params(r) for r in inserts])
     if saves:
-        cur.executemany(_UPDATE_RUN, [_save_params(r) for r in saves.values()])
+        cur.executemany(_UPDATE_RUN, [_save_params(r, v) for r, v in saves.values()])
+        if cur.rowcount != len(saves):
+            raise _Stale(f"{len(saves) - cur.rowcount} run save(s) decided on a stale state")
     if history:
         cur.executemany(_INSERT_HISTORY, history)
     if store:
@@ -222,7 +243,12 @@ def _apply_batch(cur: sqlite3.Cursor, units: list[list[rec.Op]]) -> None:
 def _apply(cur: sqlite3.Cursor, op: rec.Op) -> None:
     match op:
         case rec.SaveRun(run):
-            cur.execute(_UPDATE_RUN, _save_params(run))
+            cur.execute(_UPDATE_RUN, _save_params(run, run.version - 1))
+            if cur.rowcount != 1:
+                raise _Stale(
+                    f"run {run.run_id} is not at version {run.version - 1}: the save was decided "
+                    "on a state that was never committed"
+                )
         case rec.InsertRun(run):
             cur.execute(_INSERT_RUN, _run_params(run))
         case rec.PutStore(run_id, writes):
@@ -291,6 +317,9 @@ class SqliteStorage:
         self.fault_cleared_ms: int | None = None  # when commits last went through again
         self._waiting = 0
         self._close_deadline: float | None = None
+        self._load_lock = asyncio.Lock()
+        self.epoch = 0
+        self.failed: rec.CommitFailed | None = None  # set once a commit failed: no more commits
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -309,7 +338,22 @@ class SqliteStorage:
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA busy_timeout = 5000")
         self._migrate(conn)
+        self.epoch = self._take_ownership(conn)
         self._wconn = conn
+
+    @staticmethod
+    def _take_ownership(conn: sqlite3.Connection) -> int:
+        """A new epoch: a daemon still writing under the old one is fenced from now on.
+
+        One daemon per home is already enforced by a lock file, but two homes can name one
+        database file (``--db``); the epoch makes the newer daemon the only one that commits.
+        """
+        conn.execute("BEGIN IMMEDIATE")
+        conn.execute("INSERT OR IGNORE INTO owner (id, epoch) VALUES (1, 0)")
+        conn.execute("UPDATE owner SET epoch = epoch + 1 WHERE id = 1")
+        (epoch,) = conn.execute("SELECT epoch FROM owner WHERE id = 1").fetchone()
+        conn.execute("COMMIT")
+        return int(epoch)
 
     def _migrate(self, conn: sqlite3.Connection) -> None:
         conn.execute("BEGIN IMMEDIATE")
@@ -362,7 +406,10 @@ class SqliteStorage:
     def commit(self, ops: list[rec.Op]) -> asyncio.Future[None]:
         """Queue one unit; the future resolves when it is durable (or fails with UnitRefused)."""
         fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        self._queue.put_nowait((ops, fut))
+        if self.failed is not None:
+            fut.set_exception(self.failed)
+        else:
+            self._queue.put_nowait((ops, fut))
         return fut
 
     async def _write_loop(self) -> None:
@@ -380,11 +427,24 @@ class SqliteStorage:
                 batch.append(nxt)
             try:
                 outcomes = await self._write_until_done([ops for ops, _ in batch])
-            except Exception as exc:  # the database itself failed: every unit fails
+            except Exception as exc:
+                # The database itself failed. Every unit queued behind this batch was decided
+                # on its state, so none may be committed: fail them all and take no more.
+                self.failed = rec.CommitFailed(f"{type(exc).__name__}: {exc}")
+                self.failed.__cause__ = exc
                 for _, fut in batch:
                     if not fut.done():
-                        fut.set_exception(exc)
-                continue
+                        fut.set_exception(self.failed)
+                dropped = self._drop_queue(self.failed)
+                log.critical(
+                    "commit to %s failed (%s); %d unit(s) of that batch and %d queued behind it "
+                    "were not committed",
+                    self.path,
+                    self.failed,
+                    len(batch),
+                    dropped,
+                )
+                break
             if outcomes is None:
                 # Stopping on a full disk. The units behind build on these: all are dropped,
                 # their futures cancelled (never acknowledged, nothing to answer).
@@ -450,22 +510,43 @@ class SqliteStorage:
             self._waiting = 0
             return outcomes
 
-    def _drop_queue(self) -> int:
+    def _drop_queue(self, exc: BaseException | None = None) -> int:
         dropped = 0
         while not self._queue.empty():
             item = self._queue.get_nowait()
             if item is not None:
-                item[1].cancel()
+                if exc is None:
+                    item[1].cancel()
+                else:
+                    item[1].set_exception(exc)
                 dropped += 1
         return dropped
 
     def health(self) -> dict[str, Any]:
         """Whether commits succeed; while they do not, why, since when and how many wait."""
         return {
-            "writable": self.fault is None,
-            "error": self.fault,
+            "writable": self.fault is None and self.failed is None,
+            "error": self.fault or (str(self.failed) if self.failed else None),
             "since_ms": self.fault_since_ms,
+            "cleared_ms": self.fault_cleared_ms,
+            "hint": FULL_HINT,
+            "database": str(self.path),
             "waiting_units": self._waiting + self._queue.qsize() if self.fault else 0,
+        }
+
+    def describe(self) -> dict[str, Any]:
+        size = 0
+        for suffix in ("", "-wal", "-shm"):
+            try:
+                size += os.path.getsize(f"{self.path}{suffix}")
+            except OSError:
+                pass
+        return {
+            "backend": "sqlite",
+            "database": str(self.path),
+            "database_bytes": size,
+            "synchronous": self.synchronous,
+            "epoch": self.epoch,
         }
 
     def _write_batch(self, units: list[list[rec.Op]]) -> list[Exception | None]:
@@ -476,6 +557,14 @@ class SqliteStorage:
         cur = conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
+            (epoch,) = cur.execute("SELECT epoch FROM owner WHERE id = 1").fetchone()
+            if epoch != self.epoch:
+                raise rec.Fenced(
+                    f"another daemon opened {self.path} (epoch {epoch}, ours {self.epoch}); "
+                    "this one may no longer write it"
+                )
+            if faults.FAIL_ARMED and faults.fail_due("commit"):
+                raise sqlite3.OperationalError("disk I/O error (injected by GRCTL_FAIL_AT)")
             try:
                 # Optimistic: units are almost never refused, so no savepoint per unit...
                 _apply_batch(cur, units)
@@ -527,41 +616,67 @@ class SqliteStorage:
         rows = await self._fetch("SELECT workflow_type, definition FROM workflow_types")
         return {name: _unpack(blob) for name, blob in rows}
 
-    async def load_active(self) -> list[rec.ActiveRun]:
-        runs = [
-            _run_from_row(r)
-            for r in await self._fetch(
-                f"{_SELECT_RUN} WHERE status IN ('running', 'waiting') ORDER BY created_ms"
-            )
-        ]
-        active = []
-        for run in runs:
+    async def load_run(self, run_id: str) -> rec.LoadedRun | None:
+        assert self._reader is not None
+        # One read transaction: the row and its parts are of one committed state.
+        async with self._load_lock:
+            return await self._load_run(run_id)
+
+    async def _load_run(self, run_id: str) -> rec.LoadedRun | None:
+        assert self._reader is not None
+        await self._reader.execute("BEGIN")
+        try:
+            rows = await self._fetch(f"{_SELECT_RUN} WHERE run_id = ?", (run_id,))
+            if not rows:
+                return None
+            run = _run_from_row(rows[0])
             store = dict(
-                await self._fetch("SELECT key, value FROM store WHERE run_id = ?", (run.run_id,))
+                await self._fetch("SELECT key, value FROM store WHERE run_id = ?", (run_id,))
             )
             records = [
                 r[0]
                 for r in await self._fetch(
                     "SELECT record FROM step_records WHERE run_id = ? AND step_seq = ? ORDER BY n",
-                    (run.run_id, run.step_seq),
+                    (run_id, run.step_seq),
                 )
             ]
             inbox = [
                 (seq, name, payload)
                 for seq, name, payload in await self._fetch(
-                    "SELECT seq, event_name, payload FROM inbox WHERE run_id = ? AND state = 'pending' "
-                    "ORDER BY seq",
-                    (run.run_id,),
+                    "SELECT seq, event_name, payload FROM inbox "
+                    "WHERE run_id = ? AND state = 'pending' ORDER BY seq",
+                    (run_id,),
                 )
             ]
             timers = {
                 kind: (due, token)
                 for kind, due, token in await self._fetch(
-                    "SELECT kind, due_ms, token FROM timers WHERE run_id = ?", (run.run_id,)
+                    "SELECT kind, due_ms, token FROM timers WHERE run_id = ?", (run_id,)
                 )
             }
-            active.append(rec.ActiveRun(run, store, records, inbox, timers))
-        return active
+        finally:
+            await self._reader.execute("COMMIT")
+        return rec.LoadedRun(run, store, records, inbox, timers)
+
+    async def ready_runs(self, after_run_id: str, limit: int) -> list[tuple[str, str]]:
+        return [
+            (run_id, wtype)
+            for run_id, wtype in await self._fetch(
+                "SELECT run_id, workflow_type FROM runs WHERE status = 'running' AND run_id > ? "
+                "ORDER BY run_id LIMIT ?",
+                (after_run_id, limit),
+            )
+        ]
+
+    async def due_timers(self, from_ms: int, to_ms: int) -> list[rec.DueTimer]:
+        return [
+            rec.DueTimer(*row)
+            for row in await self._fetch(
+                "SELECT run_id, kind, due_ms, token FROM timers WHERE due_ms >= ? AND due_ms < ? "
+                "ORDER BY due_ms",
+                (from_ms, to_ms),
+            )
+        ]
 
     async def find_run(self, workflow_id: str, run_id: str | None) -> rec.RunRecord | None:
         if run_id:

@@ -29,14 +29,18 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_runs(daemon, worke
     assert daemon.stop() == 0
     # Make the file a version-1 database, as the first release wrote it.
     with sqlite3.connect(daemon.db) as conn:
-        conn.execute("ALTER TABLE runs DROP COLUMN completion_event")
+        conn.execute("DROP INDEX runs_running")
+        conn.execute("DROP INDEX timers_by_due")
+        conn.execute("DROP TABLE owner")
+        for column in ("completion_event", "worker_losses", "version"):
+            conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version (version) VALUES (1)")
-    assert "completion_event" not in _columns(daemon.db)
+    assert not {"completion_event", "version"} & set(_columns(daemon.db))
 
     daemon.start()
-    assert _version(daemon.db) == SCHEMA_VERSION == 2
-    assert "completion_event" in _columns(daemon.db)
+    assert _version(daemon.db) == SCHEMA_VERSION == 3
+    assert {"completion_event", "worker_losses", "version"} <= set(_columns(daemon.db))
     info = daemon.call(lambda c: c.get_workflow_handle("old-run").describe())
     assert info.store == {"order_id": "1"}
     daemon.call(lambda c: c.get_workflow_handle("old-run").send("approve"))

@@ -29,15 +29,20 @@ def socket_path(
     return home_dir(home) / SOCKET_NAME
 
 
-def db_path(
+def db_url(
     db: str | os.PathLike[str] | None = None, home: str | os.PathLike[str] | None = None
-) -> Path:
-    """The database file: the argument, else ``GRCTL_DB``, else ``<home>/grctl.db``."""
-    if db:
-        return Path(db).expanduser().absolute()
-    if os.environ.get("GRCTL_DB") and home is None:
-        return Path(os.environ["GRCTL_DB"]).expanduser().absolute()
-    return home_dir(home) / DB_NAME
+) -> str:
+    """The database: the argument, else ``GRCTL_DB``, else ``<home>/grctl.db``.
+
+    A URL (``sqlite:///…``, ``postgresql://…``) is kept as given; a path is made absolute.
+    """
+    value = db or (os.environ.get("GRCTL_DB") if home is None else None)
+    if not value:
+        return str(home_dir(home) / DB_NAME)
+    value = os.fspath(value)
+    if "://" in value:
+        return value
+    return str(Path(value).expanduser().absolute())
 
 
 def ensure_private(home: Path) -> int | None:

@@ -1,0 +1,432 @@
+"""The one entry point of the engine: ``decide(state, message, now) -> Decision``.
+
+Every decision the daemon makes about a run is taken here, from the run's state, one message
+and the time: whether a start is a duplicate, whether an event, a payload or an input fits the
+handlers the worker registered, whether a store stays small enough to travel, whether a step
+is ready for a worker, whether a timer is void or must wait for the disk, what a child's end
+tells its parent, when a lost worker fails its step. Refusals are returned (``Decision.error``),
+never raised; an exception out of here is a bug.
+
+The runtime around it does the I/O: it finds the state (memory or database), builds the
+message with the facts it needs (the type definition, the storage's health), and commits the
+Decision's ops before it performs its effects. ``transitions`` holds the state machine itself;
+this module is its front door and the checks in front of it.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+import msgpack
+
+from grctl import protocol as p
+from grctl.errors import (
+    GrctlError,
+    InvalidInputError,
+    StorageUnavailableError,
+    UnknownEventError,
+    WorkflowAlreadyRunningError,
+    WorkflowTypeNotRegisteredError,
+)
+from grctl.signature import binding_error
+from grctl_daemon.engine import transitions as tr
+from grctl_daemon.engine.state import RunState, TypeDef
+from grctl_daemon.engine.transitions import Decision
+
+MAX_ID_LENGTH = 256
+# A run's whole store travels in each dispatch, so it must leave room in one frame.
+MAX_STORE_BYTES = p.MAX_FRAME_BYTES - 1024 * 1024
+STORAGE_HOLD_MS = 500  # how often a step timer put off by a storage fault looks again
+DEFAULT_MAX_WORKER_LOSSES = 3
+
+
+@dataclass(frozen=True, slots=True)
+class StorageFault:
+    """Why the database cannot be written now, as the backend tells it (see Storage.health)."""
+
+    error: str
+    since_ms: int
+    database: str
+    hint: str  # what the operator can do about it
+
+
+# -- messages -----------------------------------------------------------------------------------
+# Requests are imperative, facts past tense. Each carries what the decider must know beyond the
+# run's state; ``tdef`` is None when no worker ever registered the type.
+
+
+@dataclass(slots=True)
+class Start:
+    """Start a run; the state given is the workflow_id's active run, if the runtime knows one."""
+
+    tdef: TypeDef | None
+    workflow_type: str
+    workflow_id: str
+    run_id: str
+    input: bytes | None
+    fault: StorageFault | None = None
+    parent: RunState | None = None
+    parent_tdef: TypeDef | None = None
+    completion_event: str | None = None
+    known_types: Collection[str] = ()  # the registered types, named when this one is not
+
+
+@dataclass(slots=True)
+class Send:
+    tdef: TypeDef | None
+    event_name: str
+    payload: bytes | None
+    fault: StorageFault | None = None
+
+
+@dataclass(slots=True)
+class Cancel:
+    reason: str | None
+    fault: StorageFault | None = None
+
+
+@dataclass(slots=True)
+class Terminate:
+    reason: str | None
+    fault: StorageFault | None = None
+
+
+@dataclass(slots=True)
+class DispatchTo:
+    """Hand the run's scheduled step to this worker (a no-op Decision when it is not ready)."""
+
+    tdef: TypeDef
+    worker: str
+
+
+@dataclass(slots=True)
+class Recorded:
+    """A task outcome or deterministic value the worker reports for its current step."""
+
+    dispatch_id: str
+    record: bytes | None
+    note: dict[str, Any] | None = None  # extra history data (a child's ids)
+
+
+@dataclass(slots=True)
+class StepReturned:
+    """The step's outcome: a directive and its store writes, or an error."""
+
+    tdef: TypeDef
+    dispatch_id: str
+    directive: dict[str, Any] | None
+    writes: dict[str, bytes]
+    error: dict[str, Any] | None = None
+
+
+@dataclass(slots=True)
+class TimerFired:
+    tdef: TypeDef | None
+    kind: str
+    token: str
+    fault: StorageFault | None = None
+    fault_cleared_ms: int | None = None
+
+
+@dataclass(slots=True)
+class WorkerLost:
+    tdef: TypeDef
+    dispatch_id: str
+    max_losses: int = DEFAULT_MAX_WORKER_LOSSES
+
+
+@dataclass(slots=True)
+class ChildEnded:
+    """A child run ended; the state given is its parent's."""
+
+    tdef: TypeDef | None
+    child: RunState
+
+
+Message = (
+    Start
+    | Send
+    | Cancel
+    | Terminate
+    | DispatchTo
+    | Recorded
+    | StepReturned
+    | TimerFired
+    | WorkerLost
+    | ChildEnded
+)
+
+
+def decide(state: RunState | None, msg: Message, now: int) -> Decision:
+    """The Decision for ``msg`` on ``state`` at ``now`` (ms): pure, deterministic, never raises."""
+    try:
+        return _HANDLERS[type(msg)](state, msg, now)
+    except GrctlError as exc:
+        return Decision(state, error=exc)
+
+
+# -- requests -----------------------------------------------------------------------------------
+
+
+def _start(active: RunState | None, m: Start, now: int) -> Decision:
+    _check_id(m.workflow_id, "workflow_id")
+    tdef = _tdef(m.tdef, m.workflow_type, m.known_types)
+    if active is not None and active.is_active:
+        raise WorkflowAlreadyRunningError(
+            f"workflow {m.workflow_id!r} is already running (run {active.run_id}, type "
+            f"{active.workflow_type}); wait for it with: grctl result {m.workflow_id} --wait",
+            workflow_id=m.workflow_id,
+            run_id=active.run_id,
+        )
+    problem = binding_error(tdef.start_params, _open(m.input))
+    if problem:
+        raise InvalidInputError(
+            f"input for workflow {m.workflow_type!r} does not match its start handler "
+            f"{tdef.start_name!r}: {problem}",
+            workflow_id=m.workflow_id,
+        )
+    parent = m.parent
+    if parent is not None and m.completion_event is not None:
+        params = m.parent_tdef.events.get(m.completion_event) if m.parent_tdef else None
+        sample = {"workflow_id": "", "run_id": "", "status": "", "result": None, "error": None}
+        if params is None or binding_error(params, sample):
+            raise InvalidInputError(
+                f"completion_event {m.completion_event!r} must name an event handler of "
+                f"{parent.workflow_type!r} that accepts workflow_id, run_id, status, result "
+                "and error (or **kwargs)",
+                workflow_id=parent.workflow_id,
+                run_id=parent.run_id,
+            )
+    if parent is None:
+        _check_writable(m.fault)  # a child is started by a step: it waits out the disk
+    return tr.start_run(
+        tdef,
+        m.workflow_id,
+        m.run_id,
+        m.input,
+        now,
+        parent.workflow_id if parent else None,
+        parent.run_id if parent else None,
+        m.completion_event,
+    )
+
+
+def _send(state: RunState | None, m: Send, now: int) -> Decision:
+    s = _run(state)
+    if not s.is_active:
+        raise tr.not_running(s, f"send {m.event_name!r}")
+    tdef = _tdef(m.tdef, s.workflow_type)
+    _check_writable(m.fault)
+    return _event(s, tdef, m.event_name, m.payload, now)
+
+
+def _event(s: RunState, tdef: TypeDef, event_name: str, payload: bytes | None, now: int):
+    if event_name not in tdef.events:
+        known = ", ".join(sorted(tdef.events)) or "none"
+        raise UnknownEventError(
+            f"workflow type {s.workflow_type!r} has no handler for event {event_name!r} "
+            f"(events: {known})",
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+        )
+    size = len(payload or b"") + s.store_bytes
+    if size > MAX_STORE_BYTES:
+        # The payload travels with the store in the handler's dispatch: it must fit too.
+        raise InvalidInputError(
+            f"payload of event {event_name!r} is {len(payload or b'')} bytes; with the run's "
+            f"store that is {size} bytes, over the {MAX_STORE_BYTES}-byte limit of one "
+            "dispatch; send a reference to large data instead",
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+        )
+    problem = binding_error(tdef.events[event_name], _open(payload))
+    if problem:
+        raise InvalidInputError(
+            f"payload of event {event_name!r} does not match its handler: {problem}",
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+        )
+    return tr.event_sent(s, tdef, event_name, payload, now)
+
+
+def _cancel(state: RunState | None, m: Cancel, now: int) -> Decision:
+    s = _run(state)
+    if not s.is_active:
+        raise tr.not_running(s, "cancel it")
+    _check_writable(m.fault)
+    return tr.cancel(s, m.reason, now)
+
+
+def _terminate(state: RunState | None, m: Terminate, now: int) -> Decision:
+    s = _run(state)
+    if not s.is_active:
+        raise tr.not_running(s, "terminate it")
+    _check_writable(m.fault)
+    return tr.terminate(s, m.reason, now)
+
+
+def _dispatch_to(state: RunState | None, m: DispatchTo, now: int) -> Decision:
+    return tr.dispatched(_run(state), m.tdef, m.worker, now)
+
+
+# -- facts --------------------------------------------------------------------------------------
+
+
+def _recorded(state: RunState | None, m: Recorded, now: int) -> Decision:
+    s = _run(state)
+    summary = record_summary(m.record)
+    if m.note:
+        summary |= m.note
+    return tr.recorded(s, m.dispatch_id, m.record or b"", summary, now)
+
+
+def record_summary(blob: bytes | None) -> dict[str, Any]:
+    """What the history keeps of a step record; refuses a record that is not a map with an 'op'."""
+    data = _open(blob)
+    if not isinstance(data, dict) or not isinstance(data.get("op"), int):
+        raise InvalidInputError("a step record must be a map with an integer 'op'")
+    summary = {k: data[k] for k in ("op", "kind", "name", "status", "attempt") if k in data}
+    if "error" in data:
+        summary["error"] = data["error"]
+    if data.get("kind") == "sleep" and isinstance(data.get("value"), int):
+        summary["wake_ms"] = data["value"]
+    return summary
+
+
+def _step_returned(state: RunState | None, m: StepReturned, now: int) -> Decision:
+    s = _run(state)
+    if m.error is not None or m.directive is None:
+        return tr.step_failed(s, m.tdef, m.dispatch_id, m.error or {"type": "Error"}, now)
+    size = sum(len(k) + len(v or b"") for k, v in {**s.store, **m.writes}.items())
+    if size > MAX_STORE_BYTES:
+        # Every dispatch carries the whole store: past this it could not travel.
+        error = {
+            "type": "StoreValueError",
+            "message": f"step {s.step_name!r} would grow the store of workflow "
+            f"{s.workflow_id!r} to {size} bytes, over the {MAX_STORE_BYTES}-byte "
+            "limit; keep large data outside the workflow and store references to it",
+            "non_retryable": True,
+        }
+        return tr.step_failed(s, m.tdef, m.dispatch_id, error, now)
+    return tr.step_completed(s, m.tdef, m.dispatch_id, m.directive, m.writes, now)
+
+
+def _timer_fired(state: RunState | None, m: TimerFired, now: int) -> Decision:
+    s = _run(state)
+    if s.timers.get(m.kind, (0, None))[1] != m.token or m.tdef is None:
+        return Decision(s)  # void: the run ended, or the step or wait it was for is over
+    if m.kind == tr.STEP_TIMER:
+        # Time the daemon could not write is not the step's: its worker was waiting on us.
+        # While the storage is faulty a step timer is put off; once it is writable again, a
+        # step in flight gets its whole timeout counted from then.
+        if m.fault is not None:
+            return _rearm(s, m.kind, now + STORAGE_HOLD_MS, m.token)
+        if m.fault_cleared_ms is not None:
+            until = m.fault_cleared_ms + m.tdef.timeout_ms(s.handler_kind, s.step_name)
+            if now < until:
+                return _rearm(s, m.kind, until, m.token)
+    return tr.timer_fired(s, m.tdef, m.kind, m.token, now)
+
+
+def _rearm(s: RunState, kind: str, due_ms: int, token: str) -> Decision:
+    return Decision(s, effects=[tr.ArmTimer(s.run_id, kind, due_ms, token)])
+
+
+def _worker_lost(state: RunState | None, m: WorkerLost, now: int) -> Decision:
+    return tr.worker_lost(_run(state), m.tdef, m.dispatch_id, m.max_losses, now)
+
+
+def _child_ended(parent: RunState | None, m: ChildEnded, now: int) -> Decision:
+    """The parent hears of its child's end through ``completion_event``, in the same unit."""
+    c = m.child
+    if (
+        parent is None
+        or not parent.is_active
+        or m.tdef is None
+        or not c.completion_event
+        or c.completion_event not in m.tdef.events
+    ):
+        return Decision(parent)
+    payload = {
+        "workflow_id": c.workflow_id,
+        "run_id": c.run_id,
+        "status": c.status,
+        "result": _open(c.result),
+        "error": c.error,
+    }
+    blob = msgpack.packb(payload, use_bin_type=True)
+    return tr.event_sent(parent, m.tdef, c.completion_event, blob, now)
+
+
+_HANDLERS: dict[type, Any] = {
+    Start: _start,
+    Send: _send,
+    Cancel: _cancel,
+    Terminate: _terminate,
+    DispatchTo: _dispatch_to,
+    Recorded: _recorded,
+    StepReturned: _step_returned,
+    TimerFired: _timer_fired,
+    WorkerLost: _worker_lost,
+    ChildEnded: _child_ended,
+}
+
+
+# -- checks -------------------------------------------------------------------------------------
+
+
+def _run(state: RunState | None) -> RunState:
+    if state is None:  # the runtime finds the run before it asks; a None here is our bug
+        raise AssertionError("decide() needs the run's state for this message")
+    return state
+
+
+def _tdef(tdef: TypeDef | None, workflow_type: str, known: Collection[str] = ()) -> TypeDef:
+    if tdef is None:
+        names = ", ".join(sorted(known)) or "none yet"
+        raise WorkflowTypeNotRegisteredError(
+            f"workflow type {workflow_type!r} is not registered (known: {names}); start a "
+            "worker that defines it: grctl worker MODULE"
+        )
+    return tdef
+
+
+def _check_id(value: Any, what: str) -> None:
+    if (
+        not isinstance(value, str)
+        or not value
+        or len(value) > MAX_ID_LENGTH
+        or any(ord(c) < 32 for c in value)
+    ):
+        raise InvalidInputError(
+            f"{what} must be 1–{MAX_ID_LENGTH} printable characters, got {str(value)[:40]!r}"
+        )
+
+
+def _check_writable(fault: StorageFault | None) -> None:
+    """Refuse new client work while the storage cannot write (steps in flight wait it out)."""
+    if fault is None:
+        return
+    since = datetime.fromtimestamp(fault.since_ms / 1000).strftime("%H:%M:%S")
+    raise StorageUnavailableError(
+        f"the daemon cannot write its database {fault.database} ({fault.error}, since "
+        f"{since}), so it takes no new starts, events, cancels or terminates; nothing "
+        f"committed is lost. {fault.hint}: the daemon resumes by itself "
+        "(grctl daemon status shows it), then retry",
+        details={"database": fault.database, "error": fault.error, "since_ms": fault.since_ms},
+    )
+
+
+def _open(blob: bytes | None) -> Any:
+    if blob is None:
+        return None
+    try:
+        return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+    except Exception as exc:  # the peer packed it: its fault, not a daemon bug
+        raise InvalidInputError(
+            f"a value sent to the daemon is not valid msgpack ({type(exc).__name__}); "
+            "pack user values with grctl.protocol.wrap_value"
+        ) from None

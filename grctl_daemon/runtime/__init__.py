@@ -1,0 +1,234 @@
+"""The runtime: the I/O and wiring around the decider (``engine.decide``), split by concern.
+
+``Runtime`` is one object made of the halves in this package, each a mixin over the same
+state: ``commit`` (apply decisions, commit, effects once durable), ``requests`` (start, send,
+cancel, terminate, timers), ``workers`` (dispatch, joins and losses, step results, children),
+``reads`` (describe, list, inbox, history, result) and ``queries``. What they share lives
+here: the run cache, the type registry, the dispatcher and the timer heap, and the lifecycle.
+
+Start-up reads nothing per run. Types are loaded; runs that have a step to run are handed to
+the dispatch queues by a scan in the background (ids only: each is read back when a worker
+takes it); timers are loaded by due time, a window at a time (``TIMER_WINDOW_MS``), so the
+daemon serves requests at once whatever the number of runs.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from collections.abc import Callable, Coroutine
+from typing import Any
+
+from grctl import protocol as p
+from grctl.errors import GrctlError, WorkflowNotFoundError, WorkflowTypeNotRegisteredError
+from grctl_daemon.config import DaemonConfig
+from grctl_daemon.dispatch import Dispatcher
+from grctl_daemon.engine import transitions as tr
+from grctl_daemon.engine.decide import Message, StorageFault, decide
+from grctl_daemon.engine.state import RunState, TypeDef
+from grctl_daemon.runtime.cache import RunCache
+from grctl_daemon.runtime.commit import Commits
+from grctl_daemon.runtime.queries import Queries
+from grctl_daemon.runtime.reads import Follower, Reads
+from grctl_daemon.runtime.requests import Requests
+from grctl_daemon.runtime.workers import Workers
+from grctl_daemon.storage import base as rec
+from grctl_daemon.timers import TimerWheel, now_ms
+
+log = logging.getLogger("grctl.daemon")
+
+TIMER_WINDOW_MS = 60_000  # durable timers further out than this stay on disk until they near
+READY_SCAN_PAGE = 1000
+
+
+class Runtime(Commits, Requests, Workers, Reads, Queries):
+    """Applies the engine's decisions to the runs it holds or reads back."""
+
+    def __init__(self, config: DaemonConfig, storage: rec.Storage) -> None:
+        self.config = config
+        self.storage = storage
+        self.started = time.time()
+        self.cache = RunCache(storage, config.run_cache)
+        self.types: dict[str, TypeDef] = {}
+        self.dispatcher = Dispatcher()
+        self.timers = TimerWheel(self.on_timer, horizon_ms=0)
+        self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
+        self.followers: dict[str, set[Follower]] = {}
+        self.queries: dict[str, asyncio.Future[p.QueryAnswer]] = {}
+        self.fatal: asyncio.Event = asyncio.Event()
+        self._tasks: set[asyncio.Task[Any]] = set()
+
+    # -- lifecycle ------------------------------------------------------------------------------
+
+    async def recover(self) -> None:
+        """Load the types; start the timer windows and the scan for runs with a step to run."""
+        for name, definition in (await self.storage.load_types()).items():
+            self.types[name] = TypeDef.from_definition(definition)
+        await self._load_timers()
+        self.timers.start()
+        self.spawn(self._timer_windows())
+        self.spawn(self._scan_ready())
+        log.info("loaded %d workflow types; runs are read back as they are needed", len(self.types))
+
+    async def close(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        await self.timers.stop()
+
+    def spawn(self, coro: Coroutine[Any, Any, Any]) -> None:
+        """Run ``coro`` in the background; a refusal is dropped, a bug is logged."""
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._reap)
+
+    def _reap(self, task: asyncio.Task[Any]) -> None:
+        self._tasks.discard(task)
+        if task.cancelled():
+            return
+        exc = task.exception()
+        if exc is not None and not isinstance(exc, GrctlError | rec.CommitFailed):
+            log.error("internal error in a background task", exc_info=exc)
+
+    async def _load_timers(self) -> None:
+        """Arm the stored timers due before the next window's end (overdue ones fire at once)."""
+        start = self.timers.horizon_ms
+        end = now_ms() + TIMER_WINDOW_MS
+        self.timers.horizon_ms = end  # timers armed from now on below it stay in memory
+        for t in await self.storage.due_timers(start, end):
+            self.timers.arm(t.run_id, t.kind, t.due_ms, t.token)
+
+    async def _timer_windows(self) -> None:
+        while True:
+            await asyncio.sleep(TIMER_WINDOW_MS / 2000)
+            await self._load_timers()
+
+    async def _scan_ready(self) -> None:
+        """Queue every run with a step to run (in flight when the daemon stopped, or queued)."""
+        after, queued = "", 0
+        while True:
+            page = await self.storage.ready_runs(after, READY_SCAN_PAGE)
+            for run_id, workflow_type in page:
+                if run_id not in self.cache:  # a cached one is already handled
+                    self.dispatcher.enqueue(workflow_type, run_id)
+                    queued += 1
+            self.drain_all()
+            if len(page) < READY_SCAN_PAGE:
+                break
+            after = page[-1][0]
+        if queued:
+            log.info("queued %d runs with a step to run", queued)
+
+    # -- shared lookups -------------------------------------------------------------------------
+
+    def fault(self) -> StorageFault | None:
+        h = self.storage.health()
+        if h["writable"]:
+            return None
+        return StorageFault(
+            h["error"] or "unknown", h["since_ms"] or now_ms(), h["database"], h["hint"]
+        )
+
+    def tdef(self, workflow_type: str) -> TypeDef:
+        tdef = self.types.get(workflow_type)
+        if tdef is None:
+            known = ", ".join(sorted(self.types)) or "none yet"
+            raise WorkflowTypeNotRegisteredError(
+                f"workflow type {workflow_type!r} is not registered (known: {known}); start a "
+                "worker that defines it: grctl worker MODULE"
+            )
+        return tdef
+
+    async def find(self, workflow_id: str, run_id: str | None) -> RunState:
+        state = await self.cache.find(workflow_id, run_id)
+        if state is None:
+            raise WorkflowNotFoundError(
+                f"workflow {workflow_id!r}{f' run {run_id}' if run_id else ''} not found; "
+                "list runs with: grctl list",
+                workflow_id=workflow_id,
+                run_id=run_id,
+            )
+        return state
+
+    async def on_run(
+        self,
+        run_id: str,
+        message: Callable[[RunState], Message],
+        after: Callable[[RunState, tr.Decision], asyncio.Future[None]] | None = None,
+        missing_ok: bool = False,
+    ) -> Any:
+        """Read the run back if needed (and its parent, which its end may tell), then decide.
+
+        The decision is taken on the run as memory holds it once every read is done, never on
+        a state that was current before an await.
+        """
+        held = [run_id]
+        self.cache.hold(run_id)
+        try:
+            state = await self.cache.load(run_id)
+            if state is None:
+                if missing_ok:
+                    return None
+                raise WorkflowNotFoundError(f"run {run_id} not found", run_id=run_id)
+            if state.completion_event and state.parent_run_id:
+                held.append(state.parent_run_id)
+                self.cache.hold(state.parent_run_id)
+                await self.cache.load(state.parent_run_id)
+            state = self.cache.get(run_id) or state
+            d = decide(state, message(state), now_ms())
+            if d.error is not None:
+                raise d.error
+            if after is None:
+                return await self.commit(d)
+            await after(state, d)
+            return d.reply
+        finally:
+            for held_id in held:
+                self.cache.release(held_id)
+
+    # -- status ---------------------------------------------------------------------------------
+
+    async def status(self) -> dict[str, Any]:
+        backend = self.storage.describe()
+        return {
+            "pid": os.getpid(),
+            "version": p.PROTOCOL_VERSION,
+            "socket": str(self.config.socket_path),
+            "database": backend.get("database"),
+            "database_bytes": backend.get("database_bytes"),
+            "synchronous": backend.get("synchronous"),
+            "backend": backend,
+            "uptime_s": time.time() - self.started,
+            "workers": [
+                {
+                    "name": s.name,
+                    "workflow_types": sorted(s.types),
+                    "inflight": len(s.inflight),
+                    "concurrency": s.capacity,
+                    "connected_ms": s.connected_ms,
+                }
+                for s in self.dispatcher.workers.values()
+            ],
+            "runs": await self.storage.count_by_status(),
+            "memory": {
+                "cached_runs": len(self.cache),
+                "run_cache": self.cache.capacity,
+                "loads": self.cache.loads,
+                "evictions": self.cache.evictions,
+                "timers": len(self.timers),
+                "waits": sum(len(w) for w in self.waiters.values()),
+            },
+            "commits": {
+                "transactions": self.storage.batches,
+                "units": self.storage.units,
+                "write_s": round(self.storage.write_s, 6),
+                "commit_s": round(self.storage.commit_s, 6),
+            },
+        }
+
+
+def refusal(exc: GrctlError, req_id: int | None) -> p.ErrorReply:
+    return p.ErrorReply(
+        req_id, exc.code, exc.message, exc.workflow_id, exc.run_id, exc.details or None
+    )

@@ -1,0 +1,210 @@
+"""Decisions applied: states installed, one unit committed, effects performed once it is durable.
+
+Every request is handled in two halves. The first is synchronous: find the run's state (after
+any await that loads it), ask ``decide`` for a Decision, install the new state in the cache and
+queue the unit, so decisions on one run are strictly ordered by the event loop. The second runs
+when the unit is durable and only then lets anything out: a step to a worker, a reply, a
+result to its waiters, history to its followers, a timer armed. A unit that fails never lets
+its effects out: a refused one (a duplicate start, a stale save) drops the runs it touched from
+memory so they are read back as the database has them; any other failure stops the daemon.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from typing import TYPE_CHECKING, Any
+
+from grctl import _faults as faults
+from grctl import protocol as p
+from grctl.errors import StorageUnavailableError
+from grctl_daemon.dispatch import WorkerSlot
+from grctl_daemon.engine import transitions as tr
+from grctl_daemon.engine.decide import ChildEnded, decide
+from grctl_daemon.engine.state import RunState
+from grctl_daemon.storage import base as rec
+from grctl_daemon.timers import now_ms
+
+if TYPE_CHECKING:
+    from grctl_daemon.runtime import Runtime
+
+log = logging.getLogger("grctl.daemon")
+
+Send = tuple[WorkerSlot, p.DispatchStep]
+
+
+class Commits:
+    """The apply/commit/effects half of the Runtime (a mixin: see ``runtime/__init__.py``)."""
+
+    def apply(
+        self: Runtime, *decisions: tr.Decision, sends: list[Send] | None = None
+    ) -> asyncio.Future[None]:
+        """Install the decisions' states now, commit their ops as one unit, then do effects.
+
+        ``sends`` are dispatches already prepared for these decisions: they go out with the
+        ones prepared here, once the unit is durable.
+        """
+        unit = list(decisions)
+        touched: dict[str, RunState] = {}
+        for d in unit:
+            self._install(d, touched)
+        self._child_endings(unit, touched)
+        # A step scheduled here is handed to a worker in the same unit, so the hot path costs
+        # one commit per step; the worker hears of it only once that commit is durable.
+        sends = list(sends or ())
+        for d in list(unit):
+            for effect in d.effects:
+                if type(effect) is tr.Dispatch:
+                    prepared = self._prepare_dispatch(effect.run_id)
+                    if prepared is not None:
+                        unit.append(prepared[0])
+                        self._install(prepared[0], touched)
+                        sends.append(prepared[1:])
+        ops: list[rec.Op] = [op for d in unit for op in d.ops]
+        if ops:
+            fut = self.storage.commit(ops)
+        else:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+        fut.add_done_callback(lambda f: self._settled(f, unit, touched, sends))
+        return fut
+
+    def _install(self: Runtime, d: tr.Decision, touched: dict[str, RunState]) -> None:
+        s = d.state
+        if s is None or d.error is not None:
+            return
+        if s.run_id not in touched:
+            self.cache.deciding(s.run_id, self.cache.get(s.run_id))
+        touched[s.run_id] = s
+        self.cache.put(s)
+
+    def _settled(
+        self: Runtime,
+        f: asyncio.Future[None],
+        unit: list[tr.Decision],
+        touched: dict[str, RunState],
+        sends: list[Send],
+    ) -> None:
+        exc = None if f.cancelled() else f.exception()
+        if f.cancelled() or exc is not None:
+            for run_id in touched:
+                self.cache.settled(run_id, None)
+            for _, msg in sends:  # never sent: the workers' slots are free again
+                self.dispatcher.release(msg.dispatch_id)
+            if isinstance(exc, rec.UnitRefused):
+                for run_id in touched:
+                    self.cache.forget(run_id)
+                    self.spawn(self._revive(run_id))
+            elif exc is not None and not self.fatal.is_set():
+                log.critical("database commit failed; stopping the daemon: %s", exc)
+                self.fatal.set()
+            return
+        for run_id, state in touched.items():
+            self.cache.settled(run_id, state)
+        for slot, msg in sends:
+            slot.send(msg)
+        if sends and faults.ARMED:
+            faults.hit("after_dispatch")
+        for d in unit:
+            self._effects(d)
+            self._publish(d)
+
+    async def commit(self: Runtime, *decisions: tr.Decision) -> Any:
+        """Apply, wait until durable, return the first decision's reply (or raise its error)."""
+        for d in decisions:
+            if d.error is not None:
+                raise d.error
+        try:
+            await self.apply(*decisions)
+        except rec.CommitFailed as exc:
+            raise StorageUnavailableError(
+                f"the daemon's database failed a commit ({exc}); the daemon is stopping and "
+                "nothing acknowledged is lost. Restart it with: grctl daemon start"
+            ) from None
+        return decisions[0].reply
+
+    def _child_endings(
+        self: Runtime, unit: list[tr.Decision], touched: dict[str, RunState]
+    ) -> None:
+        """A child that ends tells its parent through ``completion_event``, in the same unit.
+
+        The callers that can end a child hold its parent in memory first (``Runtime.on_run``).
+        """
+        for d in list(unit):
+            s = d.state
+            if s is None or s.is_active or not s.completion_event or d.error is not None:
+                continue
+            if not any(type(e) is tr.RunEnded for e in d.effects):
+                continue
+            parent = self.cache.get(s.parent_run_id or "")
+            if parent is None:
+                log.warning(
+                    "parent %s of %s was not in memory when the child ended; its "
+                    "completion event follows in a unit of its own",
+                    s.parent_run_id,
+                    s.run_id,
+                )
+                self.spawn(self._late_child_end(s))
+                continue
+            ended = decide(parent, ChildEnded(self.types.get(parent.workflow_type), s), now_ms())
+            if ended.state is not parent and ended.error is None:
+                unit.append(ended)
+                self._install(ended, touched)
+
+    async def _late_child_end(self: Runtime, child: RunState) -> None:
+        def message(parent: RunState) -> ChildEnded:
+            return ChildEnded(self.types.get(parent.workflow_type), child)
+
+        await self.on_run(child.parent_run_id or "", message)
+
+    async def _revive(self: Runtime, run_id: str) -> None:
+        """A run dropped after a refused unit, read back; a step it still has goes out again."""
+        state = await self.cache.load(run_id)
+        if state is not None and tr.ready(state):
+            self._dispatch(run_id)
+
+    def _effects(self: Runtime, d: tr.Decision) -> None:
+        for effect in d.effects:
+            kind = type(effect)
+            if kind is tr.ArmTimer:
+                self.timers.arm(
+                    effect.run_id,
+                    effect.kind,
+                    effect.due_ms,
+                    effect.token,
+                    stored=effect.kind in tr.DURABLE_TIMERS,
+                )
+            elif kind is tr.Dispatch:
+                self._dispatch(effect.run_id)
+            elif kind is tr.StopStep:
+                slot = self.dispatcher.release(effect.dispatch_id)
+                if slot is not None:
+                    slot.send(p.CancelStep(effect.dispatch_id, effect.reason))
+                    self._drain(slot)
+            elif kind is tr.RunEnded and d.state is not None:
+                self.run_ended(d.state)
+
+    def _publish(self: Runtime, d: tr.Decision) -> None:
+        if d.state is None:
+            return
+        subs = self.followers.get(d.state.run_id)
+        if not subs:
+            return
+        rows = [
+            self.wire_history(
+                d.state.workflow_id,
+                d.state.run_id,
+                {
+                    "seq": op.seq,
+                    "ts_ms": op.ts_ms,
+                    "kind": op.kind,
+                    "step_name": op.step_name,
+                    "data": op.data,
+                },
+            )
+            for op in d.ops
+            if type(op) is rec.AppendHistory
+        ]
+        ended = not d.state.is_active
+        for sub in list(subs):
+            sub(rows, ended)

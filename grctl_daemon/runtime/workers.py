@@ -1,0 +1,280 @@
+"""Workers and their steps: dispatch, the queue per type, joins and losses, step results.
+
+A step goes to a worker only once the unit that scheduled it is durable (``Commits.apply``
+sends it from the commit's callback), and the fencing token it carries is made of durable
+values. A run queued for a worker may have left memory: it is read back before it is handed
+out, with the worker's slot reserved meanwhile so that a drain never reads more runs than the
+worker can take.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+import msgpack
+from ulid import ULID
+
+from grctl import _faults as faults
+from grctl import protocol as p
+from grctl.errors import (
+    InvalidInputError,
+    QueryFailedError,
+    StaleDispatchError,
+    WorkflowAlreadyRunningError,
+    WorkflowNotRunningError,
+)
+from grctl_daemon.dispatch import WorkerSlot
+from grctl_daemon.engine import transitions as tr
+from grctl_daemon.engine.decide import (
+    DispatchTo,
+    Recorded,
+    Send,
+    Start,
+    StepReturned,
+    WorkerLost,
+    decide,
+    record_summary,
+)
+from grctl_daemon.engine.state import RunState, TypeDef
+from grctl_daemon.storage import base as rec
+from grctl_daemon.timers import now_ms
+
+if TYPE_CHECKING:
+    from grctl_daemon.runtime import Runtime
+
+Prepared = tuple[tr.Decision, WorkerSlot, p.DispatchStep]
+
+
+class Workers:
+    """The worker half of the Runtime (a mixin: see ``runtime/__init__.py``)."""
+
+    # -- dispatch -------------------------------------------------------------------------------
+
+    def _dispatch(self: Runtime, run_id: str) -> None:
+        """Hand the run's scheduled step to a worker once durable, or queue it for one."""
+        if run_id not in self.cache:
+            self.spawn(self._dispatch_loaded(run_id, None))
+            return
+        prepared = self._prepare_dispatch(run_id)
+        if prepared is not None:
+            self.apply(prepared[0], sends=[prepared[1:]])
+
+    async def _dispatch_loaded(self: Runtime, run_id: str, slot: WorkerSlot | None) -> None:
+        self.cache.hold(run_id)
+        if slot is not None:
+            slot.reserved += 1
+        try:
+            state = await self.cache.load(run_id)
+        finally:
+            if slot is not None:
+                slot.reserved -= 1
+        try:
+            if state is not None:
+                self._dispatch(run_id)
+        finally:
+            self.cache.release(run_id)
+
+    def _prepare_dispatch(self: Runtime, run_id: str) -> Prepared | None:
+        """Pick a worker and build the dispatch; ``None`` when nothing to send (or queued)."""
+        state = self.cache.get(run_id)
+        if state is None or not tr.ready(state):
+            return None
+        slot = self.dispatcher.pick(state.workflow_type)
+        tdef = self.types.get(state.workflow_type)
+        if slot is None or tdef is None:
+            self.dispatcher.enqueue(state.workflow_type, run_id)
+            return None
+        d = decide(state, DispatchTo(tdef, slot.name), now_ms())
+        s = d.state
+        if s is state or s is None or s.dispatch_id is None:
+            return None
+        self.dispatcher.assign(slot, s.dispatch_id, run_id)
+        msg = p.DispatchStep(
+            dispatch_id=s.dispatch_id,
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+            workflow_type=s.workflow_type,
+            step_name=s.step_name or "",
+            handler_kind=s.handler_kind or "step",
+            args=p.packed(s.step_args),
+            store={k: p.packed(v) for k, v in s.store.items()},
+            records=[p.packed(r) for r in s.records],
+            attempt=s.attempt,
+            timeout_ms=d.reply,
+            parent_workflow_id=s.parent_workflow_id,
+            parent_run_id=s.parent_run_id,
+        )
+        return d, slot, msg
+
+    def _drain(self: Runtime, slot: WorkerSlot) -> None:
+        if self.dispatcher.workers.get(slot.connection_id) is not slot:
+            # The worker left while the commit was pending: with no other worker free, each
+            # run taken from the queue would be queued again behind itself, forever.
+            return
+        for workflow_type in slot.types:
+            queue = self.dispatcher.queued(workflow_type)
+            while queue and slot.free > 0:
+                run_id = queue.popleft()
+                if run_id in self.cache:
+                    self._dispatch(run_id)
+                else:
+                    self.spawn(self._dispatch_loaded(run_id, slot))
+
+    def drain_all(self: Runtime) -> None:
+        for slot in list(self.dispatcher.workers.values()):
+            self._drain(slot)
+
+    # -- workers come and go --------------------------------------------------------------------
+
+    def worker_joined(self: Runtime, slot: WorkerSlot, definitions: list[dict[str, Any]]):
+        ops: list[rec.Op] = []
+        for definition in definitions:
+            tdef = TypeDef.from_definition(definition)
+            self.types[tdef.workflow_type] = tdef
+            ops.append(rec.SaveType(tdef.workflow_type, definition, now_ms()))
+        self.dispatcher.add(slot)
+        self._drain(slot)
+        return tr.Decision(None, ops=ops, reply={"worker": slot.name})
+
+    def worker_left(self: Runtime, connection_id: str) -> None:
+        for run_id, dispatch_id in self.dispatcher.remove(connection_id):
+            self.spawn(self.on_run(run_id, self._lost(dispatch_id)))
+        for qid, fut in list(self.queries.items()):
+            if getattr(fut, "connection_id", None) == connection_id and not fut.done():
+                fut.set_exception(QueryFailedError("the worker running the query disconnected"))
+                self.queries.pop(qid, None)
+
+    def _lost(self: Runtime, dispatch_id: str):
+        def message(s: RunState) -> WorkerLost:
+            return WorkerLost(
+                self.types[s.workflow_type], dispatch_id, self.config.max_worker_losses
+            )
+
+        return message
+
+    # -- the step hot path ----------------------------------------------------------------------
+    # Answered without a task of their own: the decision is applied at once and the reply goes
+    # out when the commit is durable (``Server._answer_hot`` adds that callback). Each returns
+    # (durable, reply) or raises a refusal.
+
+    def record(self: Runtime, m: p.RecordOutcome) -> tuple[asyncio.Future[None], Any]:
+        state = self._by_dispatch(m.dispatch_id)
+        d = decide(state, Recorded(m.dispatch_id, p.unwrap(m.record)), now_ms())
+        if d.error is not None:
+            raise d.error
+        durable = self.apply(d)
+        if faults.ARMED:
+            durable.add_done_callback(lambda _: faults.hit("after_record"))
+        return durable, d.reply
+
+    def complete_step(self: Runtime, m: p.CompleteStep) -> tuple[asyncio.Future[Any], Any]:
+        state = self._by_dispatch(m.dispatch_id)
+        message = self._step_returned(state, m)
+        if state.completion_event and state.parent_run_id not in self.cache:
+            # The step may end this child, and its parent hears of it in the same unit: read
+            # the parent back first, then decide on the child as it is by then.
+            return asyncio.ensure_future(self._complete_later(state, m)), None
+        d = decide(state, message, now_ms())
+        if d.error is not None:
+            raise d.error
+        return self._step_over(state, m.dispatch_id, d), d.reply
+
+    async def _complete_later(self: Runtime, state: RunState, m: p.CompleteStep) -> None:
+        await self.on_run(
+            state.run_id,
+            lambda s: self._step_returned(s, m),
+            after=lambda s, d: self._step_over(s, m.dispatch_id, d),
+        )
+
+    def _step_returned(self: Runtime, state: RunState, m: p.CompleteStep) -> StepReturned:
+        directive = None
+        if m.directive is not None:
+            directive = dict(m.directive)
+            directive["result"] = p.unwrap(directive.get("result"))
+        writes = {}
+        for key, value in (m.store_writes or {}).items():
+            if not isinstance(key, str):
+                raise InvalidInputError("store keys must be strings")
+            writes[key] = p.unwrap(value)
+        tdef = self.types[state.workflow_type]
+        return StepReturned(tdef, m.dispatch_id, directive, writes, m.error)
+
+    def _step_over(
+        self: Runtime, state: RunState, dispatch_id: str, d: tr.Decision
+    ) -> asyncio.Future[None]:
+        self.timers.cancel(state.run_id, tr.STEP_TIMER)
+        slot = self.dispatcher.release(dispatch_id)
+        durable = self.apply(d)
+        if slot is not None:
+
+            def drain(f: asyncio.Future[None]) -> None:
+                if not f.cancelled() and f.exception() is None:
+                    self._drain(slot)
+
+            durable.add_done_callback(drain)
+        return durable
+
+    # -- children -------------------------------------------------------------------------------
+
+    async def start_child(self: Runtime, m: p.StartChild) -> Any:
+        parent = self._by_dispatch(m.dispatch_id)
+        blob = p.unwrap(m.record)
+        record_summary(blob)  # refuses a record that is not a map with an 'op'
+        start = Start(
+            self.types.get(m.workflow_type),
+            m.workflow_type,
+            m.workflow_id,
+            str(ULID()),
+            p.unwrap(m.workflow_input),
+            parent=parent,
+            parent_tdef=self.types.get(parent.workflow_type),
+            completion_event=m.completion_event,
+            known_types=self.types.keys(),
+        )
+        child = decide(self.cache.latest(m.workflow_id), start, now_ms())
+        if child.error is not None:
+            raise child.error
+        record = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+        record["value"] = child.reply
+        note = {"child_workflow_id": m.workflow_id, "child_run_id": child.reply["run_id"]}
+        blob = msgpack.packb(record, use_bin_type=True)
+        recd = decide(parent, Recorded(m.dispatch_id, blob, note), now_ms())
+        try:
+            return await self.commit(child, recd)
+        except rec.UnitRefused:
+            raise WorkflowAlreadyRunningError(
+                f"workflow {m.workflow_id!r} is already running", workflow_id=m.workflow_id
+            ) from None
+
+    async def send_to_parent(self: Runtime, m: p.SendToParent) -> Any:
+        child = self._by_dispatch(m.dispatch_id)
+        if not child.parent_workflow_id or not child.parent_run_id:
+            raise InvalidInputError(f"workflow {child.workflow_id!r} has no parent")
+        parent_id = child.parent_run_id
+        self.cache.hold(parent_id)
+        try:
+            parent = await self.cache.load(parent_id)
+            child = self._by_dispatch(m.dispatch_id)  # as it is now, after the read
+            if parent is None or not parent.is_active:
+                raise WorkflowNotRunningError(
+                    f"parent workflow {child.parent_workflow_id!r} has ended; cannot send "
+                    f"{m.event_name!r} to it",
+                    workflow_id=child.parent_workflow_id,
+                )
+            sent = decide(
+                parent,
+                Send(self.types.get(parent.workflow_type), m.event_name, p.unwrap(m.payload)),
+                now_ms(),
+            )
+            recd = decide(child, Recorded(m.dispatch_id, p.unwrap(m.record)), now_ms())
+            return await self.commit(recd, sent)
+        finally:
+            self.cache.release(parent_id)
+
+    def _by_dispatch(self: Runtime, dispatch_id: str) -> RunState:
+        state = self.cache.get(dispatch_id.split(".", 1)[0])
+        if state is None or state.dispatch_id != dispatch_id:
+            self.dispatcher.release(dispatch_id)
+            raise StaleDispatchError(f"dispatch {dispatch_id} is no longer current; result dropped")
+        return state
