@@ -16,6 +16,7 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from grctl.errors import WorkflowDefinitionError
+from grctl.models.definition import StepSpec, TypeDef
 from grctl.models.directive import RetryPolicy
 from grctl.signature import describe_params
 
@@ -253,23 +254,22 @@ class Workflow:
 
     def definition(self) -> dict[str, Any]:
         """What a worker registers with the daemon for this workflow type."""
+        return self.spec().to_definition()
+
+    def spec(self) -> TypeDef:
+        """This workflow type as the daemon sees it: names, parameters, timeouts, no code."""
         assert self.start_def is not None
-        return {
-            "workflow_type": self.workflow_type,
-            "start": {"name": self.start_def.name, "params": describe_params(self.start_def.fn)},
-            "steps": [
-                {
-                    "name": s.name,
-                    "timeout_ms": int(s.timeout.total_seconds() * 1000),
-                    "retry_policy": s.retry_policy.to_wire() if s.retry_policy else None,
-                }
+        return TypeDef(
+            workflow_type=self.workflow_type,
+            start_name=self.start_def.name,
+            start_params=describe_params(self.start_def.fn),
+            steps={
+                s.name: StepSpec(s.name, int(s.timeout.total_seconds() * 1000), s.retry_policy)
                 for s in self.steps.values()
-            ],
-            "events": [
-                {"name": e.name, "params": describe_params(e.fn)} for e in self.events.values()
-            ],
-            "queries": sorted(self.queries),
-        }
+            },
+            events={e.name: describe_params(e.fn) for e in self.events.values()},
+            queries=frozenset(self.queries),
+        )
 
 
 def _static_targets(fn: Handler) -> list[tuple[ast.Name | str, int]]:

@@ -1,4 +1,4 @@
-"""A run's state as the engine sees it, and the workflow type definitions it decides with."""
+"""A run's state as the engine sees it (the type definitions it decides with are grctl.models')."""
 
 from __future__ import annotations
 
@@ -6,11 +6,19 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from grctl.models.directive import RetryPolicy
+from grctl.models.definition import DEFAULT_STEP_TIMEOUT_MS, StepSpec, TypeDef
 from grctl.models.run import ACTIVE_STATUSES
 from grctl_daemon.storage.base import RunRecord
 
-DEFAULT_STEP_TIMEOUT_MS = 10_000
+__all__ = [
+    "DEFAULT_STEP_TIMEOUT_MS",
+    "EMPTY",
+    "InboxItem",
+    "RunState",
+    "Seq",
+    "StepSpec",
+    "TypeDef",
+]
 T = TypeVar("T")
 
 
@@ -114,48 +122,3 @@ class RunState(RunRecord):
     @property
     def store_bytes(self) -> int:
         return sum(len(k) + len(v or b"") for k, v in self.store.items())
-
-
-@dataclass(frozen=True)
-class StepSpec:
-    name: str
-    timeout_ms: int
-    retry_policy: RetryPolicy | None
-
-
-@dataclass(frozen=True)
-class TypeDef:
-    """A workflow type as its worker registered it: handler names, timeouts, parameters."""
-
-    workflow_type: str
-    start_name: str
-    start_params: list[list[Any]]
-    steps: dict[str, StepSpec]
-    events: dict[str, list[list[Any]]]
-    queries: frozenset[str]
-
-    @classmethod
-    def from_definition(cls, data: dict[str, Any]) -> TypeDef:
-        return cls(
-            workflow_type=data["workflow_type"],
-            start_name=data["start"]["name"],
-            start_params=data["start"]["params"],
-            steps={
-                s["name"]: StepSpec(
-                    s["name"], int(s["timeout_ms"]), RetryPolicy.from_wire(s.get("retry_policy"))
-                )
-                for s in data["steps"]
-            },
-            events={e["name"]: e["params"] for e in data["events"]},
-            queries=frozenset(data["queries"]),
-        )
-
-    def timeout_ms(self, handler_kind: str | None, step_name: str | None) -> int:
-        if handler_kind == "step" and step_name in self.steps:
-            return self.steps[step_name].timeout_ms
-        return DEFAULT_STEP_TIMEOUT_MS
-
-    def retry_policy(self, handler_kind: str | None, step_name: str | None) -> RetryPolicy | None:
-        if handler_kind == "step" and step_name in self.steps:
-            return self.steps[step_name].retry_policy
-        return None

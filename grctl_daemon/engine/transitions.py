@@ -38,6 +38,7 @@ from grctl.errors import (
     StaleDispatchError,
     WorkflowNotRunningError,
 )
+from grctl.models.run import RunStatus
 from grctl_daemon.engine.state import EMPTY, InboxItem, RunState, TypeDef
 from grctl_daemon.storage import base as rec
 
@@ -156,7 +157,7 @@ def _stale(s: RunState, dispatch_id: str) -> StaleDispatchError:
 def _schedule(
     s: RunState, d: Decision, step_name: str, handler_kind: str, args: bytes | None
 ) -> None:
-    s.status = "running"
+    s.status = RunStatus.RUNNING
     s.step_name = step_name
     s.handler_kind = handler_kind
     s.step_args = args
@@ -175,7 +176,7 @@ def _schedule(
 def _end(
     s: RunState,
     d: Decision,
-    status: str,
+    status: RunStatus,
     now: int,
     *,
     result: bytes | None = None,
@@ -197,13 +198,13 @@ def _end(
     d.ops.append(rec.ClearRecords(s.run_id))
     _disarm(s, d)
     data: dict[str, Any] = {}
-    if status == "completed":
+    if status == RunStatus.COMPLETED:
         data["result"] = result
     if error is not None:
         data["error"] = error
     if reason:
         data["reason"] = reason
-    _history(s, d, f"workflow_{status}", now, data)
+    _history(s, d, f"workflow_{status.value}", now, data)
     d.effects.append(RunEnded(s.run_id))
 
 
@@ -218,7 +219,7 @@ def _wait(
     if s.inbox:
         _deliver(s, d, tdef, now)
         return
-    s.status = "waiting"
+    s.status = RunStatus.WAITING
     s.step_name = None
     s.handler_kind = None
     s.step_args = None
@@ -266,7 +267,7 @@ def start_run(
         run_id=run_id,
         workflow_id=workflow_id,
         workflow_type=tdef.workflow_type,
-        status="running",
+        status=RunStatus.RUNNING,
         created_ms=now,
         updated_ms=now,
         input=input_blob,
@@ -292,7 +293,9 @@ def start_run(
 def ready(state: RunState) -> bool:
     """Whether the run has a step to hand to a worker now (none in flight, no back-off)."""
     return (
-        state.status == "running" and state.dispatch_id is None and RETRY_TIMER not in state.timers
+        state.status == RunStatus.RUNNING
+        and state.dispatch_id is None
+        and RETRY_TIMER not in state.timers
     )
 
 
@@ -380,7 +383,7 @@ def step_completed(
         s.step_name,
     )
     if s.cancel_requested:
-        _end(s, d, "cancelled", now, reason="cancel requested")
+        _end(s, d, RunStatus.CANCELLED, now, reason="cancel requested")
     elif kind == "step":
         target = directive.get("step_name")
         if target not in tdef.steps:
@@ -410,12 +413,12 @@ def step_completed(
         else:
             _wait(s, d, tdef, timeout_ms, target, now)
     elif kind == "complete":
-        _end(s, d, "completed", now, result=directive.get("result"))
+        _end(s, d, RunStatus.COMPLETED, now, result=directive.get("result"))
     elif kind == "fail":
         _end(
             s,
             d,
-            "failed",
+            RunStatus.FAILED,
             now,
             error=directive.get("error") or {"type": "WorkflowError", "message": ""},
         )
@@ -437,7 +440,7 @@ def _fail(
     _end(
         s,
         d,
-        "failed",
+        RunStatus.FAILED,
         now,
         error={"type": error_type, "message": message, "traceback": traceback, "details": details},
     )
@@ -497,7 +500,7 @@ def _failed(
     s.records = EMPTY
     d.ops.append(rec.ClearRecords(s.run_id))
     if s.cancel_requested:
-        _end(s, d, "cancelled", now, reason="cancel requested")
+        _end(s, d, RunStatus.CANCELLED, now, reason="cancel requested")
     elif retry:
         _arm(s, d, RETRY_TIMER, now + data["retry_in_ms"], str(s.step_seq))
     else:
@@ -538,7 +541,7 @@ def timer_fired(state: RunState, tdef: TypeDef, kind: str, token: str, now: int)
     _disarm(s, d, kind)
     if kind == RETRY_TIMER:
         d.effects.append(Dispatch(s.run_id))
-    elif kind == WAIT_TIMER and s.status == "waiting" and s.wait_timeout_step:
+    elif kind == WAIT_TIMER and s.status == RunStatus.WAITING and s.wait_timeout_step:
         _history(s, d, "wait_timed_out", now, {"timeout_step_name": s.wait_timeout_step})
         _schedule(s, d, s.wait_timeout_step, "step", None)
     _save(s, d, now)
@@ -563,7 +566,7 @@ def event_sent(
         now,
         {"event_name": event_name, "inbox_seq": s.inbox_seq, "payload": payload},
     )
-    if s.status == "waiting":
+    if s.status == RunStatus.WAITING:
         _deliver(s, d, tdef, now)
     _save(s, d, now)
     d.reply = {"inbox_seq": s.inbox_seq, "workflow_id": s.workflow_id, "run_id": s.run_id}
@@ -577,7 +580,7 @@ def cancel(state: RunState, reason: str | None, now: int) -> Decision:
     s = state.copy()
     d = Decision(s)
     if s.dispatch_id is None:
-        _end(s, d, "cancelled", now, reason=reason)
+        _end(s, d, RunStatus.CANCELLED, now, reason=reason)
     else:
         s.cancel_requested = True
         _history(s, d, "cancel_requested", now, {"reason": reason}, s.step_name)
@@ -594,7 +597,7 @@ def terminate(state: RunState, reason: str | None, now: int) -> Decision:
     d = Decision(s)
     if s.dispatch_id is not None:
         d.effects.append(StopStep(s.dispatch_id, "run terminated"))
-    _end(s, d, "terminated", now, reason=reason)
+    _end(s, d, RunStatus.TERMINATED, now, reason=reason)
     _save(s, d, now)
     d.reply = {"status": s.status}
     return d
@@ -634,7 +637,7 @@ def worker_lost(
     s.worker = None
     _disarm(s, d, STEP_TIMER)
     if s.cancel_requested:
-        _end(s, d, "cancelled", now, reason="cancel requested")
+        _end(s, d, RunStatus.CANCELLED, now, reason="cancel requested")
     else:
         d.effects.append(Dispatch(s.run_id))
     _save(s, d, now)

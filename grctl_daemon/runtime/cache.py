@@ -36,6 +36,8 @@ class RunCache:
         self._held: dict[str, int] = {}  # run_id → requests about to decide on it
         self._committed: dict[str, RunState | None] = {}  # run_id → last durable, while pending
         self._loading: dict[str, asyncio.Future[RunState | None]] = {}
+        self._batch: list[str] = []  # runs to read back at the end of this turn of the loop
+        self._reads: set[asyncio.Task[None]] = set()
         self.loads = 0  # runs read back from the database, for daemon status
         self.evictions = 0
 
@@ -107,32 +109,56 @@ class RunCache:
     # -- loading --------------------------------------------------------------------------------
 
     async def load(self, run_id: str) -> RunState | None:
-        """The run's state, from memory or (once, however many ask at once) from the database."""
+        """The run's state, from memory or (once, however many ask) read back from the database.
+
+        Reads asked for in one turn of the loop go to the database together (a drain that
+        hands a hundred queued runs to a worker reads them with one batch of queries).
+        """
         state = self._runs.get(run_id)
         if state is not None:
             self._runs.move_to_end(run_id)
             return state
-        pending = self._loading.get(run_id)
-        if pending is None:
-            pending = asyncio.ensure_future(self._read(run_id))
-            self._loading[run_id] = pending
-            pending.add_done_callback(lambda _: self._loading.pop(run_id, None))
-        return await asyncio.shield(pending)
+        fut = self._loading.get(run_id)
+        if fut is None:
+            loop = asyncio.get_running_loop()
+            fut = self._loading[run_id] = loop.create_future()
+            self._batch.append(run_id)
+            if len(self._batch) == 1:
+                loop.call_soon(self._flush)
+        return await asyncio.shield(fut)
 
-    async def _read(self, run_id: str) -> RunState | None:
-        loaded = await self.storage.load_run(run_id)
-        if loaded is None:
-            return None
-        current = self._runs.get(run_id)
-        if current is not None:  # decided on while we read: memory is newer
-            return current
-        self.loads += 1
+    def _flush(self) -> None:
+        batch, self._batch = self._batch, []
+        self._reads.add(task := asyncio.ensure_future(self._read(batch)))
+        task.add_done_callback(self._reads.discard)
+
+    async def _read(self, run_ids: list[str]) -> None:
+        try:
+            loaded = await self.storage.load_runs(run_ids)
+        except BaseException as exc:
+            for run_id in run_ids:
+                fut = self._loading.pop(run_id)
+                if not fut.done():
+                    fut.set_exception(exc)
+                    fut.exception()  # retrieved here: a reader that gave up must not warn
+            return
+        for run_id in run_ids:
+            fut = self._loading.pop(run_id)
+            state = self._runs.get(run_id)  # decided on while we read: memory is newer
+            if state is None and run_id in loaded:
+                state = self._state(loaded[run_id])
+                self.loads += 1
+                self.put(state)
+            if not fut.done():
+                fut.set_result(state)
+
+    @staticmethod
+    def _state(loaded: rec.LoadedRun) -> RunState:
         state = RunState(**vars(loaded.run))
         state.store = loaded.store
         state.records = Seq(loaded.records)
         state.inbox = Seq([InboxItem(seq, name, payload) for seq, name, payload in loaded.inbox])
         state.timers = loaded.timers
-        self.put(state)
         return state
 
     async def find(self, workflow_id: str, run_id: str | None) -> RunState | None:

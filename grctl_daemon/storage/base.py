@@ -222,7 +222,8 @@ class Storage(Protocol):
 
     async def load_types(self) -> dict[str, dict[str, Any]]: ...
 
-    async def load_run(self, run_id: str) -> LoadedRun | None: ...
+    async def load_runs(self, run_ids: list[str]) -> dict[str, LoadedRun]:
+        """The given runs that exist, each as one committed state."""
 
     async def find_run(self, workflow_id: str, run_id: str | None) -> RunRecord | None:
         """The given run, or the workflow_id's newest one."""
