@@ -19,11 +19,12 @@ from ulid import ULID
 
 from grctl import _faults as faults
 from grctl import protocol as p
-from grctl.errors import GrctlError, InvalidInputError, ProtocolError
+from grctl.errors import GrctlError, InvalidInputError, ProtocolError, StorageUnavailableError
 from grctl.models.directive import RetryPolicy
 from grctl.signature import binding_error
 from grctl_daemon.dispatch import WorkerSlot
 from grctl_daemon.runtime import Runtime, refusal
+from grctl_daemon.storage.base import CommitFailed
 from grctl_daemon.timers import now_ms
 
 log = logging.getLogger("grctl.daemon.server")
@@ -282,6 +283,10 @@ class Server:
                 peer.write(p.Reply(req_id, data))
             elif isinstance(exc, GrctlError):
                 peer.write(refusal(exc, req_id))
+            elif isinstance(exc, CommitFailed):  # logged once by the storage; the daemon stops
+                peer.write(
+                    refusal(StorageUnavailableError(f"the daemon's database failed: {exc}"), req_id)
+                )
             else:
                 peer.write(_internal_error(msg, exc, req_id))
 

@@ -221,12 +221,6 @@ def test_failed_commit_stops_the_daemon_and_commits_nothing_after_it(daemon, wor
     assert daemon.integrity_ok()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="daemon bug: a failed commit answers each pending step result/record with an "
-    "internal_error and logs a traceback per unit (Server._answer_hot does not expect "
-    "CommitFailed), where SPEC 6 wants one line naming the error",
-)
 def test_failed_commit_is_reported_in_one_line_without_a_traceback(daemon, workers, ledger):
     run_into_a_failed_commit(daemon, workers, ledger)
     text = daemon.log.read_text()
