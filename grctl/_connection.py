@@ -179,9 +179,22 @@ class Connection:
         try:
             await self.send(build(req_id))
             reply = await fut
+        except asyncio.CancelledError:  # a wait_for timed out, a task was cancelled
+            self.abandon(req_id)
+            raise
         finally:
             self._pending.pop(req_id, None)
         return _unwrap(reply)
+
+    def abandon(self, req_id: int) -> None:
+        """Tell the daemon we no longer want the answer to ``req_id`` (it releases the wait)."""
+        if self.closed or self._writer.is_closing():
+            return
+        self._out.append(p.encode(p.Abandon(req_id)))
+        try:
+            asyncio.get_running_loop().call_soon(self._flush)
+        except RuntimeError:  # a stream closed by the garbage collector, off the loop
+            self._flush()
 
     async def stream(
         self, build: Callable[[int], p.Message]
@@ -190,20 +203,26 @@ class Connection:
         req_id = self.next_id()
         queue: asyncio.Queue[Any] = asyncio.Queue()
         self._streams[req_id] = queue
+        ended = False
         try:
             await self.send(build(req_id))
             while True:
                 item = await queue.get()
                 if item is _END:
+                    ended = True
                     return
                 if isinstance(item, GrctlError):
+                    ended = True
                     raise item
                 if isinstance(item, p.Reply | p.ErrorReply):
+                    ended = True
                     _unwrap(item)
                     return
                 yield item
         finally:
             self._streams.pop(req_id, None)
+            if not ended:  # left early: the daemon stops streaming
+                self.abandon(req_id)
 
     async def close(self) -> None:
         self._flush()

@@ -4,15 +4,17 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Callable
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar
 
 from grctl import protocol as p
 from grctl._connection import Connection
 from grctl.errors import StoreValueError, WorkflowCancelledError, WorkflowFailedError
 from grctl.home import socket_path as resolve_socket
 from grctl.models.run import HistoryEvent, InboxEvent, RunInfo
+
+T = TypeVar("T")
 
 
 class Client:
@@ -56,12 +58,21 @@ class Client:
         """A handle to the latest run of ``workflow_id`` (or to ``run_id``); no round trip."""
         return WorkflowHandle(self, workflow_id, run_id)
 
-    async def list_workflows(
-        self, status: str | None = None, workflow_type: str | None = None, limit: int = 100
-    ) -> list[RunInfo]:
-        """Runs, newest first, filtered by status and type."""
-        rows = await self._call(lambda r: p.ListWorkflows(r, status, workflow_type, limit))
-        return [RunInfo.from_wire(row) for row in rows]
+    def list_workflows(
+        self, status: str | None = None, workflow_type: str | None = None, limit: int | None = 100
+    ) -> Paged[RunInfo]:
+        """Runs, newest first, filtered by status and type; at most ``limit`` (None: all).
+
+        ``await`` it for a list, or ``async for`` over it to get runs as their pages arrive.
+        """
+
+        async def page(after: Any, size: int) -> tuple[list[RunInfo], Any]:
+            data = await self._call(
+                lambda r: p.ListWorkflows(r, status, workflow_type, size, after)
+            )
+            return [RunInfo.from_wire(row) for row in data["runs"]], data["next"]
+
+        return Paged(page, limit)
 
     async def daemon_status(self) -> dict[str, Any]:
         """Socket, database, uptime, workers and runs by status."""
@@ -103,8 +114,18 @@ class WorkflowHandle:
         Raises WorkflowFailedError or WorkflowCancelledError for runs that did not complete,
         and TimeoutError when ``timeout`` seconds pass first.
         """
-        call = self._client._call(lambda r: p.GetResult(r, self.workflow_id, self.run_id, True))
-        data = await asyncio.wait_for(call, timeout) if timeout is not None else await call
+        if timeout is None:
+            data = await self._client._call(
+                lambda r: p.GetResult(r, self.workflow_id, self.run_id, True)
+            )
+            return outcome_value(data)
+        # The daemon ends the wait at the timeout (ResultTimeoutError is a TimeoutError); the
+        # local deadline, a little later, covers a daemon that cannot answer.
+        timeout_ms = max(0, int(timeout * 1000))
+        call = self._client._call(
+            lambda r: p.GetResult(r, self.workflow_id, self.run_id, True, timeout_ms)
+        )
+        data = await asyncio.wait_for(call, timeout + _TIMEOUT_SLACK_S)
         return outcome_value(data)
 
     async def cancel(self, reason: str | None = None) -> None:
@@ -126,14 +147,60 @@ class WorkflowHandle:
         )
         return RunInfo.from_wire(data)
 
-    async def inbox(self) -> list[InboxEvent]:
-        """The run's inbox in arrival order."""
-        rows = await self._client._call(lambda r: p.GetInbox(r, self.workflow_id, self.run_id))
-        return [InboxEvent.from_wire(row) for row in rows]
+    def inbox(self) -> Paged[InboxEvent]:
+        """The run's inbox in arrival order: ``await`` it for a list, or ``async for`` over it."""
+
+        async def page(after: Any, size: int) -> tuple[list[InboxEvent], Any]:
+            data = await self._client._call(
+                lambda r: p.GetInbox(r, self.workflow_id, self.run_id, after or 0, size)
+            )
+            return [InboxEvent.from_wire(row) for row in data["events"]], data["next"]
+
+        return Paged(page, None)
 
     def history(self, follow: bool = False, after_seq: int = 0) -> _History:
         """``await handle.history()`` for a list; ``async for ev in handle.history(follow=True)``."""
         return _History(self, follow, after_seq)
+
+
+_TIMEOUT_SLACK_S = 5.0
+
+
+class Paged(Generic[T]):
+    """A listing read a page at a time: awaitable (a list) and async-iterable (item by item).
+
+    ``pages()`` yields each page as it arrives, for printers that show rows in batches.
+    """
+
+    def __init__(
+        self, fetch: Callable[[Any, int], Awaitable[tuple[list[T], Any]]], limit: int | None
+    ) -> None:
+        self._fetch = fetch
+        self._limit = limit
+
+    def __await__(self):  # type: ignore[no-untyped-def]
+        return self._collect().__await__()
+
+    async def _collect(self) -> list[T]:
+        return [item async for item in self]
+
+    async def __aiter__(self) -> AsyncIterator[T]:
+        async for page in self.pages():
+            for item in page:
+                yield item
+
+    async def pages(self) -> AsyncIterator[list[T]]:
+        left, after = self._limit, None
+        while left is None or left > 0:
+            size = p.PAGE_ROWS if left is None else min(left, p.PAGE_ROWS)
+            items, after = await self._fetch(after, size)
+            if left is not None:
+                items = items[:left]
+                left -= len(items)
+            if items:
+                yield items
+            if after is None:
+                return
 
 
 class _History:
@@ -151,13 +218,22 @@ class _History:
         return [ev async for ev in self]
 
     async def __aiter__(self) -> AsyncIterator[HistoryEvent]:
+        async for page in self.pages():
+            for ev in page:
+                yield ev
+
+    async def pages(self) -> AsyncIterator[list[HistoryEvent]]:
+        """The events as the daemon sends them, a page at a time."""
         h = self._handle
         chunks = h._client._conn.stream(
             lambda r: p.GetHistory(r, h.workflow_id, h.run_id, self._follow, self._after)
         )
-        async for chunk in chunks:
-            for row in chunk:
-                yield HistoryEvent.from_wire(row)
+        try:
+            async for chunk in chunks:
+                if chunk:
+                    yield [HistoryEvent.from_wire(row) for row in chunk]
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
 
 
 def _wrap(value: Any, what: str) -> Any:

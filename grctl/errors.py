@@ -158,6 +158,24 @@ class StorageUnavailableError(RequestError):
     code = "storage_unavailable"
 
 
+class ReplyTooLargeError(RequestError):
+    """The answer would not fit in one frame (16 MiB); ask for less at a time."""
+
+    code = "reply_too_large"
+
+
+class TooManyWaitsError(RequestError):
+    """This connection already holds the most long waits the daemon keeps for one connection."""
+
+    code = "too_many_waits"
+
+
+class ResultTimeoutError(RequestError, TimeoutError):
+    """``result(timeout=...)`` passed before the run ended (the daemon released the wait)."""
+
+    code = "result_timeout"
+
+
 class StaleDispatchError(RequestError):
     """A result arrived for a dispatch that was fenced off (the step was given to another worker)."""
 

@@ -18,7 +18,7 @@ import msgpack
 
 from grctl.errors import ProtocolError
 
-PROTOCOL_VERSION = 1
+PROTOCOL_VERSION = 2
 MAX_FRAME_BYTES = 16 * 1024 * 1024
 _HEADER = struct.Struct(">I")
 
@@ -55,7 +55,10 @@ _CHECKS: dict[str, tuple[type, ...]] = {
     "dict[str, Any] | None": (dict, type(None)),
     "list[Any]": (list,),
     "list[dict[str, Any]]": (list,),
+    "list[Any] | None": (list, type(None)),
 }
+# Listings travel in pages of at most this many rows (a reply stays far below the frame limit).
+PAGE_ROWS = 500
 
 
 # -- handshake and replies ------------------------------------------------------------------
@@ -167,7 +170,7 @@ class GetHistory(Message):
 @message("history_items")
 @dataclass
 class HistoryItems(Message):
-    """A chunk of a history stream; ``done`` closes it (the run ended or it was not followed)."""
+    """A page of a history stream; ``done`` closes it (the run ended or it was not followed)."""
 
     req_id: int
     events: list[dict[str, Any]]
@@ -177,27 +180,48 @@ class HistoryItems(Message):
 @message("result")
 @dataclass
 class GetResult(Message):
+    """The run's outcome; with ``wait``, once it ends (or ``timeout_ms`` passes: a timeout error)."""
+
     req_id: int
     workflow_id: str
     run_id: str | None = None
     wait: bool = False
+    timeout_ms: int | None = None
 
 
 @message("list")
 @dataclass
 class ListWorkflows(Message):
+    """One page of runs, newest first: ``{"runs": [...], "next": cursor or None}``.
+
+    ``after`` is the ``next`` of the previous page (where that page stopped).
+    """
+
     req_id: int
     status: str | None = None
     workflow_type: str | None = None
     limit: int = 100
+    after: list[Any] | None = None
 
 
 @message("inbox")
 @dataclass
 class GetInbox(Message):
+    """One page of the inbox in arrival order: ``{"events": [...], "next": seq or None}``."""
+
     req_id: int
     workflow_id: str
     run_id: str | None = None
+    after_seq: int = 0
+    limit: int = PAGE_ROWS
+
+
+@message("abandon")
+@dataclass
+class Abandon(Message):
+    """The client gave up on request ``req_id`` (a wait timed out, a stream was left)."""
+
+    abandoned: int
 
 
 @message("status")

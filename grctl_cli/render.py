@@ -10,8 +10,9 @@ from __future__ import annotations
 import json
 import os
 import sys
+import textwrap
 import time
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
@@ -86,6 +87,31 @@ def print_json(value: Any) -> None:
 def print_json_line(value: Any) -> None:
     """One line of JSON Lines on stdout, flushed at once (``--follow``)."""
     _write(json.dumps(to_jsonable(value), ensure_ascii=False, default=str))
+
+
+class JsonArray:
+    """One JSON array written an item at a time, so a long listing starts printing at once.
+
+    The output is the same document ``print_json`` would print for the whole list.
+    """
+
+    def __init__(self) -> None:
+        self._indent = 2 if console.is_terminal else None
+        self._count = 0
+
+    def items(self, values: list[Any]) -> None:
+        for value in values:
+            text = json.dumps(
+                to_jsonable(value), ensure_ascii=False, indent=self._indent, default=str
+            )
+            if self._indent:
+                text = textwrap.indent(text, " " * self._indent)
+            sys.stdout.write(("[\n" if self._count == 0 else ",\n") + text)
+            self._count += 1
+        sys.stdout.flush()
+
+    def close(self) -> None:
+        _write("[]" if self._count == 0 else "\n]")
 
 
 def _write(text: str) -> None:
@@ -266,23 +292,80 @@ def live_status(text: str) -> Iterator[StatusLine]:
 # -- runs -------------------------------------------------------------------------------------
 
 
-def runs_table(runs: list[Any]) -> None:
-    """``grctl list``: one run a row, newest first."""
-    if not runs:
-        note("no runs match")
-        return
-    table = _table("workflow_id", "type", "status", "step", "created", "run_id")
-    for r in runs:
-        step = f"{r.step_name} #{r.attempt}" if r.step_name else ""
-        table.add_row(
-            Text(r.workflow_id),
-            Text(r.workflow_type),
-            status_text(r.status),
-            Text(step),
-            Text(ago(r.created_at)),
-            Text(r.run_id),
-        )
-    console.print(_fit(table, flex=3))
+class PagedTable:
+    """A table printed a page at a time as a listing arrives: the first page sets the column
+    widths (column ``flex`` takes what the others leave), the later pages follow them."""
+
+    def __init__(self, columns: tuple[str, ...], flex: int, empty: str) -> None:
+        self._columns = columns
+        self._flex = flex
+        self._empty = empty
+        self._widths: list[int] | None = None
+
+    def rows(self, rows: list[tuple[Text, ...]]) -> None:
+        if not rows:
+            return
+        table = _table(*self._columns)
+        for row in rows:
+            table.add_row(*row)
+        if self._widths is None:
+            _fit(table, self._flex)
+            self._widths = [
+                max(Text(str(c.header)).cell_len, *(t.cell_len for t in c.cells))  # type: ignore[union-attr]
+                for c in table.columns
+            ]
+            self._widths[self._flex] = min(
+                self._widths[self._flex], table.columns[self._flex].max_width or 10**6
+            )
+        else:
+            table.show_header = False
+            for column, width in zip(table.columns, self._widths, strict=True):
+                column.width = width
+        console.print(table)
+
+    def close(self) -> None:
+        if self._widths is None:
+            note(self._empty)
+
+
+async def print_pages(
+    pages: AsyncIterator[list[Any]],
+    json_: bool,
+    table: PagedTable,
+    row: Callable[[Any], tuple[Text, ...]],
+) -> None:
+    """A paged listing printed as its pages arrive: a table, or with ``json_`` one JSON array."""
+    out = JsonArray() if json_ else None
+    try:
+        async for page in pages:
+            if out is not None:
+                out.items(page)
+            else:
+                table.rows([row(item) for item in page])
+    finally:
+        if out is not None:
+            out.close()
+        else:
+            table.close()
+
+
+def runs_printer() -> PagedTable:
+    """``grctl list``: one run a row, newest first (feed it ``run_row``s)."""
+    return PagedTable(
+        ("workflow_id", "type", "status", "step", "created", "run_id"), 3, "no runs match"
+    )
+
+
+def run_row(r: Any) -> tuple[Text, ...]:
+    step = f"{r.step_name} #{r.attempt}" if r.step_name else ""
+    return (
+        Text(r.workflow_id),
+        Text(r.workflow_type),
+        status_text(r.status),
+        Text(step),
+        Text(ago(r.created_at)),
+        Text(r.run_id),
+    )
 
 
 def describe(info: Any) -> None:
@@ -333,24 +416,22 @@ def describe(info: Any) -> None:
 # -- events -----------------------------------------------------------------------------------
 
 
-def inbox_table(events: list[Any]) -> None:
+def inbox_printer() -> PagedTable:
     """``grctl inbox``: arrival order, event, payload, arrival time, pending/dispatched."""
-    if not events:
-        note("the inbox is empty")
-        return
-    table = _table("#", "event", "payload", "arrived", "state")
-    for ev in events:
-        state = Text(ev.state, style="yellow" if ev.state == "pending" else "green")
-        if ev.state == "dispatched" and ev.step_name:
-            state.append(f" → {ev.step_name}")
-        table.add_row(
-            Text(str(ev.seq)),
-            Text(ev.event_name),
-            Text(cut(compact(ev.payload))),
-            Text(ago(ev.arrived_at)),
-            state,
-        )
-    console.print(_fit(table, flex=2))
+    return PagedTable(("#", "event", "payload", "arrived", "state"), 2, "the inbox is empty")
+
+
+def inbox_row(ev: Any) -> tuple[Text, ...]:
+    state = Text(ev.state, style="yellow" if ev.state == "pending" else "green")
+    if ev.state == "dispatched" and ev.step_name:
+        state.append(f" → {ev.step_name}")
+    return (
+        Text(str(ev.seq)),
+        Text(ev.event_name),
+        Text(cut(compact(ev.payload))),
+        Text(ago(ev.arrived_at)),
+        state,
+    )
 
 
 # -- history ----------------------------------------------------------------------------------
@@ -422,6 +503,10 @@ class HistoryPrinter:
         table.add_column("step", width=_STEP_WIDTH, no_wrap=True, overflow="ellipsis")
         table.add_column("data", no_wrap=True, overflow="ellipsis")
         return table
+
+    @property
+    def empty(self) -> bool:
+        return not self._header_done
 
     def rows(self, events: list[Any]) -> None:
         table = self._row_table(header=not self._header_done)

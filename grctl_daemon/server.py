@@ -19,7 +19,14 @@ from ulid import ULID
 
 from grctl import _faults as faults
 from grctl import protocol as p
-from grctl.errors import GrctlError, InvalidInputError, ProtocolError, StorageUnavailableError
+from grctl.errors import (
+    GrctlError,
+    InvalidInputError,
+    ProtocolError,
+    ReplyTooLargeError,
+    StorageUnavailableError,
+    TooManyWaitsError,
+)
 from grctl.models.directive import RetryPolicy
 from grctl.signature import binding_error
 from grctl_daemon.dispatch import WorkerSlot
@@ -36,6 +43,9 @@ DRAIN_ABOVE_BYTES = 256 * 1024
 # MAX_IN_FLIGHT of its requests are still being answered. Only that peer waits.
 READ_PAUSE_ABOVE_BYTES = 1024 * 1024
 MAX_IN_FLIGHT = 1024
+# Long waits (``result`` with wait, ``history`` followed) are not requests in flight: they do
+# not pace the connection. A connection may hold this many; one more is refused.
+MAX_WAITS = 4096
 YIELD_EVERY_FRAMES = 32
 # What a connection buffers ahead of the frame being read (readexactly() takes frames of any
 # size up to MAX_FRAME_BYTES; this only bounds read-ahead from a peer we are not reading).
@@ -51,7 +61,9 @@ class Peer:
         self.role = "client"
         self.name = ""
         self.lock = asyncio.Lock()
-        self.tasks: set[asyncio.Task[Any]] = set()
+        self.tasks: set[asyncio.Task[Any]] = set()  # requests being answered (they pace reads)
+        self.waits: set[asyncio.Task[Any]] = set()  # long waits (they do not)
+        self.by_req: dict[int, asyncio.Task[Any]] = {}  # what an Abandon can cancel
         self.last_seen = time.monotonic()
         self._out: list[bytes] = []
         self._queued = 0  # bytes in _out
@@ -63,8 +75,14 @@ class Peer:
         try:
             frame = p.encode(msg)
         except ProtocolError as exc:  # ours to send, too big to send: say so, keep serving
-            log.error("cannot send %s to %s: %s", msg.kind, self.name or self.connection_id, exc)
-            return
+            req_id = getattr(msg, "req_id", None)
+            if req_id is None:
+                log.error(
+                    "cannot send %s to %s: %s", msg.kind, self.name or self.connection_id, exc
+                )
+                return
+            refused = ReplyTooLargeError(f"the answer is too large to send ({exc}); ask for less")
+            frame = p.encode(refusal(refused, req_id))
         if faults.ARMED and isinstance(msg, p.DispatchStep):
             self.flush()
             faults.cut(self.writer.write, frame, "daemon_mid_frame")
@@ -111,7 +129,7 @@ class Server:
             p.TerminateWorkflow: runtime.terminate,
             p.DescribeWorkflow: runtime.describe,
             p.GetResult: runtime.result,
-            p.ListWorkflows: runtime.list_runs,
+            p.ListWorkflows: runtime.list_workflows,
             p.GetInbox: runtime.inbox,
             p.StartChild: runtime.start_child,
             p.SendToParent: runtime.send_to_parent,
@@ -138,7 +156,7 @@ class Server:
         if self._server is not None:
             self._server.close()
         for peer in list(self._peers):
-            for t in peer.tasks:
+            for t in (*peer.tasks, *peer.waits):
                 t.cancel()
             peer.writer.close()
         if self._server is not None:
@@ -165,7 +183,7 @@ class Server:
             pass
         finally:
             self._peers.discard(peer)
-            for t in peer.tasks:
+            for t in (*peer.tasks, *peer.waits):
                 t.cancel()
             if peer.role == "worker":
                 self.runtime.worker_left(peer.connection_id)
@@ -250,6 +268,11 @@ class Server:
         if isinstance(msg, p.QueryAnswer):
             self.runtime.query_answered(msg)
             return
+        if isinstance(msg, p.Abandon):
+            abandoned = peer.by_req.get(msg.abandoned)
+            if abandoned is not None:
+                abandoned.cancel()
+            return
         req_id = getattr(msg, "req_id", None)
         if req_id is None:
             raise ProtocolError(f"unexpected {msg.kind!r} from a {peer.role}")
@@ -257,10 +280,28 @@ class Server:
         if hot is not None:
             self._answer_hot(peer, hot, msg, req_id)
             return
+        waits = (isinstance(msg, p.GetResult) and msg.wait) or (
+            isinstance(msg, p.GetHistory) and msg.follow
+        )
+        if waits and len(peer.waits) >= MAX_WAITS:
+            refused = TooManyWaitsError(
+                f"this connection already holds {MAX_WAITS} waits (results, followed "
+                "histories); let some end or abandon them, or open another connection"
+            )
+            peer.write(refusal(refused, req_id))
+            return
         # Start the handler now so that its synchronous half runs in arrival order.
         task = asyncio.ensure_future(self._answer(peer, msg, req_id))
-        peer.tasks.add(task)
-        task.add_done_callback(peer.tasks.discard)
+        held = peer.waits if waits else peer.tasks
+        held.add(task)
+        peer.by_req[req_id] = task
+
+        def done(t: asyncio.Task[Any]) -> None:
+            held.discard(t)
+            if peer.by_req.get(req_id) is t:
+                del peer.by_req[req_id]
+
+        task.add_done_callback(done)
 
     def _answer_hot(
         self, peer: Peer, hot: Callable[[Any], Any], msg: p.Message, req_id: int

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Annotated
 
 import typer
 
@@ -70,12 +70,11 @@ def inbox(
     Example: grctl inbox order-abc
     """
 
-    async def go() -> list[Any]:
+    async def go() -> None:
         async with connect(home, socket) as client:
-            return await client.get_workflow_handle(workflow_id, run_id).inbox()
+            events = client.get_workflow_handle(workflow_id, run_id).inbox()
+            await render.print_pages(
+                events.pages(), json_, render.inbox_printer(), render.inbox_row
+            )
 
-    events = run(go())
-    if json_:
-        render.print_json(events)
-    else:
-        render.inbox_table(events)
+    run(go())

@@ -33,12 +33,17 @@ def history(
         async with connect(home, socket) as client:
             handle = client.get_workflow_handle(workflow_id, run_id)
             if not follow:
-                events = await handle.history()
                 if json_:
-                    render.print_json(events)
-                else:
-                    render.history_heading(events)
-                    render.HistoryPrinter().rows(events)
+                    out = render.JsonArray()
+                    async for page in handle.history().pages():
+                        out.items(page)
+                    out.close()
+                    return
+                printer = render.HistoryPrinter()
+                async for page in handle.history().pages():
+                    if printer.empty:
+                        render.history_heading(page)
+                    printer.rows(page)
                 return
             if json_:
                 async for ev in handle.history(follow=True):

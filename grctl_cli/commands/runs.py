@@ -103,7 +103,7 @@ def list_runs(
         str | None, typer.Option("--type", metavar="TYPE", help="Only runs of this workflow type.")
     ] = None,
     limit: Annotated[
-        int, typer.Option("--limit", min=1, max=10_000, help="Show at most this many runs.")
+        int, typer.Option("--limit", min=1, help="Show at most this many runs.")
     ] = DEFAULT_LIST_LIMIT,
     home: HomeOpt = None,
     socket: SocketOpt = None,
@@ -114,17 +114,12 @@ def list_runs(
     Example: grctl list --status failed --type ProcessOrder --limit 5
     """
 
-    async def go() -> list[Any]:
+    async def go() -> None:
         async with connect(home, socket) as client:
-            return await client.list_workflows(
-                status.value if status else None, workflow_type, limit
-            )
+            runs = client.list_workflows(status.value if status else None, workflow_type, limit)
+            await render.print_pages(runs.pages(), json_, render.runs_printer(), render.run_row)
 
-    runs = run(go())
-    if json_:
-        render.print_json(runs)
-    else:
-        render.runs_table(runs)
+    run(go())
 
 
 def describe(

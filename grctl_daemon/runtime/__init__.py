@@ -218,6 +218,7 @@ class Runtime(Commits, Requests, Workers, Reads, Queries):
                 "evictions": self.cache.evictions,
                 "timers": len(self.timers),
                 "waits": sum(len(w) for w in self.waiters.values()),
+                "followers": sum(len(f) for f in self.followers.values()),
             },
             "commits": {
                 "transactions": self.storage.batches,

@@ -11,7 +11,10 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
+import msgpack
+
 from grctl import protocol as p
+from grctl.errors import InvalidInputError, ResultTimeoutError
 from grctl_daemon.engine.state import RunState
 from grctl_daemon.storage import base as rec
 
@@ -20,6 +23,41 @@ if TYPE_CHECKING:
 
 _VALUE_KEYS = ("input", "payload", "result")
 Follower = Callable[[list[dict[str, Any]], bool], None]
+# A page holds at most p.PAGE_ROWS rows and stops early past PAGE_BYTES of user values, so a
+# reply stays well under the frame limit whatever the runs carry.
+PAGE_BYTES = 4 * 1024 * 1024
+_ROW_BYTES = 256  # what a row costs beside its user values, roughly
+
+
+def _value_bytes(row: dict[str, Any]) -> int:
+    """Roughly what a row weighs on the wire (its user values as bytes or as wrapped values)."""
+    data = row.get("data")
+    values = data.values() if isinstance(data, dict) else row.values()
+    return _ROW_BYTES + sum(
+        len(v) if isinstance(v, bytes) else len(v.data) if isinstance(v, msgpack.ExtType) else 0
+        for v in values
+    )
+
+
+def _run_bytes(run: rec.RunRecord) -> int:
+    return _ROW_BYTES + len(run.input or b"") + len(run.result or b"")
+
+
+def page_split(rows: list[Any], size: Callable[[Any], int] = _value_bytes) -> list[list[Any]]:
+    """``rows`` cut into pages of at most PAGE_ROWS rows and about PAGE_BYTES (one row at least)."""
+    pages: list[list[Any]] = []
+    page: list[Any] = []
+    total = 0
+    for row in rows:
+        cost = size(row)
+        if page and (len(page) >= p.PAGE_ROWS or total + cost > PAGE_BYTES):
+            pages.append(page)
+            page, total = [], 0
+        page.append(row)
+        total += cost
+    if page:
+        pages.append(page)
+    return pages
 
 
 class Reads:
@@ -77,7 +115,15 @@ class Reads:
             waiting = self.waiters.setdefault(run.run_id, [])
             waiting.append(fut)
             try:
-                return await fut
+                if m.timeout_ms is None:
+                    return await fut
+                return await asyncio.wait_for(fut, max(0, m.timeout_ms) / 1000)
+            except TimeoutError:
+                raise ResultTimeoutError(
+                    f"workflow {run.workflow_id!r} did not end within {m.timeout_ms / 1000:g} s",
+                    workflow_id=run.workflow_id,
+                    run_id=run.run_id,
+                ) from None
             finally:
                 if fut in waiting:
                     waiting.remove(fut)
@@ -115,17 +161,38 @@ class Reads:
             "worker": current.worker if current is not None else None,
         }
 
-    async def list_runs(self: Runtime, m: p.ListWorkflows) -> list[dict[str, Any]]:
-        limit = max(1, min(int(m.limit), 10_000))
-        rows = await self.storage.list_runs(m.status, m.workflow_type, limit)
-        return [self.run_summary(r) for r in rows]
+    async def list_workflows(self: Runtime, m: p.ListWorkflows) -> dict[str, Any]:
+        """One page of runs, newest first, and the cursor of the next (None after the last)."""
+        before = None
+        if m.after is not None:
+            if (
+                len(m.after) != 2
+                or not isinstance(m.after[0], int)
+                or not isinstance(m.after[1], str)
+            ):
+                raise InvalidInputError("'after' must be the 'next' of the previous page")
+            before = (m.after[0], m.after[1])
+        limit = max(1, min(int(m.limit), p.PAGE_ROWS))
+        rows = await self.storage.list_workflows(m.status, m.workflow_type, limit + 1, before)
+        page = page_split(rows[:limit], _run_bytes)[0] if rows else []
+        last = page[-1] if len(rows) > len(page) else None
+        return {
+            "runs": [self.run_summary(r) for r in page],
+            "next": None if last is None else [last.created_ms, last.run_id],
+        }
 
-    async def inbox(self: Runtime, m: p.GetInbox) -> list[dict[str, Any]]:
+    async def inbox(self: Runtime, m: p.GetInbox) -> dict[str, Any]:
+        """One page of the run's inbox, and the seq to ask after for the next (None at the end)."""
         run = await self._committed(m.workflow_id, m.run_id)
-        rows = await self.storage.read_inbox(run.run_id)
-        for row in rows:
+        limit = max(1, min(int(m.limit), p.PAGE_ROWS))
+        rows = await self.storage.read_inbox(run.run_id, m.after_seq, limit + 1)
+        page = page_split(rows[:limit])[0] if rows else []
+        for row in page:
             row["payload"] = p.packed(row["payload"])
-        return rows
+        return {
+            "events": page,
+            "next": page[-1]["seq"] if len(rows) > len(page) else None,
+        }
 
     async def history(self: Runtime, m: p.GetHistory, send: Callable[[p.Message], Any]) -> None:
         run = await self._committed(m.workflow_id, m.run_id)
@@ -139,21 +206,33 @@ class Reads:
         if following:
             self.followers.setdefault(rid, set()).add(on_rows)
         try:
-            rows = await self.storage.read_history(rid, m.after_seq)
-            last = rows[-1]["seq"] if rows else m.after_seq
-            # Following began while the run was active (as committed): its end, durable
-            # later, reaches ``live`` even if it is already in these rows.
+            last = m.after_seq
+            while True:  # what is committed, a page at a time
+                rows = await self.storage.read_history(rid, last, p.PAGE_ROWS)
+                more = len(rows) == p.PAGE_ROWS
+                if rows:
+                    last = rows[-1]["seq"]
+                pages = page_split(rows) or [[]]
+                for n, page in enumerate(pages, 1):
+                    # Following began while the run was active (as committed): its end, durable
+                    # later, reaches ``live`` even if it is already in these rows.
+                    done = not more and not following and n == len(pages)
+                    wire = [self.wire_history(wid, rid, r) for r in page]
+                    await send(p.HistoryItems(m.req_id, wire, done))
+                if not more:
+                    break
             done = not following
-            await send(
-                p.HistoryItems(m.req_id, [self.wire_history(wid, rid, r) for r in rows], done)
-            )
             while not done:
-                more, ended = await live.get()
-                fresh = [r for r in more if r["seq"] > last]
+                more_rows, ended = await live.get()
+                fresh = [r for r in more_rows if r["seq"] > last]
                 if fresh:
                     last = fresh[-1]["seq"]
                 done = ended
-                await send(p.HistoryItems(m.req_id, fresh, done))
+                if not fresh and not done:
+                    continue
+                pages = page_split(fresh) or [[]]
+                for n, page in enumerate(pages, 1):
+                    await send(p.HistoryItems(m.req_id, page, done and n == len(pages)))
         finally:
             subs = self.followers.get(rid)
             if subs is not None:

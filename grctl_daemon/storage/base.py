@@ -236,12 +236,26 @@ class Storage(Protocol):
 
     async def read_store(self, run_id: str) -> dict[str, bytes]: ...
 
-    async def read_history(self, run_id: str, after_seq: int) -> list[dict[str, Any]]: ...
+    async def read_history(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """History rows with ``seq > after_seq`` in order, at most ``limit`` of them."""
+        ...
 
-    async def read_inbox(self, run_id: str) -> list[dict[str, Any]]: ...
+    async def read_inbox(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
+        """Inbox rows with ``seq > after_seq`` in arrival order, at most ``limit`` of them."""
+        ...
 
-    async def list_runs(
-        self, status: str | None, workflow_type: str | None, limit: int
-    ) -> list[RunRecord]: ...
+    async def list_workflows(
+        self,
+        status: str | None,
+        workflow_type: str | None,
+        limit: int,
+        before: tuple[int, str] | None = None,
+    ) -> list[RunRecord]:
+        """Runs newest first (``created_ms``, then ``run_id``), those older than ``before``."""
+        ...
 
     async def count_by_status(self) -> dict[str, int]: ...

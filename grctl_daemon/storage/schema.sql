@@ -50,7 +50,8 @@ CREATE UNIQUE INDEX IF NOT EXISTS runs_one_active ON runs (workflow_id)
     WHERE status IN ('running', 'waiting');
 CREATE INDEX IF NOT EXISTS runs_by_workflow ON runs (workflow_id, created_ms);
 CREATE INDEX IF NOT EXISTS runs_by_created ON runs (created_ms);
-CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status);
+CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_ms);
+CREATE INDEX IF NOT EXISTS runs_by_type ON runs (workflow_type, created_ms);
 -- Runs with a step to run, for the start-up scan that hands them to workers.
 CREATE INDEX IF NOT EXISTS runs_running ON runs (run_id) WHERE status = 'running';
 

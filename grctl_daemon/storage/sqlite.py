@@ -51,7 +51,7 @@ import msgpack
 from grctl import _faults as faults
 from grctl_daemon.storage import base as rec
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # version → the statements that bring a database at version-1 to it. schema.sql always holds the
 # latest schema for a new database; append here, never edit a released step.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -62,6 +62,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE TABLE owner (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL)",
         "CREATE INDEX timers_by_due ON timers (due_ms)",
         "CREATE INDEX runs_running ON runs (run_id) WHERE status = 'running'",
+    ),
+    # Listings are paged newest first, filtered by status or type: no sort of a whole table.
+    4: (
+        "DROP INDEX runs_by_status",
+        "CREATE INDEX runs_by_status ON runs (status, created_ms)",
+        "CREATE INDEX runs_by_type ON runs (workflow_type, created_ms)",
     ),
 }
 
@@ -702,22 +708,26 @@ class SqliteStorage:
     async def read_store(self, run_id: str) -> dict[str, bytes]:
         return dict(await self._fetch("SELECT key, value FROM store WHERE run_id = ?", (run_id,)))
 
-    async def read_history(self, run_id: str, after_seq: int = 0) -> list[dict[str, Any]]:
+    async def read_history(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         rows = await self._fetch(
             "SELECT seq, ts_ms, kind, step_name, data FROM history WHERE run_id = ? AND seq > ? "
-            "ORDER BY seq",
-            (run_id, after_seq),
+            "ORDER BY seq LIMIT ?",
+            (run_id, after_seq, -1 if limit is None else limit),
         )
         return [
             {"seq": seq, "ts_ms": ts, "kind": kind, "step_name": step, "data": _unpack(data) or {}}
             for seq, ts, kind, step, data in rows
         ]
 
-    async def read_inbox(self, run_id: str) -> list[dict[str, Any]]:
+    async def read_inbox(
+        self, run_id: str, after_seq: int = 0, limit: int | None = None
+    ) -> list[dict[str, Any]]:
         rows = await self._fetch(
             "SELECT seq, event_name, payload, arrived_ms, state, step_name FROM inbox "
-            "WHERE run_id = ? ORDER BY seq",
-            (run_id,),
+            "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
+            (run_id, after_seq, -1 if limit is None else limit),
         )
         return [
             {
@@ -731,16 +741,24 @@ class SqliteStorage:
             for seq, name, payload, arrived, state, step in rows
         ]
 
-    async def list_runs(
-        self, status: str | None, workflow_type: str | None, limit: int
+    async def list_workflows(
+        self,
+        status: str | None,
+        workflow_type: str | None,
+        limit: int,
+        before: tuple[int, str] | None = None,
     ) -> list[rec.RunRecord]:
-        where, params = [], []
+        where: list[str] = []
+        params: list[Any] = []
         if status:
             where.append("status = ?")
             params.append(status)
         if workflow_type:
             where.append("workflow_type = ?")
             params.append(workflow_type)
+        if before is not None:
+            where.append("(created_ms, run_id) < (?, ?)")
+            params.extend(before)
         sql = _SELECT_RUN + (f" WHERE {' AND '.join(where)}" if where else "")
         sql += " ORDER BY created_ms DESC, run_id DESC LIMIT ?"
         return [_run_from_row(r) for r in await self._fetch(sql, (*params, limit))]

@@ -95,10 +95,15 @@ def test_history_follow_streams_json_lines_and_ends_with_the_run(served, uid):
         barrier.touch()
         served.wait_status(wid, "waiting")
         assert served.grctl("send", wid, "approve").code == 0
-        out, err = follower.communicate(timeout=CLI_TIMEOUT_S)  # ends by itself
+        follower.wait(timeout=CLI_TIMEOUT_S)  # ends by itself
+        # Read through the same buffered pipe as ``first`` (communicate() would skip the lines
+        # that readline() already buffered with it).
+        out, err = follower.stdout.read(), follower.stderr.read()
     finally:
         if follower.poll() is None:
             follower.kill()
+        follower.stdout.close()
+        follower.stderr.close()
     assert follower.returncode == 0, err
     assert "Traceback" not in err
     events = [json.loads(first)] + [json.loads(line) for line in out.splitlines()]

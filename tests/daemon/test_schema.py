@@ -31,6 +31,9 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_runs(daemon, worke
     with sqlite3.connect(daemon.db) as conn:
         conn.execute("DROP INDEX runs_running")
         conn.execute("DROP INDEX timers_by_due")
+        conn.execute("DROP INDEX runs_by_type")
+        conn.execute("DROP INDEX runs_by_status")
+        conn.execute("CREATE INDEX runs_by_status ON runs (status)")
         conn.execute("DROP TABLE owner")
         for column in ("completion_event", "worker_losses", "version"):
             conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
@@ -39,7 +42,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_runs(daemon, worke
     assert not {"completion_event", "version"} & set(_columns(daemon.db))
 
     daemon.start()
-    assert _version(daemon.db) == SCHEMA_VERSION == 3
+    assert _version(daemon.db) == SCHEMA_VERSION == 4
     assert {"completion_event", "worker_losses", "version"} <= set(_columns(daemon.db))
     info = daemon.call(lambda c: c.get_workflow_handle("old-run").describe())
     assert info.store == {"order_id": "1"}

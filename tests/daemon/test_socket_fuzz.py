@@ -262,6 +262,7 @@ BASELINE_BY_TYPE: dict[str, Any] = {
     "dict[str, Any] | None": None,
     "list[Any]": [],
     "list[dict[str, Any]]": [],
+    "list[Any] | None": None,
     "Any": None,
 }
 BASELINE_BY_NAME: dict[str, Any] = {
@@ -357,7 +358,7 @@ HAND_PICKED: dict[str, tuple[bytes, bool, str | None]] = {
     "status without req_id": (pack({"kind": "status"}), True, "bad fields"),
     "second hello": (pack(HELLO), True, "unexpected 'hello'"),
     "hello version 0": (pack({**HELLO, "protocol_version": 0}), False, "version 0"),
-    "hello version 2": (pack({**HELLO, "protocol_version": 2}), False, "version 2"),
+    "hello version 99": (pack({**HELLO, "protocol_version": 99}), False, "version 99"),
     "hello version -1": (pack({**HELLO, "protocol_version": -1}), False, "version -1"),
     "hello version 2^64-1": (pack({**HELLO, "protocol_version": 2**64 - 1}), False, "version"),
     "hello version as str": (pack({**HELLO, "protocol_version": "1"}), False, "wrong type"),
