@@ -10,6 +10,7 @@ from pathlib import Path
 from typing import Any
 
 from grctl import _faults as faults
+from grctl import codec
 from grctl import protocol as p
 from grctl.errors import DaemonUnavailableError, GrctlError, ProtocolError, error_from_wire
 
@@ -34,7 +35,7 @@ class Connection:
         self._read_task: asyncio.Task[None] | None = None
         self._closed = asyncio.Event()
         self._write_lock = asyncio.Lock()
-        self._out: list[bytes] = []
+        self._out = codec.FrameWriter(writer)
         self.connection_id = ""
         self.heartbeat_timeout_s = 10.0
         self.socket_path: Path | None = None
@@ -147,29 +148,19 @@ class Connection:
         frame = p.encode(msg)
         try:
             if faults.ARMED and isinstance(msg, _STEP_FRAMES):
-                self._flush()
+                self._out.flush()
                 faults.cut(self._writer.write, frame, "worker_mid_frame")
             # Frames queued in one turn of the loop go out in one write (a worker finishing
             # many steps at once); wait only when the daemon is slow to read.
-            self._out.append(frame)
-            if len(self._out) == 1:
-                asyncio.get_running_loop().call_soon(self._flush)
-            if self._writer.transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
-                self._flush()
+            self._out.write(frame)
+            if self._out.buffered() > DRAIN_ABOVE_BYTES:
+                self._out.flush()
                 async with self._write_lock:
                     await self._writer.drain()
         except (ConnectionError, OSError):
             raise DaemonUnavailableError(
                 "lost the connection to the grctl daemon; check it with: grctl daemon status"
             ) from None
-
-    def _flush(self) -> None:
-        out, self._out = self._out, []
-        if out and not self._writer.is_closing():
-            try:
-                self._writer.write(out[0] if len(out) == 1 else b"".join(out))
-            except (ConnectionError, OSError):
-                pass  # the read loop sees the connection end and fails what waits on it
 
     async def request(self, build: Callable[[int], p.Message]) -> Any:
         """Send the message ``build(req_id)`` makes and return the reply's data (or raise)."""
@@ -188,13 +179,8 @@ class Connection:
 
     def abandon(self, req_id: int) -> None:
         """Tell the daemon we no longer want the answer to ``req_id`` (it releases the wait)."""
-        if self.closed or self._writer.is_closing():
-            return
-        self._out.append(p.encode(p.Abandon(req_id)))
-        try:
-            asyncio.get_running_loop().call_soon(self._flush)
-        except RuntimeError:  # a stream closed by the garbage collector, off the loop
-            self._flush()
+        if not self.closed and not self._writer.is_closing():
+            self._out.write(p.encode(p.Abandon(req_id)))
 
     async def stream(
         self, build: Callable[[int], p.Message]
@@ -225,7 +211,7 @@ class Connection:
                 self.abandon(req_id)
 
     async def close(self) -> None:
-        self._flush()
+        self._out.flush()
         if self._read_task is not None:
             self._read_task.cancel()
         self._writer.close()

@@ -1,6 +1,7 @@
 """The wire: length-prefixed msgpack frames and the message classes both sides speak.
 
-A frame is a 4-byte big-endian length followed by one msgpack map ``{"kind": ..., **fields}``.
+A frame is a 4-byte big-endian length followed by one msgpack map ``{"kind": ..., **fields}``
+(the bytes are ``grctl.codec``'s).
 The first frame on every connection is a ``Hello`` carrying ``PROTOCOL_VERSION``; the daemon
 answers ``Welcome`` or an ``ErrorReply`` and closes. Requests carry a ``req_id`` the reply
 repeats. Every message is a small dataclass, encoded in one pass here and nowhere else.
@@ -10,17 +11,37 @@ from __future__ import annotations
 
 import asyncio
 import dataclasses
-import struct
 from dataclasses import dataclass, field
 from typing import Any, ClassVar
 
-import msgpack
-
+from grctl import codec
+from grctl.codec import (  # the value helpers every message carries, re-exported for the wire
+    MAX_FRAME_BYTES,
+    VALUE_EXT,
+    FrameReader,
+    open_value,
+    packed,
+    unwrap,
+    wrap_value,
+)
 from grctl.errors import ProtocolError
 
+__all__ = [
+    "MAX_FRAME_BYTES",
+    "PROTOCOL_VERSION",
+    "VALUE_EXT",
+    "FrameReader",
+    "Message",
+    "decode",
+    "encode",
+    "open_value",
+    "packed",
+    "read_message",
+    "unwrap",
+    "wrap_value",
+]
+
 PROTOCOL_VERSION = 2
-MAX_FRAME_BYTES = 16 * 1024 * 1024
-_HEADER = struct.Struct(">I")
 
 
 @dataclass
@@ -349,66 +370,18 @@ class QueryAnswer(Message):
     error: dict[str, Any] | None = None
 
 
-# -- codec -----------------------------------------------------------------------------------
+# -- encoding (the bytes themselves are grctl.codec's) ----------------------------------------
 
 
 def encode(msg: Message) -> bytes:
     """One message → one frame (header included)."""
-    body = msgpack.packb({"kind": msg.kind, **msg.__dict__}, use_bin_type=True)
-    if len(body) > MAX_FRAME_BYTES:
-        raise ProtocolError(
-            f"message {msg.kind!r} is {len(body)} bytes, over the {MAX_FRAME_BYTES}-byte frame limit"
-        )
-    return _HEADER.pack(len(body)) + body
-
-
-VALUE_EXT = 1
-
-
-def wrap_value(value: Any) -> msgpack.ExtType:
-    """A user value (input, payload, store value, result) as it travels: packed once, opaque.
-
-    The daemon stores and forwards these bytes without ever decoding them; only the SDK side
-    (``decode(..., open_values=True)``) turns them back into Python values.
-    """
-    return msgpack.ExtType(VALUE_EXT, msgpack.packb(value, use_bin_type=True))
-
-
-def packed(blob: bytes | None) -> msgpack.ExtType | None:
-    """Bytes the daemon holds (already packed by the SDK) as a wrapped value, to send on."""
-    return None if blob is None else msgpack.ExtType(VALUE_EXT, blob)
-
-
-def unwrap(value: Any) -> bytes | None:
-    """The packed bytes of a wrapped value from the wire.
-
-    A peer that sent a plain value instead of a wrapped one (``None`` too) gets it packed here.
-    """
-    if isinstance(value, msgpack.ExtType) and value.code == VALUE_EXT:
-        return value.data
-    return msgpack.packb(value, use_bin_type=True)
-
-
-def _open_ext(code: int, data: bytes) -> Any:
-    if code == VALUE_EXT:
-        return msgpack.unpackb(data, raw=False, strict_map_key=False, ext_hook=_open_ext)
-    return msgpack.ExtType(code, data)
-
-
-def open_value(value: Any) -> Any:
-    """A wrapped user value back to Python; anything else is returned as is."""
-    if isinstance(value, msgpack.ExtType) and value.code == VALUE_EXT:
-        return _open_ext(value.code, value.data)
-    return value
+    return codec.frame({"kind": msg.kind, **msg.__dict__}, msg.kind)
 
 
 def decode(body: bytes, open_values: bool = False) -> Message:
     """One frame body → its message, checking kind, fields and their types."""
     try:
-        if open_values:
-            data = msgpack.unpackb(body, raw=False, strict_map_key=False, ext_hook=_open_ext)
-        else:
-            data = msgpack.unpackb(body, raw=False, strict_map_key=False)
+        data = codec.unpack(body, open_values)
     except Exception as exc:
         raise ProtocolError(f"frame is not valid msgpack: {exc}") from None
     if not isinstance(data, dict) or not isinstance(data.get("kind"), str):
@@ -430,63 +403,5 @@ def decode(body: bytes, open_values: bool = False) -> Message:
 
 async def read_message(reader: asyncio.StreamReader, open_values: bool = False) -> Message | None:
     """Read one frame; ``None`` at a clean end of stream. Raises ProtocolError on a bad frame."""
-    try:
-        header = await reader.readexactly(_HEADER.size)
-    except asyncio.IncompleteReadError as exc:
-        if not exc.partial:
-            return None
-        raise ProtocolError("connection closed mid-frame") from None
-    (length,) = _HEADER.unpack(header)
-    if length > MAX_FRAME_BYTES:
-        raise ProtocolError(f"frame of {length} bytes is over the {MAX_FRAME_BYTES}-byte limit")
-    try:
-        body = await reader.readexactly(length)
-    except asyncio.IncompleteReadError:
-        raise ProtocolError("connection closed mid-frame") from None
-    return decode(body, open_values)
-
-
-class FrameReader:
-    """Frame bodies from a stream read in chunks: one await per chunk, whatever it holds.
-
-    A group commit wakes many steps at once, so their frames arrive together; reading them
-    one ``readexactly`` pair at a time would cost two awaits per frame.
-    """
-
-    def __init__(self, reader: asyncio.StreamReader, chunk_bytes: int = 256 * 1024) -> None:
-        self._reader = reader
-        self._chunk = chunk_bytes
-        self._buf = bytearray()
-
-    async def read(self) -> list[bytes] | None:
-        """The next complete frame bodies (at least one); ``None`` at a clean end of stream."""
-        while True:
-            bodies = self._split()
-            if bodies:
-                return bodies
-            chunk = await self._reader.read(self._chunk)
-            if not chunk:
-                if self._buf:
-                    raise ProtocolError("connection closed mid-frame")
-                return None
-            self._buf += chunk
-
-    def _split(self) -> list[bytes]:
-        buf = self._buf
-        size = len(buf)
-        pos = 0
-        bodies = []
-        while size - pos >= _HEADER.size:
-            (length,) = _HEADER.unpack_from(buf, pos)
-            if length > MAX_FRAME_BYTES:
-                raise ProtocolError(
-                    f"frame of {length} bytes is over the {MAX_FRAME_BYTES}-byte limit"
-                )
-            end = pos + _HEADER.size + length
-            if end > size:
-                break
-            bodies.append(bytes(buf[pos + _HEADER.size : end]))
-            pos = end
-        if pos:
-            del buf[:pos]
-        return bodies
+    body = await codec.read_frame(reader)
+    return None if body is None else decode(body, open_values)

@@ -18,6 +18,7 @@ from typing import Any
 from ulid import ULID
 
 from grctl import _faults as faults
+from grctl import codec
 from grctl import protocol as p
 from grctl.errors import (
     GrctlError,
@@ -27,8 +28,7 @@ from grctl.errors import (
     StorageUnavailableError,
     TooManyWaitsError,
 )
-from grctl.models.directive import RetryPolicy
-from grctl.signature import binding_error
+from grctl_daemon.definitions import definition_problem
 from grctl_daemon.dispatch import WorkerSlot
 from grctl_daemon.runtime import Runtime, refusal
 from grctl_daemon.storage.base import CommitFailed
@@ -57,6 +57,7 @@ class Peer:
 
     def __init__(self, writer: asyncio.StreamWriter) -> None:
         self.writer = writer
+        self.out = codec.FrameWriter(writer)
         self.connection_id = str(ULID())
         self.role = "client"
         self.name = ""
@@ -65,8 +66,6 @@ class Peer:
         self.waits: set[asyncio.Task[Any]] = set()  # long waits (they do not)
         self.by_req: dict[int, asyncio.Task[Any]] = {}  # what an Abandon can cancel
         self.last_seen = time.monotonic()
-        self._out: list[bytes] = []
-        self._queued = 0  # bytes in _out
 
     def write(self, msg: p.Message) -> None:
         """Queue one frame; the frames queued in one turn of the loop go out in one write."""
@@ -84,25 +83,19 @@ class Peer:
             refused = ReplyTooLargeError(f"the answer is too large to send ({exc}); ask for less")
             frame = p.encode(refusal(refused, req_id))
         if faults.ARMED and isinstance(msg, p.DispatchStep):
-            self.flush()
+            self.out.flush()
             faults.cut(self.writer.write, frame, "daemon_mid_frame")
-        self._out.append(frame)
-        self._queued += len(frame)
-        if len(self._out) == 1:
-            asyncio.get_running_loop().call_soon(self.flush)
+        self.out.write(frame)
 
     def flush(self) -> None:
-        """Write the queued frames with one system call (a group commit wakes many at once)."""
-        out, self._out, self._queued = self._out, [], 0
-        if out and not self.writer.is_closing():
-            self.writer.write(out[0] if len(out) == 1 else b"".join(out))
+        self.out.flush()
 
     async def send(self, msg: p.Message) -> None:
         """Write, then wait only when the peer is slow to read (back-pressure)."""
         self.write(msg)
-        if self._queued > DRAIN_ABOVE_BYTES:
-            self.flush()  # a long stream (history) must not pile up before the turn ends
-        if self.writer.transport.get_write_buffer_size() > DRAIN_ABOVE_BYTES:
+        if self.out.queued > DRAIN_ABOVE_BYTES:
+            self.out.flush()  # a long stream (history) must not pile up before the turn ends
+        if self.out.buffered() > DRAIN_ABOVE_BYTES:
             async with self.lock:
                 try:
                     await self.writer.drain()
@@ -368,7 +361,7 @@ class Server:
         if peer.role != "worker":
             raise InvalidInputError("only a worker connection may register workflows")
         for definition in msg.workflows:
-            problem = _definition_problem(definition)
+            problem = definition_problem(definition)
             if problem:
                 raise InvalidInputError(f"malformed workflow definitions: {problem}")
         types = frozenset(d["workflow_type"] for d in msg.workflows)
@@ -391,79 +384,3 @@ def _internal_error(msg: p.Message, exc: BaseException, req_id: int) -> p.ErrorR
         "internal_error",
         f"internal error in the daemon ({type(exc).__name__}: {exc}); see daemon.log",
     )
-
-
-# -- worker registrations -------------------------------------------------------------------
-# A definition is checked whole before anything is registered: a malformed one would otherwise
-# be kept and break later starts, sends or retries of its type with internal errors.
-
-_MAX_MS = 2**53  # durations the daemon adds to now() and stores as SQLite integers
-
-
-def _definition_problem(d: Any) -> str | None:
-    """Why a worker's workflow definition (``Workflow.definition()``) is unusable, or None."""
-    if not isinstance(d, dict):
-        return "a definition is not a map"
-    wt = d.get("workflow_type")
-    if not isinstance(wt, str) or not wt:
-        return "'workflow_type' must be a non-empty string"
-    start, steps, events = d.get("start"), d.get("steps"), d.get("events")
-    queries = d.get("queries")
-    if not isinstance(start, dict) or not isinstance(start.get("name"), str):
-        return f"{wt}: 'start' must be a map with a 'name'"
-    if not isinstance(steps, list) or not isinstance(events, list):
-        return f"{wt}: 'steps' and 'events' must be lists"
-    if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
-        return f"{wt}: 'queries' must be a list of names"
-    handlers = [("start", start.get("params"))]
-    for s in steps:
-        if not isinstance(s, dict) or not isinstance(s.get("name"), str):
-            return f"{wt}: each step must be a map with a 'name'"
-        timeout = s.get("timeout_ms")
-        if not _is_int(timeout) or not 0 <= timeout <= _MAX_MS:
-            return f"{wt}: step {s['name']!r} needs a 'timeout_ms' between 0 and {_MAX_MS}"
-        problem = _retry_problem(s.get("retry_policy"))
-        if problem:
-            return f"{wt}: retry policy of step {s['name']!r}: {problem}"
-    for e in events:
-        if not isinstance(e, dict) or not isinstance(e.get("name"), str):
-            return f"{wt}: each event must be a map with a 'name'"
-        handlers.append((f"event {e['name']!r}", e.get("params")))
-    for what, params in handlers:
-        try:
-            binding_error(params, None)  # builds the handler's signature from the rows
-        except (TypeError, ValueError, KeyError, AttributeError) as exc:
-            return f"{wt}: parameters of {what} are malformed ({type(exc).__name__}: {exc})"
-    return None
-
-
-def _retry_problem(rp: Any) -> str | None:
-    if rp is None:
-        return None
-    if not isinstance(rp, dict):
-        return "not a map"
-    for name in ("max_attempts", "initial_delay_ms", "max_delay_ms"):
-        value = rp.get(name)
-        if value is not None and (not _is_int(value) or not 0 <= value <= _MAX_MS):
-            return f"{name!r} must be an integer between 0 and {_MAX_MS}"
-    for name in ("backoff_multiplier", "jitter"):
-        value = rp.get(name)
-        if value is not None and (
-            isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value < 1e6
-        ):
-            return f"{name!r} must be a number"
-    for name in ("retryable_errors", "non_retryable_errors"):
-        value = rp.get(name)
-        if value is not None and (
-            not isinstance(value, list) or not all(isinstance(v, str) for v in value)
-        ):
-            return f"{name!r} must be a list of error class names"
-    try:
-        RetryPolicy.from_wire(rp)
-    except (TypeError, ValueError) as exc:
-        return str(exc)
-    return None
-
-
-def _is_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool)

@@ -16,8 +16,7 @@ import importlib
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-import msgpack
-
+from grctl import codec
 from grctl.errors import NonDeterminismError
 
 Recorder = Callable[[dict[str, Any]], Awaitable[None]]
@@ -30,7 +29,7 @@ current_step: contextvars.ContextVar[StepRun | None] = contextvars.ContextVar(
 def args_digest(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
     """A short, stable fingerprint of a call's arguments, to detect divergent replay."""
     try:
-        packed = msgpack.packb([list(args), kwargs], use_bin_type=True, default=repr)
+        packed = codec.pack([list(args), kwargs], default=repr)
     except Exception:
         packed = repr((args, kwargs)).encode()
     return hashlib.blake2b(packed, digest_size=8).hexdigest()
@@ -98,7 +97,7 @@ def error_record(exc: BaseException) -> dict[str, Any]:
     """What is kept of an exception so replay can raise the same class with the same message."""
     try:
         args = list(exc.args)
-        msgpack.packb(args, use_bin_type=True)
+        codec.pack(args)
     except Exception:
         args = [str(exc)]
     return {

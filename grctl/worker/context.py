@@ -17,8 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-import msgpack
-
+from grctl.codec import ExtType
 from grctl.errors import StoreValueError, WorkflowDefinitionError
 from grctl.models.directive import Directive, ErrorDetails
 from grctl.protocol import MAX_FRAME_BYTES, wrap_value
@@ -60,7 +59,7 @@ class RunInfo:
     parent_run_id: str | None = None
 
 
-def _check_serialisable(value: Any, what: str) -> msgpack.ExtType:
+def _check_serialisable(value: Any, what: str) -> ExtType:
     try:
         packed = wrap_value(value)
     except Exception:
@@ -86,7 +85,7 @@ class Store:
     def __init__(self, snapshot: dict[str, Any]) -> None:
         self._snapshot = snapshot
         self._writes: dict[str, Any] = {}
-        self._packed: dict[str, msgpack.ExtType] = {}
+        self._packed: dict[str, ExtType] = {}
 
     def put(self, key: str, value: Any) -> None:
         """Buffer a write; raises StoreValueError (naming the key) if msgpack cannot serialise it."""
@@ -117,7 +116,7 @@ class Store:
         return sorted(set(self._snapshot) | set(self._writes))
 
     @property
-    def pending_writes(self) -> dict[str, msgpack.ExtType]:
+    def pending_writes(self) -> dict[str, ExtType]:
         return dict(self._packed)
 
 

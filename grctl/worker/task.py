@@ -14,9 +14,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
-import msgpack
-
 from grctl import _faults as faults
+from grctl import codec
 from grctl.errors import StoreValueError
 from grctl.models.directive import RetryPolicy
 from grctl.worker._replay import args_digest, current_step, error_record, rebuild_error
@@ -119,7 +118,7 @@ async def _run_task(
         if faults.ARMED:
             faults.hit("task_done")
         try:
-            msgpack.packb(value, use_bin_type=True)
+            codec.pack(value)
         except Exception:
             raise StoreValueError(
                 f"task {name!r} returned a {type(value).__name__}, which msgpack cannot "

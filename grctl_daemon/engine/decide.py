@@ -20,8 +20,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-import msgpack
-
+from grctl import codec
 from grctl import protocol as p
 from grctl.errors import (
     GrctlError,
@@ -215,9 +214,7 @@ def _start(active: RunState | None, m: Start, now: int) -> Decision:
 
 
 def _send(state: RunState | None, m: Send, now: int) -> Decision:
-    s = _run(state)
-    if not s.is_active:
-        raise tr.not_running(s, f"send {m.event_name!r}")
+    s = _active(state, f"send {m.event_name!r}")
     tdef = _tdef(m.tdef, s.workflow_type)
     _check_writable(m.fault)
     return _event(s, tdef, m.event_name, m.payload, now)
@@ -253,17 +250,13 @@ def _event(s: RunState, tdef: TypeDef, event_name: str, payload: bytes | None, n
 
 
 def _cancel(state: RunState | None, m: Cancel, now: int) -> Decision:
-    s = _run(state)
-    if not s.is_active:
-        raise tr.not_running(s, "cancel it")
+    s = _active(state, "cancel it")
     _check_writable(m.fault)
     return tr.cancel(s, m.reason, now)
 
 
 def _terminate(state: RunState | None, m: Terminate, now: int) -> Decision:
-    s = _run(state)
-    if not s.is_active:
-        raise tr.not_running(s, "terminate it")
+    s = _active(state, "terminate it")
     _check_writable(m.fault)
     return tr.terminate(s, m.reason, now)
 
@@ -357,7 +350,7 @@ def _child_ended(parent: RunState | None, m: ChildEnded, now: int) -> Decision:
         "result": _open(c.result),
         "error": c.error,
     }
-    blob = msgpack.packb(payload, use_bin_type=True)
+    blob = codec.pack(payload)
     return tr.event_sent(parent, m.tdef, c.completion_event, blob, now)
 
 
@@ -382,6 +375,14 @@ def _run(state: RunState | None) -> RunState:
     if state is None:  # the runtime finds the run before it asks; a None here is our bug
         raise AssertionError("decide() needs the run's state for this message")
     return state
+
+
+def _active(state: RunState | None, what: str) -> RunState:
+    """The run, if it has not ended; else the refusal that it cannot ``what``."""
+    s = _run(state)
+    if not s.is_active:
+        raise tr.not_running(s, what)
+    return s
 
 
 def _tdef(tdef: TypeDef | None, workflow_type: str, known: Collection[str] = ()) -> TypeDef:
@@ -424,7 +425,7 @@ def _open(blob: bytes | None) -> Any:
     if blob is None:
         return None
     try:
-        return msgpack.unpackb(blob, raw=False, strict_map_key=False)
+        return codec.unpack(blob)
     except Exception as exc:  # the peer packed it: its fault, not a daemon bug
         raise InvalidInputError(
             f"a value sent to the daemon is not valid msgpack ({type(exc).__name__}); "

@@ -26,227 +26,66 @@ back-off) or ``waiting`` (for an event), then ends ``completed``, ``failed``, ``
 
 Every function returns a ``Decision``: the new state, the records to commit and the effects to
 perform after the commit. A refusal is a Decision with ``error`` set.
+
+This module holds the transitions, one per fact or request, and is the engine's one public
+entry for them: ``decision`` holds the Decision and effect types, the timer kinds and the
+shared bookkeeping helpers, ``scheduling`` the moves the transitions are made of (schedule a
+step, wait, deliver an event, fail a step, end the run); their public names are re-exported
+here.
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
 from typing import Any
 
-from grctl.errors import (
-    GrctlError,
-    StaleDispatchError,
-    WorkflowNotRunningError,
-)
 from grctl.models.run import RunStatus
+from grctl_daemon.engine.decision import (
+    DURABLE_TIMERS,
+    RETRY_TIMER,
+    STEP_TIMER,
+    WAIT_TIMER,
+    ArmTimer,
+    Decision,
+    Dispatch,
+    Effect,
+    RunEnded,
+    StopStep,
+    _arm,
+    _disarm,
+    _history,
+    _refuse,
+    _save,
+    _stale,
+    not_running,
+)
+from grctl_daemon.engine.scheduling import _deliver, _end, _fail, _failed, _schedule, _wait
 from grctl_daemon.engine.state import EMPTY, InboxItem, RunState, TypeDef
 from grctl_daemon.storage import base as rec
 
-STEP_TIMER = "step"
-WAIT_TIMER = "wait"
-RETRY_TIMER = "retry"
-# A step's deadline lives in memory only: after a daemon restart every running step is
-# dispatched again with a fresh deadline, so a stored one would never be read. Not storing it
-# saves two writes per step.
-DURABLE_TIMERS = frozenset({WAIT_TIMER, RETRY_TIMER})
-
-
-# Effects, like storage ops, are values nobody changes; slotted rather than frozen dataclasses
-# because a frozen one costs ~1 us more to build, on the step hot path.
-@dataclass(slots=True)
-class Dispatch:
-    """Give the run's scheduled step to a worker."""
-
-    run_id: str
-
-
-@dataclass(slots=True)
-class StopStep:
-    """Tell the worker holding this dispatch to stop it."""
-
-    dispatch_id: str
-    reason: str
-
-
-@dataclass(slots=True)
-class RunEnded:
-    run_id: str
-
-
-@dataclass(slots=True)
-class ArmTimer:
-    run_id: str
-    kind: str
-    due_ms: int
-    token: str
-
-
-Effect = Dispatch | StopStep | RunEnded | ArmTimer
-
-
-@dataclass
-class Decision:
-    state: RunState | None
-    ops: list[rec.Op] = field(default_factory=list)
-    effects: list[Effect] = field(default_factory=list)
-    reply: Any = None
-    error: GrctlError | None = None
-
-
-def _refuse(state: RunState | None, error: GrctlError) -> Decision:
-    return Decision(state, error=error)
-
-
-def _history(
-    s: RunState,
-    d: Decision,
-    kind: str,
-    now: int,
-    data: dict[str, Any] | None = None,
-    step_name: str | None = None,
-) -> None:
-    s.history_seq += 1
-    d.ops.append(rec.AppendHistory(s.run_id, s.history_seq, now, kind, step_name, data or {}))
-
-
-def _save(s: RunState, d: Decision, now: int) -> None:
-    s.updated_ms = now
-    s.version += 1
-    d.ops.insert(0, rec.SaveRun(s))
-
-
-def _arm(s: RunState, d: Decision, kind: str, due_ms: int, token: str) -> None:
-    s.timers = {**s.timers, kind: (due_ms, token)}
-    if kind in DURABLE_TIMERS:
-        d.ops.append(rec.SetTimer(s.run_id, kind, due_ms, token))
-    d.effects.append(ArmTimer(s.run_id, kind, due_ms, token))
-
-
-def _disarm(s: RunState, d: Decision, kind: str | None = None) -> None:
-    if kind is None:
-        if any(k in DURABLE_TIMERS for k in s.timers):
-            d.ops.append(rec.ClearTimer(s.run_id, None))
-        s.timers = {}
-    elif kind in s.timers:
-        s.timers = {k: v for k, v in s.timers.items() if k != kind}
-        if kind in DURABLE_TIMERS:
-            d.ops.append(rec.ClearTimer(s.run_id, kind))
-
-
-def not_running(s: RunState, what: str) -> WorkflowNotRunningError:
-    return WorkflowNotRunningError(
-        f"workflow {s.workflow_id!r} run {s.run_id} already ended ({s.status}); cannot {what}. "
-        f"Start a new run with: grctl start {s.workflow_type} --id {s.workflow_id}",
-        workflow_id=s.workflow_id,
-        run_id=s.run_id,
-    )
-
-
-def _stale(s: RunState, dispatch_id: str) -> StaleDispatchError:
-    return StaleDispatchError(
-        f"dispatch {dispatch_id} of workflow {s.workflow_id!r} is no longer current "
-        "(the step was given to another worker, timed out or the run ended); result dropped",
-        workflow_id=s.workflow_id,
-        run_id=s.run_id,
-    )
-
-
-# -- scheduling -------------------------------------------------------------------------------
-
-
-def _schedule(
-    s: RunState, d: Decision, step_name: str, handler_kind: str, args: bytes | None
-) -> None:
-    s.status = RunStatus.RUNNING
-    s.step_name = step_name
-    s.handler_kind = handler_kind
-    s.step_args = args
-    s.step_seq += 1
-    s.attempt = 0
-    s.failures = 0
-    s.dispatch_id = None
-    s.worker = None
-    s.wait_timeout_step = None
-    s.worker_losses = 0
-    if s.records:
-        s.records = EMPTY
-    d.effects.append(Dispatch(s.run_id))
-
-
-def _end(
-    s: RunState,
-    d: Decision,
-    status: RunStatus,
-    now: int,
-    *,
-    result: bytes | None = None,
-    error: dict[str, Any] | None = None,
-    reason: str | None = None,
-) -> None:
-    s.status = status
-    s.result = result
-    s.error = error
-    s.reason = reason
-    s.ended_ms = now
-    s.step_name = None
-    s.handler_kind = None
-    s.step_args = None
-    s.dispatch_id = None
-    s.worker = None
-    s.wait_timeout_step = None
-    s.records = EMPTY
-    d.ops.append(rec.ClearRecords(s.run_id))
-    _disarm(s, d)
-    data: dict[str, Any] = {}
-    if status == RunStatus.COMPLETED:
-        data["result"] = result
-    if error is not None:
-        data["error"] = error
-    if reason:
-        data["reason"] = reason
-    _history(s, d, f"workflow_{status.value}", now, data)
-    d.effects.append(RunEnded(s.run_id))
-
-
-def _wait(
-    s: RunState,
-    d: Decision,
-    tdef: TypeDef,
-    timeout_ms: int | None,
-    timeout_step: str | None,
-    now: int,
-) -> None:
-    if s.inbox:
-        _deliver(s, d, tdef, now)
-        return
-    s.status = RunStatus.WAITING
-    s.step_name = None
-    s.handler_kind = None
-    s.step_args = None
-    s.dispatch_id = None
-    s.worker = None
-    s.step_seq += 1
-    s.wait_timeout_step = timeout_step if timeout_ms is not None else None
-    data: dict[str, Any] = {}
-    if timeout_ms is not None:
-        _arm(s, d, WAIT_TIMER, now + timeout_ms, str(s.step_seq))
-        data = {"timeout_ms": timeout_ms, "timeout_step_name": timeout_step}
-    _history(s, d, "waiting_for_event", now, data)
-
-
-def _deliver(s: RunState, d: Decision, tdef: TypeDef, now: int) -> None:
-    item, s.inbox = s.inbox.popleft()
-    _disarm(s, d, WAIT_TIMER)
-    d.ops.append(rec.MarkInbox(s.run_id, item.seq, "dispatched", item.event_name))
-    _history(
-        s,
-        d,
-        "event_dispatched",
-        now,
-        {"event_name": item.event_name, "inbox_seq": item.seq},
-        item.event_name,
-    )
-    _schedule(s, d, item.event_name, "event", item.payload)
+__all__ = [
+    "DURABLE_TIMERS",
+    "RETRY_TIMER",
+    "STEP_TIMER",
+    "WAIT_TIMER",
+    "ArmTimer",
+    "Decision",
+    "Dispatch",
+    "Effect",
+    "RunEnded",
+    "StopStep",
+    "cancel",
+    "dispatched",
+    "event_sent",
+    "not_running",
+    "ready",
+    "recorded",
+    "start_run",
+    "step_completed",
+    "step_failed",
+    "terminate",
+    "timer_fired",
+    "worker_lost",
+]
 
 
 # -- facts ------------------------------------------------------------------------------------
@@ -428,24 +267,6 @@ def step_completed(
     return d
 
 
-def _fail(
-    s: RunState,
-    d: Decision,
-    error_type: str,
-    message: str,
-    traceback: str | None,
-    now: int,
-    details: dict[str, Any] | None = None,
-) -> None:
-    _end(
-        s,
-        d,
-        RunStatus.FAILED,
-        now,
-        error={"type": error_type, "message": message, "traceback": traceback, "details": details},
-    )
-
-
 def step_failed(
     state: RunState,
     tdef: TypeDef,
@@ -461,64 +282,6 @@ def step_failed(
     d = Decision(s)
     _failed(s, d, tdef, dispatch_id, error, now, timed_out)
     return d
-
-
-def _failed(
-    s: RunState,
-    d: Decision,
-    tdef: TypeDef,
-    dispatch_id: str,
-    error: dict[str, Any],
-    now: int,
-    timed_out: bool = False,
-) -> None:
-    s.failures += 1
-    s.worker_losses = 0
-    _disarm(s, d, STEP_TIMER)
-    if timed_out:
-        d.effects.append(StopStep(dispatch_id, "step timed out"))
-    policy = tdef.retry_policy(s.handler_kind, s.step_name)
-    cause = str(error.get("type", "Error"))
-    retry = (
-        not error.get("non_retryable")
-        and policy is not None
-        and policy.should_retry(cause, s.failures)
-        and not s.cancel_requested
-    )
-    data = {
-        "attempt": s.attempt,
-        "error": {k: error.get(k) for k in ("type", "message", "traceback")},
-        "will_retry": retry,
-    }
-    if retry:
-        assert policy is not None
-        delay = policy.delay_ms(s.failures)
-        data["retry_in_ms"] = delay
-    _history(s, d, "step_timed_out" if timed_out else "step_failed", now, data, s.step_name)
-    s.dispatch_id = None
-    s.worker = None
-    s.records = EMPTY
-    d.ops.append(rec.ClearRecords(s.run_id))
-    if s.cancel_requested:
-        _end(s, d, RunStatus.CANCELLED, now, reason="cancel requested")
-    elif retry:
-        _arm(s, d, RETRY_TIMER, now + data["retry_in_ms"], str(s.step_seq))
-    else:
-        outcome = "StepTimeout" if timed_out else "StepFailed"
-        if cause == "WorkerLost":
-            outcome = cause
-        verb = "timed out" if timed_out else f"raised {cause}: {error.get('message', '')}"
-        _fail(
-            s,
-            d,
-            outcome,
-            f"step {s.step_name!r} {verb} (attempt {s.attempt}, "
-            f"{s.failures} failure{'s' if s.failures != 1 else ''})",
-            error.get("traceback"),
-            now,
-            {"step_name": s.step_name, "cause": cause, "attempts": s.attempt},
-        )
-    _save(s, d, now)
 
 
 def timer_fired(state: RunState, tdef: TypeDef, kind: str, token: str, now: int) -> Decision:

@@ -11,8 +11,7 @@ import asyncio
 from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
-import msgpack
-
+from grctl import codec
 from grctl import protocol as p
 from grctl.errors import InvalidInputError, ResultTimeoutError
 from grctl_daemon.engine.state import RunState
@@ -33,10 +32,7 @@ def _value_bytes(row: dict[str, Any]) -> int:
     """Roughly what a row weighs on the wire (its user values as bytes or as wrapped values)."""
     data = row.get("data")
     values = data.values() if isinstance(data, dict) else row.values()
-    return _ROW_BYTES + sum(
-        len(v) if isinstance(v, bytes) else len(v.data) if isinstance(v, msgpack.ExtType) else 0
-        for v in values
-    )
+    return _ROW_BYTES + sum(codec.wrapped_size(v) for v in values)
 
 
 def _run_bytes(run: rec.RunRecord) -> int:

@@ -12,10 +12,10 @@ from __future__ import annotations
 import asyncio
 from typing import TYPE_CHECKING, Any
 
-import msgpack
 from ulid import ULID
 
 from grctl import _faults as faults
+from grctl import codec
 from grctl import protocol as p
 from grctl.errors import (
     InvalidInputError,
@@ -235,10 +235,10 @@ class Workers:
         child = decide(self.cache.latest(m.workflow_id), start, now_ms())
         if child.error is not None:
             raise child.error
-        record = msgpack.unpackb(blob, raw=False, strict_map_key=False)
+        record = codec.unpack(blob)
         record["value"] = child.reply
         note = {"child_workflow_id": m.workflow_id, "child_run_id": child.reply["run_id"]}
-        blob = msgpack.packb(record, use_bin_type=True)
+        blob = codec.pack(record)
         recd = decide(parent, Recorded(m.dispatch_id, blob, note), now_ms())
         try:
             return await self.commit(child, recd)

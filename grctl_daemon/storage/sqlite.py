@@ -37,98 +37,22 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import operator
 import os
 import sqlite3
 import time
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
-import msgpack
 
 from grctl import _faults as faults
 from grctl_daemon.storage import base as rec
+from grctl_daemon.storage.sqlite_reads import SqliteReads
+from grctl_daemon.storage.sqlite_rows import SCHEMA_VERSION, apply_batch, apply_op, migrate
 
-SCHEMA_VERSION = 4
-# version → the statements that bring a database at version-1 to it. schema.sql always holds the
-# latest schema for a new database; append here, never edit a released step.
-MIGRATIONS: dict[int, tuple[str, ...]] = {
-    2: ("ALTER TABLE runs ADD COLUMN completion_event TEXT",),
-    3: (
-        "ALTER TABLE runs ADD COLUMN worker_losses INTEGER NOT NULL DEFAULT 0",
-        "ALTER TABLE runs ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
-        "CREATE TABLE owner (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL)",
-        "CREATE INDEX timers_by_due ON timers (due_ms)",
-        "CREATE INDEX runs_running ON runs (run_id) WHERE status = 'running'",
-    ),
-    # Listings are paged newest first, filtered by status or type: no sort of a whole table.
-    4: (
-        "DROP INDEX runs_by_status",
-        "CREATE INDEX runs_by_status ON runs (status, created_ms)",
-        "CREATE INDEX runs_by_type ON runs (workflow_type, created_ms)",
-    ),
-}
-
-_RUN_COLUMNS = (
-    "run_id",
-    "workflow_id",
-    "workflow_type",
-    "status",
-    "created_ms",
-    "updated_ms",
-    "ended_ms",
-    "input",
-    "result",
-    "error",
-    "reason",
-    "step_name",
-    "handler_kind",
-    "step_args",
-    "attempt",
-    "failures",
-    "step_seq",
-    "wait_timeout_step",
-    "cancel_requested",
-    "parent_workflow_id",
-    "parent_run_id",
-    "completion_event",
-    "history_seq",
-    "inbox_seq",
-    "worker_losses",
-    "version",
-)
-_INSERT_RUN = (
-    f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
-)
-# What a step can change; the rest of a run's row is written once, when it starts (fewer
-# columns set, fewer indexes touched).
-_WRITTEN_ONCE = frozenset(
-    {
-        "run_id",
-        "workflow_id",
-        "workflow_type",
-        "created_ms",
-        "input",
-        "parent_workflow_id",
-        "parent_run_id",
-        "completion_event",
-    }
-)
-_MUTABLE_RUN_COLUMNS = tuple(c for c in _RUN_COLUMNS if c not in _WRITTEN_ONCE)
-# A save applies only to the row it was decided on: a stale one changes no row (and is refused).
-_UPDATE_RUN = (
-    f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE_RUN_COLUMNS)} "
-    "WHERE run_id = ? AND version = ?"
-)
-_mutable_values = operator.attrgetter(*_MUTABLE_RUN_COLUMNS)
-_ERROR_AT = _MUTABLE_RUN_COLUMNS.index("error")
-_CANCEL_AT = _MUTABLE_RUN_COLUMNS.index("cancel_requested")
-_SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
+__all__ = ["SCHEMA_VERSION", "SqliteStorage"]
 
 MAX_BATCH_UNITS = 1000
-MAX_LOAD_BATCH = 500  # runs read back in one go (SQLite allows 32,766 parameters)
 FULL_RETRY_INITIAL_S = 0.05
 FULL_RETRY_MAX_S = 0.5
 CLOSE_GRACE_S = 2.0  # how long a stopping daemon still waits for space before dropping units
@@ -155,154 +79,7 @@ def _injected_fault() -> None:
         raise exc
 
 
-def _pack(value: Any) -> bytes | None:
-    return None if value is None else msgpack.packb(value, use_bin_type=True)
-
-
-def _unpack(data: bytes | None) -> Any:
-    return None if data is None else msgpack.unpackb(data, raw=False, strict_map_key=False)
-
-
-def _run_params(run: rec.RunRecord) -> list[Any]:
-    values = []
-    for col in _RUN_COLUMNS:
-        v = getattr(run, col)
-        if col == "error":
-            v = _pack(v)
-        elif col == "cancel_requested":
-            v = int(v)
-        values.append(v)
-    return values
-
-
-def _save_params(r: rec.RunRecord, expect_version: int) -> list[Any]:
-    values = list(_mutable_values(r))
-    values[_ERROR_AT] = _pack(values[_ERROR_AT])
-    values[_CANCEL_AT] = int(values[_CANCEL_AT])
-    values.append(r.run_id)
-    values.append(expect_version)
-    return values
-
-
-class _Stale(sqlite3.IntegrityError):
-    """A save found its run's row at another version than the one it was decided on."""
-
-
-def _run_from_row(row: Any) -> rec.RunRecord:
-    data = dict(zip(_RUN_COLUMNS, row, strict=True))
-    data["error"] = _unpack(data["error"])
-    data["cancel_requested"] = bool(data["cancel_requested"])
-    return rec.RunRecord(**data)
-
-
-_INSERT_HISTORY = (
-    "INSERT INTO history (run_id, seq, ts_ms, kind, step_name, data) VALUES (?, ?, ?, ?, ?, ?)"
-)
-_UPSERT_STORE = (
-    "INSERT INTO store (run_id, key, value) VALUES (?, ?, ?) "
-    "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"
-)
-
-
-def _apply_batch(cur: sqlite3.Cursor, units: list[list[rec.Op]]) -> None:
-    """Every op of a batch, with one ``executemany`` per statement on the hot tables.
-
-    Tables have no triggers or foreign keys, so ops on different tables commute; ops on one
-    table keep their order. A run saved twice in a batch (its step ended, its next step was
-    dispatched) is written once, with its last state, checked against the version its first
-    save was decided on. New runs go in before any save; should that trip the one-active-run
-    index (a run ended and its workflow_id started again in the same batch), or a save find
-    its row moved on, the IntegrityError sends the caller to the ordered, unit-by-unit path.
-    """
-    inserts: list[rec.RunRecord] = []
-    saves: dict[str, tuple[rec.RunRecord, int]] = {}
-    history: list[tuple[Any, ...]] = []
-    store: list[tuple[str, str, bytes]] = []
-    rest: list[rec.Op] = []
-    for ops in units:
-        for op in ops:
-            kind = type(op)
-            if kind is rec.AppendHistory:
-                history.append((op.run_id, op.seq, op.ts_ms, op.kind, op.step_name, _pack(op.data)))
-            elif kind is rec.SaveRun:
-                first = saves.get(op.run.run_id)
-                saves[op.run.run_id] = (op.run, op.run.version - 1 if first is None else first[1])
-            elif kind is rec.PutStore:
-                store.extend((op.run_id, k, v) for k, v in op.writes.items())
-            elif kind is rec.InsertRun:
-                inserts.append(op.run)
-            else:
-                rest.append(op)
-    if inserts:
-        cur.executemany(_INSERT_RUN, [_run_params(r) for r in inserts])
-    if saves:
-        cur.executemany(_UPDATE_RUN, [_save_params(r, v) for r, v in saves.values()])
-        if cur.rowcount != len(saves):
-            raise _Stale(f"{len(saves) - cur.rowcount} run save(s) decided on a stale state")
-    if history:
-        cur.executemany(_INSERT_HISTORY, history)
-    if store:
-        cur.executemany(_UPSERT_STORE, store)
-    for op in rest:
-        _apply(cur, op)
-
-
-def _apply(cur: sqlite3.Cursor, op: rec.Op) -> None:
-    match op:
-        case rec.SaveRun(run):
-            cur.execute(_UPDATE_RUN, _save_params(run, run.version - 1))
-            if cur.rowcount != 1:
-                raise _Stale(
-                    f"run {run.run_id} is not at version {run.version - 1}: the save was decided "
-                    "on a state that was never committed"
-                )
-        case rec.InsertRun(run):
-            cur.execute(_INSERT_RUN, _run_params(run))
-        case rec.PutStore(run_id, writes):
-            cur.executemany(_UPSERT_STORE, [(run_id, k, v) for k, v in writes.items()])
-        case rec.AppendHistory(run_id, seq, ts_ms, kind, step_name, data):
-            cur.execute(_INSERT_HISTORY, (run_id, seq, ts_ms, kind, step_name, _pack(data)))
-        case rec.AddInbox(run_id, seq, event_name, payload, arrived_ms):
-            cur.execute(
-                "INSERT INTO inbox (run_id, seq, event_name, payload, arrived_ms, state) "
-                "VALUES (?, ?, ?, ?, ?, 'pending')",
-                (run_id, seq, event_name, payload, arrived_ms),
-            )
-        case rec.MarkInbox(run_id, seq, state, step_name):
-            cur.execute(
-                "UPDATE inbox SET state = ?, step_name = ? WHERE run_id = ? AND seq = ?",
-                (state, step_name, run_id, seq),
-            )
-        case rec.AddRecord(run_id, step_seq, n, record):
-            cur.execute(
-                "INSERT INTO step_records (run_id, step_seq, n, record) VALUES (?, ?, ?, ?)",
-                (run_id, step_seq, n, record),
-            )
-        case rec.ClearRecords(run_id):
-            cur.execute("DELETE FROM step_records WHERE run_id = ?", (run_id,))
-        case rec.SetTimer(run_id, kind, due_ms, token):
-            cur.execute(
-                "INSERT INTO timers (run_id, kind, due_ms, token) VALUES (?, ?, ?, ?) "
-                "ON CONFLICT (run_id, kind) DO UPDATE SET due_ms = excluded.due_ms, "
-                "token = excluded.token",
-                (run_id, kind, due_ms, token),
-            )
-        case rec.ClearTimer(run_id, None):
-            cur.execute("DELETE FROM timers WHERE run_id = ?", (run_id,))
-        case rec.ClearTimer(run_id, kind):
-            cur.execute("DELETE FROM timers WHERE run_id = ? AND kind = ?", (run_id, kind))
-        case rec.SaveType(workflow_type, definition, updated_ms):
-            cur.execute(
-                "INSERT INTO workflow_types (workflow_type, definition, updated_ms) VALUES (?, ?, ?) "
-                "ON CONFLICT (workflow_type) DO UPDATE SET definition = excluded.definition, "
-                "updated_ms = excluded.updated_ms",
-                (workflow_type, _pack(definition), updated_ms),
-            )
-        case _:
-            raise TypeError(f"unknown storage op {op!r}")
-
-
-class SqliteStorage:
+class SqliteStorage(SqliteReads):
     """Storage on one SQLite file in WAL mode."""
 
     def __init__(self, path: Path, synchronous: str = "FULL") -> None:
@@ -344,7 +121,7 @@ class SqliteStorage:
         conn.execute("PRAGMA journal_mode = WAL")
         conn.execute(f"PRAGMA synchronous = {self.synchronous}")
         conn.execute("PRAGMA busy_timeout = 5000")
-        self._migrate(conn)
+        migrate(conn, self.path)
         self.epoch = self._take_ownership(conn)
         self._wconn = conn
 
@@ -361,38 +138,6 @@ class SqliteStorage:
         (epoch,) = conn.execute("SELECT epoch FROM owner WHERE id = 1").fetchone()
         conn.execute("COMMIT")
         return int(epoch)
-
-    def _migrate(self, conn: sqlite3.Connection) -> None:
-        conn.execute("BEGIN IMMEDIATE")
-        try:
-            has_table = conn.execute(
-                "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
-            ).fetchone()
-            version = 0
-            if has_table:
-                row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
-                version = row[0] or 0
-            if version > SCHEMA_VERSION:
-                raise rec.StorageError(
-                    f"database {self.path} has schema version {version}, newer than this grctl "
-                    f"({SCHEMA_VERSION}); upgrade grctl or point GRCTL_DB elsewhere"
-                )
-            if version == 0:
-                schema = resources.files("grctl_daemon.storage").joinpath("schema.sql").read_text()
-                lines = [ln for ln in schema.splitlines() if not ln.lstrip().startswith("--")]
-                for statement in "\n".join(lines).split(";"):
-                    if statement.strip():
-                        conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
-                version = SCHEMA_VERSION
-            for target in range(version + 1, SCHEMA_VERSION + 1):
-                for statement in MIGRATIONS[target]:
-                    conn.execute(statement)
-                conn.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
-            conn.execute("COMMIT")
-        except BaseException:
-            conn.execute("ROLLBACK")
-            raise
 
     async def close(self) -> None:
         """Finish every queued commit (waiting at most ``CLOSE_GRACE_S`` for space), then close."""
@@ -574,7 +319,7 @@ class SqliteStorage:
                 raise sqlite3.OperationalError("disk I/O error (injected by GRCTL_FAIL_AT)")
             try:
                 # Optimistic: units are almost never refused, so no savepoint per unit...
-                _apply_batch(cur, units)
+                apply_batch(cur, units)
                 outcomes = [None] * len(units)
             except sqlite3.IntegrityError:
                 # ...and when one is (a second run of a workflow_id), redo the batch with one
@@ -604,164 +349,10 @@ class SqliteStorage:
         cur.execute("SAVEPOINT unit")
         try:
             for op in ops:
-                _apply(cur, op)
+                apply_op(cur, op)
         except sqlite3.IntegrityError as exc:
             cur.execute("ROLLBACK TO unit")
             return rec.UnitRefused(str(exc))
         finally:
             cur.execute("RELEASE unit")
         return None
-
-    # -- reads ----------------------------------------------------------------------------------
-
-    async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        assert self._reader is not None
-        async with self._reader.execute(sql, params) as cur:
-            return list(await cur.fetchall())
-
-    async def load_types(self) -> dict[str, dict[str, Any]]:
-        rows = await self._fetch("SELECT workflow_type, definition FROM workflow_types")
-        return {name: _unpack(blob) for name, blob in rows}
-
-    async def load_runs(self, run_ids: list[str]) -> dict[str, rec.LoadedRun]:
-        """The given runs with their parts: five queries for the lot, not five per run."""
-        found: dict[str, rec.LoadedRun] = {}
-        for start in range(0, len(run_ids), MAX_LOAD_BATCH):
-            chunk = run_ids[start : start + MAX_LOAD_BATCH]
-            async with self._load_lock:  # one read transaction: one committed state
-                found.update(await self._load_chunk(chunk))
-        return found
-
-    async def _load_chunk(self, run_ids: list[str]) -> dict[str, rec.LoadedRun]:
-        assert self._reader is not None
-        marks = ", ".join("?" * len(run_ids))
-        ids = tuple(run_ids)
-        await self._reader.execute("BEGIN")
-        try:
-            runs = {
-                run.run_id: run
-                for run in map(
-                    _run_from_row,
-                    await self._fetch(f"{_SELECT_RUN} WHERE run_id IN ({marks})", ids),
-                )
-            }
-            if not runs:
-                return {}
-            loaded = {rid: rec.LoadedRun(run, {}, [], [], {}) for rid, run in runs.items()}
-            for rid, key, value in await self._fetch(
-                f"SELECT run_id, key, value FROM store WHERE run_id IN ({marks})", ids
-            ):
-                loaded[rid].store[key] = value
-            for rid, step_seq, record in await self._fetch(
-                "SELECT run_id, step_seq, record FROM step_records "
-                f"WHERE run_id IN ({marks}) ORDER BY run_id, step_seq, n",
-                ids,
-            ):
-                if step_seq == runs[rid].step_seq:
-                    loaded[rid].records.append(record)
-            for rid, seq, name, payload in await self._fetch(
-                "SELECT run_id, seq, event_name, payload FROM inbox "
-                f"WHERE run_id IN ({marks}) AND state = 'pending' ORDER BY run_id, seq",
-                ids,
-            ):
-                loaded[rid].inbox.append((seq, name, payload))
-            for rid, kind, due, token in await self._fetch(
-                f"SELECT run_id, kind, due_ms, token FROM timers WHERE run_id IN ({marks})", ids
-            ):
-                loaded[rid].timers[kind] = (due, token)
-        finally:
-            await self._reader.execute("COMMIT")
-        return loaded
-
-    async def ready_runs(self, after_run_id: str, limit: int) -> list[tuple[str, str]]:
-        return [
-            (run_id, wtype)
-            for run_id, wtype in await self._fetch(
-                "SELECT run_id, workflow_type FROM runs WHERE status = 'running' AND run_id > ? "
-                "ORDER BY run_id LIMIT ?",
-                (after_run_id, limit),
-            )
-        ]
-
-    async def due_timers(self, from_ms: int, to_ms: int) -> list[rec.DueTimer]:
-        return [
-            rec.DueTimer(*row)
-            for row in await self._fetch(
-                "SELECT run_id, kind, due_ms, token FROM timers WHERE due_ms >= ? AND due_ms < ? "
-                "ORDER BY due_ms",
-                (from_ms, to_ms),
-            )
-        ]
-
-    async def find_run(self, workflow_id: str, run_id: str | None) -> rec.RunRecord | None:
-        if run_id:
-            rows = await self._fetch(
-                f"{_SELECT_RUN} WHERE run_id = ? AND workflow_id = ?", (run_id, workflow_id)
-            )
-        else:
-            rows = await self._fetch(
-                f"{_SELECT_RUN} WHERE workflow_id = ? ORDER BY created_ms DESC, run_id DESC LIMIT 1",
-                (workflow_id,),
-            )
-        return _run_from_row(rows[0]) if rows else None
-
-    async def read_store(self, run_id: str) -> dict[str, bytes]:
-        return dict(await self._fetch("SELECT key, value FROM store WHERE run_id = ?", (run_id,)))
-
-    async def read_history(
-        self, run_id: str, after_seq: int = 0, limit: int | None = None
-    ) -> list[dict[str, Any]]:
-        rows = await self._fetch(
-            "SELECT seq, ts_ms, kind, step_name, data FROM history WHERE run_id = ? AND seq > ? "
-            "ORDER BY seq LIMIT ?",
-            (run_id, after_seq, -1 if limit is None else limit),
-        )
-        return [
-            {"seq": seq, "ts_ms": ts, "kind": kind, "step_name": step, "data": _unpack(data) or {}}
-            for seq, ts, kind, step, data in rows
-        ]
-
-    async def read_inbox(
-        self, run_id: str, after_seq: int = 0, limit: int | None = None
-    ) -> list[dict[str, Any]]:
-        rows = await self._fetch(
-            "SELECT seq, event_name, payload, arrived_ms, state, step_name FROM inbox "
-            "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
-            (run_id, after_seq, -1 if limit is None else limit),
-        )
-        return [
-            {
-                "seq": seq,
-                "event_name": name,
-                "payload": payload,
-                "arrived_ms": arrived,
-                "state": state,
-                "step_name": step,
-            }
-            for seq, name, payload, arrived, state, step in rows
-        ]
-
-    async def list_workflows(
-        self,
-        status: str | None,
-        workflow_type: str | None,
-        limit: int,
-        before: tuple[int, str] | None = None,
-    ) -> list[rec.RunRecord]:
-        where: list[str] = []
-        params: list[Any] = []
-        if status:
-            where.append("status = ?")
-            params.append(status)
-        if workflow_type:
-            where.append("workflow_type = ?")
-            params.append(workflow_type)
-        if before is not None:
-            where.append("(created_ms, run_id) < (?, ?)")
-            params.extend(before)
-        sql = _SELECT_RUN + (f" WHERE {' AND '.join(where)}" if where else "")
-        sql += " ORDER BY created_ms DESC, run_id DESC LIMIT ?"
-        return [_run_from_row(r) for r in await self._fetch(sql, (*params, limit))]
-
-    async def count_by_status(self) -> dict[str, int]:
-        return dict(await self._fetch("SELECT status, COUNT(*) FROM runs GROUP BY status"))

@@ -262,7 +262,7 @@ def _row(run: rec.RunRecord) -> dict[str, Any]:
 
 
 class Db:
-    """The tables ``storage.sqlite._apply`` writes, with their keys and checks enforced."""
+    """The tables ``storage.sqlite_rows.apply_op`` writes, with their keys and checks enforced."""
 
     def __init__(self) -> None:
         self.runs: dict[str, dict[str, Any]] = {}

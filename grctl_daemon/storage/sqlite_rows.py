@@ -1,0 +1,277 @@
+"""The SQLite schema and rows: versions and migrations, run rows, and the ops as statements.
+
+``apply_batch`` writes a whole group commit with one ``executemany`` per statement on the hot
+tables; ``apply_op`` writes one op (the unit-by-unit path after a refusal).
+"""
+
+from __future__ import annotations
+
+import operator
+import sqlite3
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from grctl import codec
+from grctl_daemon.storage import base as rec
+
+SCHEMA_VERSION = 4
+# version → the statements that bring a database at version-1 to it. schema.sql always holds the
+# latest schema for a new database; append here, never edit a released step.
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    2: ("ALTER TABLE runs ADD COLUMN completion_event TEXT",),
+    3: (
+        "ALTER TABLE runs ADD COLUMN worker_losses INTEGER NOT NULL DEFAULT 0",
+        "ALTER TABLE runs ADD COLUMN version INTEGER NOT NULL DEFAULT 0",
+        "CREATE TABLE owner (id INTEGER PRIMARY KEY CHECK (id = 1), epoch INTEGER NOT NULL)",
+        "CREATE INDEX timers_by_due ON timers (due_ms)",
+        "CREATE INDEX runs_running ON runs (run_id) WHERE status = 'running'",
+    ),
+    # Listings are paged newest first, filtered by status or type: no sort of a whole table.
+    4: (
+        "DROP INDEX runs_by_status",
+        "CREATE INDEX runs_by_status ON runs (status, created_ms)",
+        "CREATE INDEX runs_by_type ON runs (workflow_type, created_ms)",
+    ),
+}
+
+_RUN_COLUMNS = (
+    "run_id",
+    "workflow_id",
+    "workflow_type",
+    "status",
+    "created_ms",
+    "updated_ms",
+    "ended_ms",
+    "input",
+    "result",
+    "error",
+    "reason",
+    "step_name",
+    "handler_kind",
+    "step_args",
+    "attempt",
+    "failures",
+    "step_seq",
+    "wait_timeout_step",
+    "cancel_requested",
+    "parent_workflow_id",
+    "parent_run_id",
+    "completion_event",
+    "history_seq",
+    "inbox_seq",
+    "worker_losses",
+    "version",
+)
+_INSERT_RUN = (
+    f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"
+)
+# What a step can change; the rest of a run's row is written once, when it starts (fewer
+# columns set, fewer indexes touched).
+_WRITTEN_ONCE = frozenset(
+    {
+        "run_id",
+        "workflow_id",
+        "workflow_type",
+        "created_ms",
+        "input",
+        "parent_workflow_id",
+        "parent_run_id",
+        "completion_event",
+    }
+)
+_MUTABLE_RUN_COLUMNS = tuple(c for c in _RUN_COLUMNS if c not in _WRITTEN_ONCE)
+# A save applies only to the row it was decided on: a stale one changes no row (and is refused).
+_UPDATE_RUN = (
+    f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE_RUN_COLUMNS)} "
+    "WHERE run_id = ? AND version = ?"
+)
+_mutable_values = operator.attrgetter(*_MUTABLE_RUN_COLUMNS)
+_ERROR_AT = _MUTABLE_RUN_COLUMNS.index("error")
+_CANCEL_AT = _MUTABLE_RUN_COLUMNS.index("cancel_requested")
+SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
+
+
+def pack_or_none(value: Any) -> bytes | None:
+    return None if value is None else codec.pack(value)
+
+
+def unpack_or_none(data: bytes | None) -> Any:
+    return None if data is None else codec.unpack(data)
+
+
+def _run_params(run: rec.RunRecord) -> list[Any]:
+    values = []
+    for col in _RUN_COLUMNS:
+        v = getattr(run, col)
+        if col == "error":
+            v = pack_or_none(v)
+        elif col == "cancel_requested":
+            v = int(v)
+        values.append(v)
+    return values
+
+
+def _save_params(r: rec.RunRecord, expect_version: int) -> list[Any]:
+    values = list(_mutable_values(r))
+    values[_ERROR_AT] = pack_or_none(values[_ERROR_AT])
+    values[_CANCEL_AT] = int(values[_CANCEL_AT])
+    values.append(r.run_id)
+    values.append(expect_version)
+    return values
+
+
+class Stale(sqlite3.IntegrityError):
+    """A save found its run's row at another version than the one it was decided on."""
+
+
+def run_from_row(row: Any) -> rec.RunRecord:
+    data = dict(zip(_RUN_COLUMNS, row, strict=True))
+    data["error"] = unpack_or_none(data["error"])
+    data["cancel_requested"] = bool(data["cancel_requested"])
+    return rec.RunRecord(**data)
+
+
+_INSERT_HISTORY = (
+    "INSERT INTO history (run_id, seq, ts_ms, kind, step_name, data) VALUES (?, ?, ?, ?, ?, ?)"
+)
+_UPSERT_STORE = (
+    "INSERT INTO store (run_id, key, value) VALUES (?, ?, ?) "
+    "ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"
+)
+
+
+def apply_batch(cur: sqlite3.Cursor, units: list[list[rec.Op]]) -> None:
+    """Every op of a batch, with one ``executemany`` per statement on the hot tables.
+
+    Tables have no triggers or foreign keys, so ops on different tables commute; ops on one
+    table keep their order. A run saved twice in a batch (its step ended, its next step was
+    dispatched) is written once, with its last state, checked against the version its first
+    save was decided on. New runs go in before any save; should that trip the one-active-run
+    index (a run ended and its workflow_id started again in the same batch), or a save find
+    its row moved on, the IntegrityError sends the caller to the ordered, unit-by-unit path.
+    """
+    inserts: list[rec.RunRecord] = []
+    saves: dict[str, tuple[rec.RunRecord, int]] = {}
+    history: list[tuple[Any, ...]] = []
+    store: list[tuple[str, str, bytes]] = []
+    rest: list[rec.Op] = []
+    for ops in units:
+        for op in ops:
+            kind = type(op)
+            if kind is rec.AppendHistory:
+                history.append(
+                    (op.run_id, op.seq, op.ts_ms, op.kind, op.step_name, pack_or_none(op.data))
+                )
+            elif kind is rec.SaveRun:
+                first = saves.get(op.run.run_id)
+                saves[op.run.run_id] = (op.run, op.run.version - 1 if first is None else first[1])
+            elif kind is rec.PutStore:
+                store.extend((op.run_id, k, v) for k, v in op.writes.items())
+            elif kind is rec.InsertRun:
+                inserts.append(op.run)
+            else:
+                rest.append(op)
+    if inserts:
+        cur.executemany(_INSERT_RUN, [_run_params(r) for r in inserts])
+    if saves:
+        cur.executemany(_UPDATE_RUN, [_save_params(r, v) for r, v in saves.values()])
+        if cur.rowcount != len(saves):
+            raise Stale(f"{len(saves) - cur.rowcount} run save(s) decided on a stale state")
+    if history:
+        cur.executemany(_INSERT_HISTORY, history)
+    if store:
+        cur.executemany(_UPSERT_STORE, store)
+    for op in rest:
+        apply_op(cur, op)
+
+
+def apply_op(cur: sqlite3.Cursor, op: rec.Op) -> None:
+    match op:
+        case rec.SaveRun(run):
+            cur.execute(_UPDATE_RUN, _save_params(run, run.version - 1))
+            if cur.rowcount != 1:
+                raise Stale(
+                    f"run {run.run_id} is not at version {run.version - 1}: the save was decided "
+                    "on a state that was never committed"
+                )
+        case rec.InsertRun(run):
+            cur.execute(_INSERT_RUN, _run_params(run))
+        case rec.PutStore(run_id, writes):
+            cur.executemany(_UPSERT_STORE, [(run_id, k, v) for k, v in writes.items()])
+        case rec.AppendHistory(run_id, seq, ts_ms, kind, step_name, data):
+            cur.execute(_INSERT_HISTORY, (run_id, seq, ts_ms, kind, step_name, pack_or_none(data)))
+        case rec.AddInbox(run_id, seq, event_name, payload, arrived_ms):
+            cur.execute(
+                "INSERT INTO inbox (run_id, seq, event_name, payload, arrived_ms, state) "
+                "VALUES (?, ?, ?, ?, ?, 'pending')",
+                (run_id, seq, event_name, payload, arrived_ms),
+            )
+        case rec.MarkInbox(run_id, seq, state, step_name):
+            cur.execute(
+                "UPDATE inbox SET state = ?, step_name = ? WHERE run_id = ? AND seq = ?",
+                (state, step_name, run_id, seq),
+            )
+        case rec.AddRecord(run_id, step_seq, n, record):
+            cur.execute(
+                "INSERT INTO step_records (run_id, step_seq, n, record) VALUES (?, ?, ?, ?)",
+                (run_id, step_seq, n, record),
+            )
+        case rec.ClearRecords(run_id):
+            cur.execute("DELETE FROM step_records WHERE run_id = ?", (run_id,))
+        case rec.SetTimer(run_id, kind, due_ms, token):
+            cur.execute(
+                "INSERT INTO timers (run_id, kind, due_ms, token) VALUES (?, ?, ?, ?) "
+                "ON CONFLICT (run_id, kind) DO UPDATE SET due_ms = excluded.due_ms, "
+                "token = excluded.token",
+                (run_id, kind, due_ms, token),
+            )
+        case rec.ClearTimer(run_id, None):
+            cur.execute("DELETE FROM timers WHERE run_id = ?", (run_id,))
+        case rec.ClearTimer(run_id, kind):
+            cur.execute("DELETE FROM timers WHERE run_id = ? AND kind = ?", (run_id, kind))
+        case rec.SaveType(workflow_type, definition, updated_ms):
+            cur.execute(
+                "INSERT INTO workflow_types (workflow_type, definition, updated_ms) VALUES (?, ?, ?) "
+                "ON CONFLICT (workflow_type) DO UPDATE SET definition = excluded.definition, "
+                "updated_ms = excluded.updated_ms",
+                (workflow_type, pack_or_none(definition), updated_ms),
+            )
+        case _:
+            raise TypeError(f"unknown storage op {op!r}")
+
+
+def migrate(conn: sqlite3.Connection, path: Path) -> None:
+    """Bring the database to SCHEMA_VERSION: a new one from schema.sql, an older one by
+    MIGRATIONS.
+    """
+    conn.execute("BEGIN IMMEDIATE")
+    try:
+        has_table = conn.execute(
+            "SELECT 1 FROM sqlite_master WHERE type = 'table' AND name = 'schema_version'"
+        ).fetchone()
+        version = 0
+        if has_table:
+            row = conn.execute("SELECT MAX(version) FROM schema_version").fetchone()
+            version = row[0] or 0
+        if version > SCHEMA_VERSION:
+            raise rec.StorageError(
+                f"database {path} has schema version {version}, newer than this grctl "
+                f"({SCHEMA_VERSION}); upgrade grctl or point GRCTL_DB elsewhere"
+            )
+        if version == 0:
+            schema = resources.files("grctl_daemon.storage").joinpath("schema.sql").read_text()
+            lines = [ln for ln in schema.splitlines() if not ln.lstrip().startswith("--")]
+            for statement in "\n".join(lines).split(";"):
+                if statement.strip():
+                    conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (SCHEMA_VERSION,))
+            version = SCHEMA_VERSION
+        for target in range(version + 1, SCHEMA_VERSION + 1):
+            for statement in MIGRATIONS[target]:
+                conn.execute(statement)
+            conn.execute("INSERT INTO schema_version (version) VALUES (?)", (target,))
+        conn.execute("COMMIT")
+    except BaseException:
+        conn.execute("ROLLBACK")
+        raise
