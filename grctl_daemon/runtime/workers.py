@@ -61,9 +61,8 @@ class Workers:
             self.apply(prepared[0], sends=[prepared[1:]])
 
     async def _dispatch_loaded(self: Runtime, run_id: str, slot: WorkerSlot | None) -> None:
+        """Read the run back, then dispatch it; ``slot`` was reserved by the caller (``_drain``)."""
         self.cache.hold(run_id)
-        if slot is not None:
-            slot.reserved += 1
         try:
             state = await self.cache.load(run_id)
         finally:
@@ -119,6 +118,10 @@ class Workers:
                 if run_id in self.cache:
                     self._dispatch(run_id)
                 else:
+                    # Reserved now, not when the task starts: otherwise ``slot.free`` does not
+                    # drop in this loop, which then empties the whole queue into reads (and
+                    # every run past the slot's capacity is queued again, evicted, read again).
+                    slot.reserved += 1
                     self.spawn(self._dispatch_loaded(run_id, slot))
 
     def drain_all(self: Runtime) -> None:
