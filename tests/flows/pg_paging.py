@@ -4,6 +4,7 @@
   the inbox and is recorded in the history (the test terminates it).
 - ``PgListed``: waits for a ``stop`` event; many of them make a long listing.
 - ``PgEcho``: completes with its input (big ones make replies over the frame limit).
+- ``PgQuick``: completes at once (many queued runs drained by a small worker).
 """
 
 from __future__ import annotations
@@ -47,3 +48,11 @@ echo = Workflow(workflow_type="PgEcho")
 @echo.start()
 async def pg_echo_start(ctx: Context, blob: str) -> Directive:
     return ctx.next.complete({"blob": blob})
+
+
+quick = Workflow(workflow_type="PgQuick")
+
+
+@quick.start()
+async def pg_quick_start(ctx: Context) -> Directive:
+    return ctx.next.complete(None)
