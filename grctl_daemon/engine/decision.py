@@ -91,7 +91,7 @@ def _history(
 def _save(s: RunState, d: Decision, now: int) -> None:
     s.updated_ms = now
     s.version += 1
-    d.ops.insert(0, rec.SaveRun(s))
+    d.ops.insert(0, rec.SaveRun(s, s.status != getattr(s, "saved_status", None)))
 
 
 def _arm(s: RunState, d: Decision, kind: str, due_ms: int, token: str) -> None:

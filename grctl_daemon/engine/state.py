@@ -113,6 +113,7 @@ class RunState(RunRecord):
         # every decision on the step hot path.
         new = object.__new__(RunState)
         new.__dict__.update(self.__dict__)
+        new.saved_status = self.status  # what the row holds (or will, once its unit commits)
         return new
 
     @property

@@ -51,9 +51,14 @@ class RunRecord:
 # several on the hot path.
 @dataclass(slots=True)
 class SaveRun:
-    """The run's new row, applied only where the stored row is still at ``run.version - 1``."""
+    """The run's new row, applied only where the stored row is still at ``run.version - 1``.
+
+    ``status_changed`` is False when the save keeps the row's status: a backend may then leave
+    the status column, and every index on it, untouched (most steps of a run do not change it).
+    """
 
     run: RunRecord
+    status_changed: bool = True
 
 
 @dataclass(slots=True)

@@ -309,12 +309,7 @@ class SqliteStorage(SqliteReads):
         cur = conn.cursor()
         cur.execute("BEGIN IMMEDIATE")
         try:
-            (epoch,) = cur.execute("SELECT epoch FROM owner WHERE id = 1").fetchone()
-            if epoch != self.epoch:
-                raise rec.Fenced(
-                    f"another daemon opened {self.path} (epoch {epoch}, ours {self.epoch}); "
-                    "this one may no longer write it"
-                )
+            self._check_epoch(cur)
             if faults.FAIL_ARMED and faults.fail_due("commit"):
                 raise sqlite3.OperationalError("disk I/O error (injected by GRCTL_FAIL_AT)")
             try:
@@ -326,6 +321,7 @@ class SqliteStorage(SqliteReads):
                 # savepoint per unit so that only that unit is refused.
                 cur.execute("ROLLBACK")
                 cur.execute("BEGIN IMMEDIATE")
+                self._check_epoch(cur)  # the lock was let go for a moment
                 outcomes = [self._write_unit(cur, ops) for ops in units]
             if faults.ARMED:
                 faults.hit("before_commit")
@@ -343,6 +339,15 @@ class SqliteStorage(SqliteReads):
         if faults.ARMED:
             faults.hit("after_commit")
         return outcomes
+
+    def _check_epoch(self, cur: sqlite3.Cursor) -> None:
+        """Inside the transaction: this daemon still owns the database (no newer one opened it)."""
+        (epoch,) = cur.execute("SELECT epoch FROM owner WHERE id = 1").fetchone()
+        if epoch != self.epoch:
+            raise rec.Fenced(
+                f"another daemon opened {self.path} (epoch {epoch}, ours {self.epoch}); "
+                "this one may no longer write it"
+            )
 
     @staticmethod
     def _write_unit(cur: sqlite3.Cursor, ops: list[rec.Op]) -> Exception | None:

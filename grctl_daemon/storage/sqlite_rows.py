@@ -81,14 +81,25 @@ _WRITTEN_ONCE = frozenset(
     }
 )
 _MUTABLE_RUN_COLUMNS = tuple(c for c in _RUN_COLUMNS if c not in _WRITTEN_ONCE)
-# A save applies only to the row it was decided on: a stale one changes no row (and is refused).
-_UPDATE_RUN = (
-    f"UPDATE runs SET {', '.join(f'{c} = ?' for c in _MUTABLE_RUN_COLUMNS)} "
-    "WHERE run_id = ? AND version = ?"
-)
-_mutable_values = operator.attrgetter(*_MUTABLE_RUN_COLUMNS)
-_ERROR_AT = _MUTABLE_RUN_COLUMNS.index("error")
-_CANCEL_AT = _MUTABLE_RUN_COLUMNS.index("cancel_requested")
+# A save that keeps the status leaves that column out: SQLite then rewrites none of the indexes
+# on it (the one-active-run index, the listing and ready-run indexes), which most steps skip.
+_STEP_RUN_COLUMNS = tuple(c for c in _MUTABLE_RUN_COLUMNS if c != "status")
+
+
+def _update(columns: tuple[str, ...]) -> str:
+    # A save applies only to the row it was decided on: a stale one changes no row (refused).
+    sets = ", ".join(f"{c} = ?" for c in columns)
+    return f"UPDATE runs SET {sets} WHERE run_id = ? AND version = ?"
+
+
+_UPDATE_RUN = _update(_MUTABLE_RUN_COLUMNS)
+_UPDATE_STEP = _update(_STEP_RUN_COLUMNS)
+_SAVED = {
+    True: (_UPDATE_RUN, operator.attrgetter(*_MUTABLE_RUN_COLUMNS), _MUTABLE_RUN_COLUMNS),
+    False: (_UPDATE_STEP, operator.attrgetter(*_STEP_RUN_COLUMNS), _STEP_RUN_COLUMNS),
+}
+_ERROR_AT = {k: cols.index("error") for k, (_, _, cols) in _SAVED.items()}
+_CANCEL_AT = {k: cols.index("cancel_requested") for k, (_, _, cols) in _SAVED.items()}
 SELECT_RUN = f"SELECT {', '.join(_RUN_COLUMNS)} FROM runs"
 
 
@@ -112,10 +123,12 @@ def _run_params(run: rec.RunRecord) -> list[Any]:
     return values
 
 
-def _save_params(r: rec.RunRecord, expect_version: int) -> list[Any]:
-    values = list(_mutable_values(r))
-    values[_ERROR_AT] = pack_or_none(values[_ERROR_AT])
-    values[_CANCEL_AT] = int(values[_CANCEL_AT])
+def _save_params(r: rec.RunRecord, expect_version: int, status_changed: bool) -> list[Any]:
+    values = list(_SAVED[status_changed][1](r))
+    at = _ERROR_AT[status_changed]
+    values[at] = pack_or_none(values[at])
+    at = _CANCEL_AT[status_changed]
+    values[at] = int(values[at])
     values.append(r.run_id)
     values.append(expect_version)
     return values
@@ -152,7 +165,7 @@ def apply_batch(cur: sqlite3.Cursor, units: list[list[rec.Op]]) -> None:
     its row moved on, the IntegrityError sends the caller to the ordered, unit-by-unit path.
     """
     inserts: list[rec.RunRecord] = []
-    saves: dict[str, tuple[rec.RunRecord, int]] = {}
+    saves: dict[str, tuple[rec.RunRecord, int, bool]] = {}
     history: list[tuple[Any, ...]] = []
     store: list[tuple[str, str, bytes]] = []
     rest: list[rec.Op] = []
@@ -165,7 +178,10 @@ def apply_batch(cur: sqlite3.Cursor, units: list[list[rec.Op]]) -> None:
                 )
             elif kind is rec.SaveRun:
                 first = saves.get(op.run.run_id)
-                saves[op.run.run_id] = (op.run, op.run.version - 1 if first is None else first[1])
+                if first is None:
+                    saves[op.run.run_id] = (op.run, op.run.version - 1, op.status_changed)
+                else:
+                    saves[op.run.run_id] = (op.run, first[1], first[2] or op.status_changed)
             elif kind is rec.PutStore:
                 store.extend((op.run_id, k, v) for k, v in op.writes.items())
             elif kind is rec.InsertRun:
@@ -175,9 +191,14 @@ def apply_batch(cur: sqlite3.Cursor, units: list[list[rec.Op]]) -> None:
     if inserts:
         cur.executemany(_INSERT_RUN, [_run_params(r) for r in inserts])
     if saves:
-        cur.executemany(_UPDATE_RUN, [_save_params(r, v) for r, v in saves.values()])
-        if cur.rowcount != len(saves):
-            raise Stale(f"{len(saves) - cur.rowcount} run save(s) decided on a stale state")
+        saved = 0
+        for changed in (False, True):
+            rows = [_save_params(r, v, c) for r, v, c in saves.values() if c is changed]
+            if rows:
+                cur.executemany(_SAVED[changed][0], rows)
+                saved += cur.rowcount
+        if saved != len(saves):
+            raise Stale(f"{len(saves) - saved} run save(s) decided on a stale state")
     if history:
         cur.executemany(_INSERT_HISTORY, history)
     if store:
@@ -188,8 +209,8 @@ def apply_batch(cur: sqlite3.Cursor, units: list[list[rec.Op]]) -> None:
 
 def apply_op(cur: sqlite3.Cursor, op: rec.Op) -> None:
     match op:
-        case rec.SaveRun(run):
-            cur.execute(_UPDATE_RUN, _save_params(run, run.version - 1))
+        case rec.SaveRun(run, changed):
+            cur.execute(_SAVED[changed][0], _save_params(run, run.version - 1, changed))
             if cur.rowcount != 1:
                 raise Stale(
                     f"run {run.run_id} is not at version {run.version - 1}: the save was decided "
