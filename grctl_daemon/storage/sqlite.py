@@ -47,15 +47,12 @@ import aiosqlite
 
 from grctl import _faults as faults
 from grctl_daemon.storage import base as rec
+from grctl_daemon.storage.group_commit import GroupCommit, Outcomes
 from grctl_daemon.storage.sqlite_reads import SqliteReads
 from grctl_daemon.storage.sqlite_rows import SCHEMA_VERSION, apply_batch, apply_op, migrate
 
 __all__ = ["SCHEMA_VERSION", "SqliteStorage"]
 
-MAX_BATCH_UNITS = 1000
-FULL_RETRY_INITIAL_S = 0.05
-FULL_RETRY_MAX_S = 0.5
-CLOSE_GRACE_S = 2.0  # how long a stopping daemon still waits for space before dropping units
 
 # Tests where no small filesystem can be mounted: while the file this names exists, every
 # commit fails as a full disk makes it fail. Read once; off (None) costs one comparison.
@@ -79,31 +76,19 @@ def _injected_fault() -> None:
         raise exc
 
 
-class SqliteStorage(SqliteReads):
+class SqliteStorage(SqliteReads, GroupCommit):
     """Storage on one SQLite file in WAL mode."""
 
+    hint = FULL_HINT
+
     def __init__(self, path: Path, synchronous: str = "FULL") -> None:
+        GroupCommit.__init__(self)
         self.path = path
+        self.database = str(path)
         self.synchronous = synchronous
         self._wconn: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
-        self._queue: asyncio.Queue[tuple[list[rec.Op], asyncio.Future[None]] | None] = (
-            asyncio.Queue()
-        )
-        self._writer_task: asyncio.Task[None] | None = None
-        self.batches = 0
-        self.units = 0
-        self.write_s = 0.0  # time spent writing batches (COMMIT included)
-        self.commit_s = 0.0  # of which in COMMIT itself: the fsync
-        # Set while commits fail for want of space: the error, since when, how many units wait.
-        self.fault: str | None = None
-        self.fault_since_ms: int | None = None
-        self.fault_cleared_ms: int | None = None  # when commits last went through again
-        self._waiting = 0
-        self._close_deadline: float | None = None
         self._load_lock = asyncio.Lock()
-        self.epoch = 0
-        self.failed: rec.CommitFailed | None = None  # set once a commit failed: no more commits
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -111,7 +96,7 @@ class SqliteStorage(SqliteReads):
         self._open_writer()  # start-up: migrations run here, before anything is served
         self._reader = await aiosqlite.connect(str(self.path))
         await self._reader.execute("PRAGMA query_only = ON")
-        self._writer_task = asyncio.create_task(self._write_loop(), name="grctl-group-commit")
+        self.start_writer()
 
     def _open_writer(self) -> None:
         fresh = not self.path.exists()
@@ -140,12 +125,8 @@ class SqliteStorage(SqliteReads):
         return int(epoch)
 
     async def close(self) -> None:
-        """Finish every queued commit (waiting at most ``CLOSE_GRACE_S`` for space), then close."""
-        self._close_deadline = time.monotonic() + CLOSE_GRACE_S
-        if self._writer_task is not None:
-            await self._queue.put(None)
-            await self._writer_task
-            self._writer_task = None
+        """Finish every queued commit (waiting a little for space), then close."""
+        await self.stop_writer()
         if self._reader is not None:
             await self._reader.close()
             self._reader = None
@@ -153,138 +134,8 @@ class SqliteStorage(SqliteReads):
             conn, self._wconn = self._wconn, None
             conn.close()
 
-    # -- writes ---------------------------------------------------------------------------------
-
-    def commit(self, ops: list[rec.Op]) -> asyncio.Future[None]:
-        """Queue one unit; the future resolves when it is durable (or fails with UnitRefused)."""
-        fut: asyncio.Future[None] = asyncio.get_running_loop().create_future()
-        if self.failed is not None:
-            fut.set_exception(self.failed)
-        else:
-            self._queue.put_nowait((ops, fut))
-        return fut
-
-    async def _write_loop(self) -> None:
-        stopping = False
-        while not stopping:
-            item = await self._queue.get()
-            if item is None:
-                break
-            batch = [item]
-            while not self._queue.empty() and len(batch) < MAX_BATCH_UNITS:
-                nxt = self._queue.get_nowait()
-                if nxt is None:
-                    stopping = True
-                    break
-                batch.append(nxt)
-            try:
-                outcomes = await self._write_until_done([ops for ops, _ in batch])
-            except Exception as exc:
-                # The database itself failed. Every unit queued behind this batch was decided
-                # on its state, so none may be committed: fail them all and take no more.
-                self.failed = rec.CommitFailed(f"{type(exc).__name__}: {exc}")
-                self.failed.__cause__ = exc
-                for _, fut in batch:
-                    if not fut.done():
-                        fut.set_exception(self.failed)
-                dropped = self._drop_queue(self.failed)
-                log.critical(
-                    "commit to %s failed (%s); %d unit(s) of that batch and %d queued behind it "
-                    "were not committed",
-                    self.path,
-                    self.failed,
-                    len(batch),
-                    dropped,
-                )
-                break
-            if outcomes is None:
-                # Stopping on a full disk. The units behind build on these: all are dropped,
-                # their futures cancelled (never acknowledged, nothing to answer).
-                for _, fut in batch:
-                    fut.cancel()
-                log.error(
-                    "stopping with %d unit(s) not committed (%s); they were never "
-                    "acknowledged and the next start recovers from what is durable",
-                    len(batch) + self._drop_queue(),
-                    self.fault,
-                )
-                break
-            self.batches += 1
-            self.units += len(batch)
-            for (_, fut), outcome in zip(batch, outcomes, strict=True):
-                if fut.done():
-                    continue
-                if outcome is None:
-                    fut.set_result(None)
-                else:
-                    fut.set_exception(outcome)
-
-    async def _write_until_done(self, units: list[list[rec.Op]]) -> list[Exception | None] | None:
-        """Write one batch; on a full disk roll back and try again until it fits (see top).
-
-        Returns None when the daemon is stopping and the disk stayed full past CLOSE_GRACE_S.
-        """
-        delay = FULL_RETRY_INITIAL_S
-        self._waiting = len(units)
-        while True:
-            try:
-                outcomes = self._write_batch(units)
-            except sqlite3.OperationalError as exc:
-                if not _disk_full(exc):
-                    raise
-                if self.fault is None:
-                    self.fault = str(exc)
-                    self.fault_since_ms = int(time.time() * 1000)
-                    log.error(
-                        "cannot write the database %s: %s; new starts, events, cancels and "
-                        "terminates are refused and %d pending commit(s) wait; free space on its "
-                        "disk and the daemon resumes by itself (retrying every %gs)",
-                        self.path,
-                        exc,
-                        self._waiting + self._queue.qsize(),
-                        FULL_RETRY_MAX_S,
-                    )
-                if self._close_deadline is not None and time.monotonic() > self._close_deadline:
-                    return None
-                await asyncio.sleep(delay)
-                delay = min(delay * 2, FULL_RETRY_MAX_S)
-                continue
-            if self.fault is not None:
-                waited = time.time() - (self.fault_since_ms or 0) / 1000
-                log.info(
-                    "the database %s is writable again after %.1fs; the waiting commits are "
-                    "durable and new work is accepted",
-                    self.path,
-                    waited,
-                )
-                self.fault = self.fault_since_ms = None
-                self.fault_cleared_ms = int(time.time() * 1000)
-            self._waiting = 0
-            return outcomes
-
-    def _drop_queue(self, exc: BaseException | None = None) -> int:
-        dropped = 0
-        while not self._queue.empty():
-            item = self._queue.get_nowait()
-            if item is not None:
-                if exc is None:
-                    item[1].cancel()
-                else:
-                    item[1].set_exception(exc)
-                dropped += 1
-        return dropped
-
-    def health(self) -> dict[str, Any]:
-        """Whether commits succeed; while they do not, why, since when and how many wait."""
-        return {
-            "writable": self.fault is None and self.failed is None,
-            "error": self.fault or (str(self.failed) if self.failed else None),
-            "since_ms": self.fault_since_ms,
-            "cleared_ms": self.fault_cleared_ms,
-            "hint": FULL_HINT,
-            "database": str(self.path),
-            "waiting_units": self._waiting + self._queue.qsize() if self.fault else 0,
-        }
+    def _transient(self, exc: BaseException) -> bool:
+        return _disk_full(exc)
 
     def describe(self) -> dict[str, Any]:
         size = 0
@@ -301,7 +152,11 @@ class SqliteStorage(SqliteReads):
             "epoch": self.epoch,
         }
 
-    def _write_batch(self, units: list[list[rec.Op]]) -> list[Exception | None]:
+    async def _write_batch(self, units: list[list[rec.Op]]) -> Outcomes:
+        # On the loop's own thread, on purpose (see the top of this module).
+        return self._write_sync(units)
+
+    def _write_sync(self, units: list[list[rec.Op]]) -> Outcomes:
         conn = self._wconn
         assert conn is not None
         outcomes: list[Exception | None] = []
