@@ -575,11 +575,12 @@ def daemon_status(data: dict[str, Any]) -> None:
     grid = _grid()
     grid.add_row("pid", Text(str(data["pid"])))
     grid.add_row("socket", Text(data["socket"]))
-    size = data.get("database_bytes", 0)
-    grid.add_row(
-        "database",
-        Text(f"{data['database']} ({_size(size)}, synchronous={data.get('synchronous')})"),
-    )
+    size = data.get("database_bytes")
+    sync = data.get("synchronous") or ""
+    settings = ", ".join(x for x in (_size(size) if size is not None else "", sync) if x)
+    if sync and not sync.startswith("synchronous"):
+        settings = settings.replace(sync, f"synchronous={sync}")
+    grid.add_row("database", Text(f"{data['database']} ({settings})"))
     storage = data.get("storage") or {}
     if storage and not storage.get("writable", True):
         since = datetime.fromtimestamp(storage["since_ms"] / 1000, tz=UTC)

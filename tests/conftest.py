@@ -5,6 +5,12 @@
 - ``workers``: a factory starting real ``grctl worker`` processes on modules of tests/flows.
 - ``wait_until(predicate, timeout=...)`` in place of every sleep.
 - ``call(daemon, fn)``: run ``fn(client)`` against the daemon with a fresh Client.
+
+Backends: a module marked ``pytestmark = pytest.mark.backends`` runs each of its tests that use
+``daemon`` twice, on SQLite and on the real PostgreSQL server (``GRCTL_TEST_PG``, default
+``postgresql://postgres@127.0.0.1:5432/test``), each test in a fresh schema that is dropped
+afterwards. Without a reachable server the PostgreSQL cases are skipped with one reason, unless
+``GRCTL_REQUIRE_POSTGRES=1`` (as CI sets it) makes that an error.
 """
 
 from __future__ import annotations
@@ -29,6 +35,71 @@ from grctl.client import Client
 
 TESTS = Path(__file__).parent
 GRCTL = str(Path(sys.executable).parent / "grctl")
+PG_URL = os.environ.get("GRCTL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
+BACKENDS = ("sqlite", "postgres")
+
+
+def _pg_run(sql: str) -> str | None:
+    """Run one statement on the test server; the error text if it cannot (None when it ran)."""
+
+    async def go() -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_URL, timeout=5)
+        try:
+            await conn.execute(sql)
+        finally:
+            await conn.close()
+
+    try:
+        asyncio.run(go())
+    except Exception as exc:  # noqa: BLE001 - reported as the reason to skip
+        return f"{type(exc).__name__}: {exc}"
+    return None
+
+
+_PG_PROBLEM: list[str | None] = []
+
+
+def pg_problem() -> str | None:
+    """Why PostgreSQL tests cannot run here (None: they can); asked once per session."""
+    if not _PG_PROBLEM:
+        _PG_PROBLEM.append(_pg_run("SELECT 1"))
+    return _PG_PROBLEM[0]
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    config.addinivalue_line(
+        "markers", "backends: run each test that uses the daemon on SQLite and on PostgreSQL"
+    )
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    if "backend" in metafunc.fixturenames and metafunc.definition.get_closest_marker("backends"):
+        metafunc.parametrize("backend", BACKENDS, indirect=True)
+
+
+@pytest.fixture
+def backend(request: pytest.FixtureRequest) -> str:
+    """The storage backend of the test's daemon (``sqlite`` unless the module is parametrised)."""
+    name = getattr(request, "param", "sqlite")
+    if name == "postgres":
+        problem = pg_problem()
+        if problem is not None:
+            if os.environ.get("GRCTL_REQUIRE_POSTGRES"):
+                pytest.fail(f"PostgreSQL is required here but unreachable at {PG_URL}: {problem}")
+            pytest.skip(f"PostgreSQL tests skipped: no server at {PG_URL} ({problem})")
+    return name
+
+
+@contextmanager
+def pg_schema(prefix: str = "t") -> Iterator[str]:
+    """A fresh schema name on the test server, dropped (with what the daemon made) afterwards."""
+    name = f"{prefix}_{os.getpid()}_{time.monotonic_ns() % 10**9}"
+    try:
+        yield name
+    finally:
+        _pg_run(f'DROP SCHEMA IF EXISTS "{name}" CASCADE')
 
 
 def wait_until(
@@ -66,6 +137,11 @@ class Daemon:
         self.log = home / "daemon.log"
         self.proc: subprocess.Popen[bytes] | None = None
         self.allow_tracebacks = False
+        self.db_url: str | None = None  # set for PostgreSQL; None: the home's SQLite file
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if self.db_url else "sqlite"
 
     @property
     def pid(self) -> int:
@@ -83,7 +159,15 @@ class Daemon:
     def start(self, env: dict[str, str] | None = None, wait: bool = True) -> Daemon:
         out = open(self.home / "daemon.out", "ab")  # noqa: SIM115
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "grctl_daemon", "--home", str(self.home), "--quiet"],
+            [
+                sys.executable,
+                "-m",
+                "grctl_daemon",
+                "--home",
+                str(self.home),
+                "--quiet",
+                *(["--db", self.db_url] if self.db_url else []),
+            ],
             env=self.env(env),
             stdout=out,
             stderr=out,
@@ -118,6 +202,11 @@ class Daemon:
         return call(self, fn, timeout)
 
     def integrity_ok(self) -> bool:
+        if self.db_url:  # PostgreSQL checks its pages itself; ask it to read every table
+            tables = ("runs", "history", "inbox", "store", "step_records", "timers")
+            schema = self.db_url.rsplit("schema=", 1)[1]
+            sql = "; ".join(f'SELECT count(*) FROM "{schema}".{t}' for t in tables)
+            return _pg_run(sql) is None
         import sqlite3
 
         conn = sqlite3.connect(str(self.db))
@@ -153,14 +242,23 @@ def home() -> Iterator[Path]:
 
 
 @pytest.fixture
-def daemon(home: Path) -> Iterator[Daemon]:
-    d = Daemon(home).start()
-    yield d
-    if d.proc is not None and d.proc.poll() is None:
-        code = d.stop()
-        assert code == 0, f"daemon exited {code}: {(home / 'daemon.out').read_text()}"
-    if not d.allow_tracebacks and d.log.exists():
-        assert "Traceback" not in d.log.read_text(), d.log.read_text()
+def daemon(home: Path, backend: str) -> Iterator[Daemon]:
+    with pg_schema() if backend == "postgres" else _no_schema() as schema:
+        d = Daemon(home)
+        if schema is not None:
+            d.db_url = f"{PG_URL}?schema={schema}"
+        d.start()
+        yield d
+        if d.proc is not None and d.proc.poll() is None:
+            code = d.stop()
+            assert code == 0, f"daemon exited {code}: {(home / 'daemon.out').read_text()}"
+        if not d.allow_tracebacks and d.log.exists():
+            assert "Traceback" not in d.log.read_text(), d.log.read_text()
+
+
+@contextmanager
+def _no_schema() -> Iterator[None]:
+    yield None
 
 
 class Worker:

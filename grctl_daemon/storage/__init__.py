@@ -52,7 +52,11 @@ def open_storage(url: str, **options: Any) -> Storage:
         from grctl_daemon.storage.sqlite import SqliteStorage
 
         return SqliteStorage(sqlite_path(url), synchronous=options.get("synchronous", "FULL"))
-    raise StorageError(
-        f"--db {display(url)}: the {scheme} backend is not available in this grctl yet; "
-        "use a SQLite path"
-    )
+    try:
+        from grctl_daemon.storage.postgres import PostgresStorage
+    except ImportError as exc:
+        raise StorageError(
+            f"--db {display(url)}: the PostgreSQL backend needs asyncpg ({exc}); install it "
+            "with: pip install 'grctl[postgres]'"
+        ) from None
+    return PostgresStorage(url)
