@@ -201,6 +201,35 @@ class Daemon:
     def call(self, fn: Callable[[Client], Awaitable[Any]], timeout: float = 30) -> Any:
         return call(self, fn, timeout)
 
+    def rows(self, sql: str, params: tuple[Any, ...] = ()) -> list[tuple[Any, ...]]:
+        """Rows of ``sql`` (``?`` placeholders) read straight from the daemon's database."""
+        if self.db_url:
+            import re
+
+            import asyncpg
+
+            n = iter(range(1, 1000))
+            pg_sql = re.sub(r"\?", lambda _: f"${next(n)}", sql)
+            schema = self.db_url.rsplit("schema=", 1)[1]
+
+            async def go() -> list[tuple[Any, ...]]:
+                conn = await asyncpg.connect(
+                    PG_URL, timeout=5, server_settings={"search_path": schema}
+                )
+                try:
+                    return [tuple(r) for r in await conn.fetch(pg_sql, *params)]
+                finally:
+                    await conn.close()
+
+            return asyncio.run(go())
+        import sqlite3
+
+        conn = sqlite3.connect(f"file:{self.db}?mode=ro", uri=True)
+        try:
+            return conn.execute(sql, params).fetchall()
+        finally:
+            conn.close()
+
     def integrity_ok(self) -> bool:
         if self.db_url:  # PostgreSQL checks its pages itself; ask it to read every table
             tables = ("runs", "history", "inbox", "store", "step_records", "timers")

@@ -1,5 +1,9 @@
 """Child workflows: the parent is told through an event when its child ends."""
 
+import pytest
+
+pytestmark = pytest.mark.backends
+
 
 def test_parent_gets_completion_event(daemon, workers):
     workers("flows.lead_children")

@@ -2,7 +2,11 @@
 
 import signal
 
+import pytest
+
 from tests.conftest import wait_until
+
+pytestmark = pytest.mark.backends
 
 
 def test_sigterm_lets_the_running_step_finish_on_the_same_worker(daemon, workers, home):

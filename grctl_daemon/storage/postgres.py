@@ -186,7 +186,7 @@ class PostgresStorage(PostgresReads, GroupCommit):
         async with conn.transaction():
             await self._fence(conn, batch_no)
             if faults.FAIL_ARMED and faults.fail_due("commit"):
-                raise rec.StorageError("I/O error (injected by GRCTL_FAIL_AT)")
+                raise rec.StorageError("disk I/O error (injected by GRCTL_FAIL_AT)")
             if _FAULT_FILE is not None and os.path.exists(_FAULT_FILE):
                 raise asyncpg.exceptions.DiskFullError("could not extend file: No space left")
             try:

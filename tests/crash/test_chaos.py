@@ -32,6 +32,8 @@ from grctl.errors import DaemonUnavailableError, WorkflowAlreadyRunningError
 from tests.conftest import GRCTL, TESTS, Daemon, read_ledger, wait_until
 from tests.flows.chaos import STEPS, expected
 
+pytestmark = pytest.mark.backends
+
 RUNS = 2000
 WORKERS = 3
 CONCURRENCY = 20  # steps in flight per worker: bounds what one kill can make run twice

@@ -17,6 +17,8 @@ from grctl.errors import DaemonUnavailableError, WorkflowAlreadyRunningError
 from tests.conftest import Daemon, wait_until
 from tests.crash.support import entries, history, of_kind, ops, reached, result, status
 
+pytestmark = pytest.mark.backends
+
 FLOWS = "flows.crashy"
 PIPELINE_ID = "pipeline-1"
 EXPECTED = {"reserved": "res-7", "txn": "txn-7", "label": "ups-7"}

@@ -12,13 +12,12 @@
 Commits are held by the injected full disk (``GRCTL_FAULT_DISK_FULL``: while that file exists
 every commit fails as a full disk does, and the daemon retries until it is removed) and failed by
 ``GRCTL_FAIL_AT=commit`` (the ``GRCTL_FAIL_AFTER``-th transaction and every later one fail with a
-disk I/O error). The database is read directly with sqlite3 once the daemon is dead.
+disk I/O error). The database is read directly (``Daemon.rows``) once the daemon is dead.
 """
 
 from __future__ import annotations
 
 import re
-import sqlite3
 import subprocess
 import sys
 import threading
@@ -35,6 +34,8 @@ from grctl.errors import StorageUnavailableError, WorkflowNotFoundError
 from tests.conftest import Daemon, Worker, read_ledger, wait_until
 from tests.conftest import _accepts as accepts
 from tests.crash.support import entries, history, of_kind, reached, release, result, status
+
+pytestmark = pytest.mark.backends
 
 COUNTER = "flows.fp_counter"
 HELD = "flows.fp_held"
@@ -85,14 +86,6 @@ def stays(check: Callable[[], None], until: Callable[[], bool], timeout: float, 
     wait_until(watched, timeout, interval=0.02, message=what)
 
 
-def db_rows(db: Path, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-    conn = sqlite3.connect(f"file:{db}?mode=ro", uri=True)
-    try:
-        return conn.execute(sql, params).fetchall()
-    finally:
-        conn.close()
-
-
 def log_lines(daemon: Daemon, text: str) -> list[str]:
     return [line for line in daemon.log.read_text().splitlines() if text in line]
 
@@ -112,7 +105,7 @@ FAIL_AFTER = RUNS + 1 + 2 * FAIL_AT_STEP
 assert 1 + 2 * FAIL_AT_STEP < 1 + 2 * STEPS
 
 
-def durable_state(db: Path) -> dict[str, dict[str, Any]]:
+def durable_state(daemon: Daemon) -> dict[str, dict[str, Any]]:
     """Each FpCounter run as the database holds it, checked for consistency.
 
     The history has no gap, the run row's ``history_seq`` is its last event, and the store's
@@ -121,21 +114,20 @@ def durable_state(db: Path) -> dict[str, dict[str, Any]]:
     task outcomes and the history as ``(seq, kind, step_name)``.
     """
     out: dict[str, dict[str, Any]] = {}
-    runs = db_rows(
-        db,
+    runs = daemon.rows(
         "SELECT run_id, workflow_id, status, history_seq, step_seq FROM runs "
         "WHERE workflow_type = 'FpCounter'",
     )
     for run_id, wid, run_status, history_seq, step_seq in runs:
-        rows = db_rows(
-            db, "SELECT seq, kind, step_name FROM history WHERE run_id = ? ORDER BY seq", (run_id,)
+        rows = daemon.rows(
+            "SELECT seq, kind, step_name FROM history WHERE run_id = ? ORDER BY seq", (run_id,)
         )
         assert [seq for seq, _, _ in rows] == list(range(1, history_seq + 1)), (wid, rows)
         kinds = Counter(kind for _, kind, _ in rows)
         store = {
             key: msgpack.unpackb(value)
-            for key, value in db_rows(
-                db, "SELECT key, value FROM store WHERE run_id = ?", (run_id,)
+            for key, value in daemon.rows(
+                "SELECT key, value FROM store WHERE run_id = ?", (run_id,)
             )
         }
         completed = kinds["step_completed"]
@@ -143,7 +135,7 @@ def durable_state(db: Path) -> dict[str, dict[str, Any]]:
         assert completed == 0 or store["steps"] == STEPS, (wid, store)
         # One task per step, recorded before the step completes.
         assert kinds["task_completed"] in (completed, completed + 1), (wid, kinds)
-        records = db_rows(db, "SELECT step_seq FROM step_records WHERE run_id = ?", (run_id,))
+        records = daemon.rows("SELECT step_seq FROM step_records WHERE run_id = ?", (run_id,))
         assert len(records) == kinds["task_completed"] - completed, (wid, records, kinds)
         assert all(seq == step_seq for (seq,) in records), (wid, records, step_seq)
         out[wid] = {
@@ -188,7 +180,7 @@ def test_failed_commit_stops_the_daemon_and_commits_nothing_after_it(daemon, wor
     assert batch + behind >= 2, dropped
 
     # What is durable is consistent: every store agrees with its history, no history has a gap.
-    at_death = durable_state(daemon.db)
+    at_death = durable_state(daemon)
     assert sorted(at_death) == ids
     assert all(run["status"] == "running" for run in at_death.values()), at_death
     assert sum(run["completed"] for run in at_death.values()) > 0  # it failed mid-workload
@@ -200,7 +192,7 @@ def test_failed_commit_stops_the_daemon_and_commits_nothing_after_it(daemon, wor
     daemon.start()
     for wid in ids:
         assert result(daemon, wid, timeout=30) == {"count": STEPS}, wid
-    at_end = durable_state(daemon.db)
+    at_end = durable_state(daemon)
     ticks = Counter(
         (values[0], int(values[1])) for op, _, values in entries(ledger) if op == "tick"
     )
@@ -301,8 +293,8 @@ def test_query_during_a_held_commit_sees_the_committed_store(daemon, workers, le
     assert query() == "old"
     info = daemon.call(lambda c: c.get_workflow_handle(wid).describe())
     assert info.store["x"] == "old" and info.step_name == "fp_query_write"
-    (run_id,) = db_rows(daemon.db, "SELECT run_id FROM runs WHERE workflow_id = ?", (wid,))[0]
-    stored = db_rows(daemon.db, "SELECT value FROM store WHERE run_id = ? AND key = 'x'", (run_id,))
+    (run_id,) = daemon.rows("SELECT run_id FROM runs WHERE workflow_id = ?", (wid,))[0]
+    stored = daemon.rows("SELECT value FROM store WHERE run_id = ? AND key = 'x'", (run_id,))
     assert [msgpack.unpackb(v) for (v,) in stored] == ["old"]
     assert query() == "old"  # still, however often it is asked
     assert not storage(daemon)["writable"]
@@ -345,9 +337,7 @@ def test_no_acknowledgement_before_the_unit_is_durable(daemon, workers, ledger):
     wait_until(lambda: status(daemon, wid) == "waiting", message="run waiting")
 
     def inbox_rows() -> list[Any]:
-        return db_rows(
-            daemon.db, "SELECT seq, event_name FROM inbox WHERE run_id = ?", (handle.run_id,)
-        )
+        return daemon.rows("SELECT seq, event_name FROM inbox WHERE run_id = ?", (handle.run_id,))
 
     full.touch()
     assert storage(daemon)["writable"]  # nothing tried to commit yet: the daemon does not know

@@ -28,6 +28,8 @@ from grctl._faults import DAEMON_POINTS, POINTS
 from grctl.errors import DaemonUnavailableError, WorkflowAlreadyRunningError
 from tests.conftest import Daemon, _accepts, wait_until
 
+pytestmark = pytest.mark.backends
+
 FLOWS = "flows.campaign"
 ITEMS = (1, 2, 3)
 DEADLINE_S = 40.0

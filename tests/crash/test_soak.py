@@ -7,6 +7,8 @@ import pytest
 
 from tests.conftest import read_ledger, wait_until
 
+pytestmark = pytest.mark.backends
+
 RUNS = 200
 OPS = ["start", "round0", "round1", "round2", "go-x"]
 

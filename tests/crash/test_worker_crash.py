@@ -24,6 +24,8 @@ from tests.conftest import wait_until
 from tests.crash.support import entries, history, of_kind, reached, release, result
 from tests.flows.crashy import stall
 
+pytestmark = pytest.mark.backends
+
 FLOWS = "flows.crashy"
 
 

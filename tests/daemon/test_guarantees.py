@@ -27,6 +27,8 @@ from grctl.models.run import HistoryEvent, RunInfo
 from grctl.workflow import DEFAULT_STEP_TIMEOUT
 from tests.conftest import Daemon, read_ledger, wait_until
 
+pytestmark = pytest.mark.backends
+
 FLOWS = "flows.gd_guarantees"
 
 
@@ -109,6 +111,7 @@ def test_one_active_run_per_workflow_id_and_a_new_ulid_per_run(daemon, workers):
     second = start(daemon, "GdSolo", "solo").run_id
     assert second != first
     assert ULID.from_str(second).timestamp >= ULID.from_str(first).timestamp
+    wait_until(lambda: status_is(daemon, "solo", "waiting"), message="second run waiting")
     runs = daemon.call(lambda c: c.list_workflows(workflow_type="GdSolo"))
     assert [(r.run_id, r.status.value) for r in runs] == [
         (second, "waiting"),

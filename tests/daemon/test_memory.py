@@ -4,8 +4,12 @@ from __future__ import annotations
 
 import asyncio
 
+import pytest
+
 from grctl.client import Client
 from tests.conftest import wait_until
+
+pytestmark = pytest.mark.backends
 
 RUNS = 400
 CACHE = 50

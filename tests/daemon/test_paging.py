@@ -16,6 +16,8 @@ from grctl.client import Client
 from grctl.errors import ReplyTooLargeError, ResultTimeoutError, TooManyWaitsError
 from tests.cli.conftest import run_grctl
 
+pytestmark = pytest.mark.backends
+
 EVENTS = 5_000
 BLOB = "x" * 4096  # 4 KiB of payload each: 20 MiB of history and inbox, over one frame
 

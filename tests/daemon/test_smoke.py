@@ -1,6 +1,10 @@
 """The shortest path through the real daemon and a real worker process."""
 
+import pytest
+
 from tests.conftest import wait_until
+
+pytestmark = pytest.mark.backends
 
 
 def test_start_send_result_query_history(daemon, workers):
