@@ -115,7 +115,7 @@ class PostgresStorage(PostgresReads, GroupCommit):
         self._writer = conn
         self._pool = await asyncpg.create_pool(
             self.dsn,
-            min_size=1,
+            min_size=0,  # no background reconnects (asyncpg logs each with a traceback)
             max_size=READ_POOL,
             timeout=CONNECT_TIMEOUT_S,
             server_settings=self._settings,
