@@ -20,6 +20,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench import pg
 from grctl.client import Client
 from grctl.errors import DaemonUnavailableError
 
@@ -74,7 +75,12 @@ def percentile(values: list[float], q: float) -> float:
 
 
 class Stack:
-    """A daemon and a worker on a fresh temp home; ``with Stack(...) as s:`` tears both down."""
+    """A daemon and a worker on a fresh temp home; ``with Stack(...) as s:`` tears both down.
+
+    With ``db`` a ``postgresql://`` URL the daemon writes there, in a fresh schema
+    (``bench_<pid>_<n>``) that is dropped on the way out, and the server processes serving it
+    are measured like the daemon and the worker (see ``bench/pg.py``).
+    """
 
     def __init__(
         self,
@@ -82,8 +88,23 @@ class Stack:
         home: Path | None = None,
         worker_wrapper: list[str] | None = None,
         daemon_wrapper: list[str] | None = None,
+        db: str | None = None,
     ) -> None:
         self.synchronous = synchronous
+        self.pg: pg.PgProbe | None = None
+        # How long a chain waits for PostgreSQL's backends to publish their counts (bench/pg.py).
+        self.stats_settle_s = pg.STATS_SETTLE_S
+        self.db_url: str | None = None
+        if db is not None:
+            if not pg.is_postgres(db):
+                raise ValueError(f"--db takes a postgresql:// URL, not {db!r}")
+            self.schema = pg.fresh_schema()
+            self.app_name = f"grctl-{self.schema}"
+            self.db_url = pg.with_query(db, schema=self.schema, application_name=self.app_name)
+            self.pg = pg.PgProbe(db)
+        # CPU seconds last read of each server process that served the daemon: one that went
+        # away keeps counting what it spent while we saw it.
+        self._pg_seen: dict[str, dict[int, float]] = {"postgres": {}, "postgres_aux": {}}
         self.own_home = home is None
         self.home = home or Path(tempfile.mkdtemp(prefix="grctl-bench-", dir="/tmp"))
         self.socket = self.home / "grctl.sock"
@@ -111,6 +132,16 @@ class Stack:
         self.stop()
         if self.own_home:
             shutil.rmtree(self.home, ignore_errors=True)
+        if self.pg is not None:
+            try:
+                self.pg.drop_schema(self.schema)
+            finally:
+                self.pg.close()
+                self.pg = None
+
+    @property
+    def backend(self) -> str:
+        return "postgres" if self.pg is not None else "sqlite"
 
     def start(self) -> None:
         self.spawn_daemon()
@@ -149,6 +180,7 @@ class Stack:
                 "--quiet",
                 "--synchronous",
                 self.synchronous,
+                *(["--db", self.db_url] if self.db_url else []),
             ],
             env=self.env(),
             cwd=ROOT,
@@ -209,13 +241,36 @@ class Stack:
         return {"daemon": self.daemon.pid, "worker": self.worker.pid}
 
     def cpu(self) -> dict[str, float]:
-        """CPU seconds so far of the daemon, the worker and this (the client's) process."""
+        """CPU seconds so far of the daemon, the worker and this (the client's) process.
+
+        On PostgreSQL also ``postgres`` (the backends serving the daemon) and ``postgres_aux``
+        (the server's own processes).
+        """
         pids = {**self.pids(), "client": os.getpid()}
-        return {name: cpu_seconds(pid) for name, pid in pids.items()}
+        out = {name: cpu_seconds(pid) for name, pid in pids.items()}
+        if self.pg is not None:
+            groups = {"postgres": self.pg.backends(self.app_name), "postgres_aux": self.pg.aux()}
+            for group, group_pids in groups.items():
+                seen = self._pg_seen[group]
+                for pid in group_pids:
+                    try:
+                        seen[pid] = cpu_seconds(pid)
+                    except OSError:
+                        pass  # gone since the query: keep its last reading
+                out[group] = sum(seen.values())
+        return out
 
     def runq_wait(self) -> dict[str, float]:
-        """Seconds so far the daemon's and the worker's threads waited for a CPU."""
-        return {name: runq_wait_seconds(pid) for name, pid in self.pids().items()}
+        """Seconds so far the daemon's and the worker's threads (and on PostgreSQL the backends
+        serving the daemon) waited for a CPU."""
+        out = {name: runq_wait_seconds(pid) for name, pid in self.pids().items()}
+        if self.pg is not None:
+            out["postgres"] = sum(runq_wait_seconds(p) for p in self.pg.backends(self.app_name))
+        return out
+
+    def db_counters(self) -> dict[str, int]:
+        """PostgreSQL's counters (``bench/pg.py``); empty on SQLite."""
+        return self.pg.counters() if self.pg is not None else {}
 
     async def client(self) -> Client:
         return await Client.connect(self.socket)

@@ -34,7 +34,7 @@ FRAME_NOTES = {
     "Runner.run (asyncio/runners.py)": "uvloop's C event loop: socket syscalls, callbacks",
 }
 # Frames whose inclusive share we report by name: the daemon's group-commit transaction.
-WATCH = ("SqliteStorage._write_batch",)
+WATCH = ("SqliteStorage._write_batch", "PostgresStorage._write_batch")
 
 
 def start(py_spy: Path, pid: int, raw_out: Path) -> subprocess.Popen[bytes]:

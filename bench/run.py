@@ -1,7 +1,8 @@
 """The benchmark suite: grctl's workloads against a real daemon and worker, optionally beside peers.
 
     scripts/bench [--only chain,latency,...] [--peers] [--durability full|normal|both]
-                  [--profile] [--quick] [--waiting-runs N] [--out bench/results/DATE.json]
+                  [--db postgresql://…] [--profile] [--quick] [--waiting-runs N]
+                  [--out bench/results/DATE.json]
 
 Prints a table (stdout) and writes a JSON file (plus the table as text, and the profiles with
 ``--profile``) next to it. Progress goes to stderr. See docs/performance.md for what each
@@ -12,6 +13,12 @@ and tuned) and LlamaIndex workflows too, in alternation with ours: ours, peer 1,
 ours, … Each ratio compares a peer with the mean of the two grctl rounds on either side of it,
 because the machine is shared and its speed drifts; the grctl figure printed is the median of
 all its rounds.
+
+With ``--db postgresql://…``, ``chain``, ``latency``, ``event`` (and ``tasks``, ``fanout`` if
+selected) run on SQLite and then on PostgreSQL (one daemon, a fresh schema, dropped after), and
+the table has a column for each and their ratio; the PostgreSQL column adds the server's CPU per
+step and its transactions per step (``bench/pg.py``). ``--profile`` then profiles the daemon on
+PostgreSQL. ``idle``, ``growth`` and ``waiting`` run on SQLite only.
 """
 
 from __future__ import annotations
@@ -27,13 +34,14 @@ import time
 from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
 from bench import growth as growth_mod
-from bench import profiling, waiting, workloads
+from bench import pg, profiling, waiting, workloads
 from bench.harness import ROOT, Stack, machine_info
 
 BENCH = ROOT / "bench"
@@ -41,6 +49,8 @@ PEERS_VENV = BENCH / ".peers-venv"
 PEERS_PY = PEERS_VENV / "bin" / "python"
 PY_SPY = PEERS_VENV / "bin" / "py-spy"
 WORKLOADS = ("chain", "latency", "event", "tasks", "fanout", "idle", "growth", "waiting")
+# The workloads that run on each Stack (and with --db on PostgreSQL too).
+STACK_WORKLOADS = ("chain", "latency", "event", "tasks", "fanout")
 # Run only when asked for (``--only waiting``): at 100,000 runs it takes minutes.
 OPT_IN = ("waiting",)
 PEER_WORKLOADS = ("chain", "latency", "event")
@@ -113,7 +123,8 @@ def run_ours(
 ) -> dict[str, Any]:
     runs = chain_runs or sz.chain_runs
     log(
-        f"{workload}: grctl {stack.synchronous}"
+        f"{workload}: grctl "
+        + ("PostgreSQL" if stack.pg is not None else stack.synchronous)
         + (f" ({runs} runs)" if workload == "chain" else "")
     )
     match workload:
@@ -244,9 +255,17 @@ ROWS: list[tuple[str, str, str, str | None, bool]] = [
     ("chain", "client CPU µs/step", "client_cpu_us_per_step", None, False),
     ("chain", "daemon CPU % of a core", "daemon_cpu_pct", None, False),
     ("chain", "worker CPU % of a core", "worker_cpu_pct", None, False),
+    ("chain", "postgres backends CPU µs/step", "postgres_cpu_us_per_step", None, False),
+    ("chain", "postgres aux processes CPU µs/step", "postgres_aux_cpu_us_per_step", None, False),
+    ("chain", "postgres backends CPU % of a core", "postgres_cpu_pct", None, False),
     ("chain", "daemon waiting for a CPU %", "daemon_runq_wait_pct", None, False),
     ("chain", "worker waiting for a CPU %", "worker_runq_wait_pct", None, False),
+    ("chain", "postgres waiting for a CPU %", "postgres_runq_wait_pct", None, False),
     ("chain", "commit units per transaction", "units_per_transaction", None, True),
+    ("chain", "group commits per step (daemon)", "transactions_per_step", None, False),
+    ("chain", "xact_commit per step (pg_stat_database)", "pg_xact_commit_per_step", None, False),
+    ("chain", "xids (writing xacts + savepoints) per step", "pg_write_xids_per_step", None, False),
+    ("chain", "WAL bytes per step", "pg_wal_bytes_per_step", None, False),
     ("chain", "writing batches % of wall time", "writer_busy_pct", None, False),
     ("chain", "COMMIT % of wall time", "commit_pct", None, False),
     ("chain", "COMMIT ms per transaction", "commit_ms_per_transaction", None, False),
@@ -288,6 +307,10 @@ ROWS: list[tuple[str, str, str, str | None, bool]] = [
 ]
 
 
+# Rows shown only beside a PostgreSQL column (the default table stays as it was).
+BESIDE_POSTGRES_ONLY = frozenset({"transactions_per_step"})
+
+
 def fmt(value: Any) -> str:
     if not isinstance(value, int | float):
         return "—"
@@ -304,9 +327,15 @@ def table_rows(
     results: dict[str, Any], peers: list[str], normal: bool
 ) -> tuple[list[str], list[list[str]]]:
     """The comparison as a header and rows of text cells (for rich and for markdown)."""
-    header = ["workload", "metric", "grctl FULL"]
-    if normal:
-        header.append("grctl NORMAL")
+    postgres = "postgres" in results
+    # Columns beside the first (SQLite, FULL): (header, key in results).
+    extra = [("grctl NORMAL", "normal")] if normal else []
+    if postgres:
+        extra.append(("PostgreSQL", "postgres"))
+    header = ["workload", "metric", "SQLite FULL" if postgres else "grctl FULL"]
+    header += [name for name, _ in extra]
+    if postgres:
+        header.append("PostgreSQL/SQLite")
     header += peers + [f"ours/{p}" for p in peers]
     rows = list(ROWS)
     if "growth" in results:
@@ -318,9 +347,11 @@ def table_rows(
         rows.append(("growth", "degradation % (first → last)", "degradation_pct", None, False))
     out = []
     for workload, label, key, peer_key, _higher in rows:
-        if workload not in results:
+        if workload not in results or (key in BESIDE_POSTGRES_ONLY and not postgres):
             continue
-        if key not in results[workload] and key not in results.get("normal", {}).get(workload, {}):
+        if key not in results[workload] and not any(
+            key in results.get(col, {}).get(workload, {}) for _, col in extra
+        ):
             continue
         shown = workload
         if workload == "chain":
@@ -330,8 +361,15 @@ def table_rows(
         elif workload == "waiting":
             shown = f"waiting ({int(results[workload].get('runs', 0)):,} runs)"
         cells = [shown, label, fmt(results[workload].get(key))]
-        if normal:
-            cells.append(fmt(results.get("normal", {}).get(workload, {}).get(key)))
+        for _, col in extra:
+            cells.append(fmt(results.get(col, {}).get(workload, {}).get(key)))
+        if postgres:
+            ours, theirs = (
+                results[workload].get(key),
+                results["postgres"].get(workload, {}).get(key),
+            )
+            both = isinstance(ours, int | float) and isinstance(theirs, int | float)
+            cells.append(f"{theirs / ours:.3g}×" if both and ours else "")
         peer_wl = "chain" if workload == "chain_beside_peers" else workload
         peer_cells, ratio_cells = [], []
         for p in peers:
@@ -366,21 +404,25 @@ def markdown_table(results: dict[str, Any], peers: list[str], normal: bool) -> s
     return "\n".join(lines) + "\n"
 
 
-def bound_note(chain: dict[str, Any], machine: dict[str, Any]) -> str:
+def bound_note(chain: dict[str, Any], machine: dict[str, Any], label: str = "chain") -> str:
     """Which resource bounds the chain figure, from its CPU and transaction numbers."""
-    busiest = max(("daemon", "worker", "client"), key=lambda k: chain.get(f"{k}_cpu_pct", 0))
-    parts = ", ".join(
-        f"{k} {chain.get(f'{k}_cpu_pct', 0):.0f}%" for k in ("daemon", "worker", "client")
-    )
+    procs = [p for p in ("daemon", "worker", "client", "postgres") if f"{p}_cpu_pct" in chain]
+    busiest = max(procs, key=lambda k: chain.get(f"{k}_cpu_pct", 0))
+    parts = ", ".join(f"{k} {chain.get(f'{k}_cpu_pct', 0):.0f}%" for k in procs)
+    if "postgres_aux_cpu_pct" in chain:
+        parts += f" (+ postgres aux {chain['postgres_aux_cpu_pct']:.0f}%)"
+    total = sum(chain.get(f"{k}_cpu_pct", 0) for k in (*procs, "postgres_aux"))
+    cores = machine.get("cores") or 1
     tx = chain.get("transactions", 0)
     tx_ms = 1000 * chain["seconds"] / tx if tx else 0.0
     fsync = machine.get("tmp_fsync", {}).get("p50_ms", 0.0)
-    waits = ", ".join(
-        f"{k} {chain.get(f'{k}_runq_wait_pct', 0):.0f}%" for k in ("daemon", "worker")
-    )
-    starved = max(chain.get(f"{k}_runq_wait_pct", 0) for k in ("daemon", "worker"))
+    waited = [k for k in ("daemon", "worker", "postgres") if f"{k}_runq_wait_pct" in chain]
+    waits = ", ".join(f"{k} {chain.get(f'{k}_runq_wait_pct', 0):.0f}%" for k in waited)
+    starved = max(chain.get(f"{k}_runq_wait_pct", 0) for k in waited)
     if chain.get(f"{busiest}_cpu_pct", 0) >= 80:
         verdict = f"CPU-bound in the {busiest}"
+    elif "postgres_cpu_pct" in chain and total >= 80 * cores:
+        verdict = f"CPU-bound: all processes together use {total:.0f}% of {cores} cores"
     elif starved >= 20:
         verdict = (
             "short of CPU: threads often runnable but waiting for a core (held by our other "
@@ -389,11 +431,20 @@ def bound_note(chain: dict[str, Any], machine: dict[str, Any]) -> str:
     else:
         verdict = "no process near 100% of a core and little CPU wait: bound by commit latency"
     return (
-        f"chain: CPU % of one core: {parts}; waiting for a CPU: {waits}; "
+        f"{label}: CPU % of one core: {parts}; waiting for a CPU: {waits}; "
         f"{chain.get('units_per_transaction', 0):.1f} commit units (steps, starts) "
         f"per transaction, one transaction per {tx_ms:.1f} ms of wall time (fsync p50 on /tmp: "
         f"{fsync:.1f} ms): {verdict}"
     )
+
+
+def redact(url: str) -> str:
+    """``url`` without its password, if it has one."""
+    parts = urlsplit(url)
+    if parts.password is None:
+        return url
+    netloc = parts.netloc.replace(f":{parts.password}@", ":***@", 1)
+    return parts._replace(netloc=netloc).geturl()
 
 
 def waiting_note(w: dict[str, Any]) -> str:
@@ -435,6 +486,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument(
         "--profile", action="store_true", help="run chain once more under py-spy (daemon, worker)"
     )
+    parser.add_argument(
+        "--db",
+        metavar="URL",
+        help="also run chain, latency and event (and tasks, fanout if selected) on this "
+        "PostgreSQL database (postgresql://…; a fresh schema each time, dropped after), beside "
+        "SQLite",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
     parser.add_argument(
         "--waiting-runs",
@@ -453,6 +511,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     args.only = [w for w in WORKLOADS if w in only]
     if args.waiting_runs is not None and args.waiting_runs < 1:
         parser.error("--waiting-runs must be at least 1")
+    if args.db is not None and not pg.is_postgres(args.db):
+        parser.error(f"--db takes a postgresql:// URL (SQLite is always run), not {args.db!r}")
     return args
 
 
@@ -478,13 +538,13 @@ def main(argv: list[str] | None = None) -> int:
         },
         "notes": [],
     }
+    if args.db:
+        results["config"]["db"] = redact(args.db)
     started = time.monotonic()
 
     with Stack("FULL") as stack:
-        asyncio.run(workloads.chain(stack, max(sz.chain_runs // 10, 5), sz.steps))  # warm up
-        for workload in [
-            w for w in args.only if w in ("chain", "latency", "event", "tasks", "fanout")
-        ]:
+        asyncio.run(workloads.chain(stack, max(sz.chain_runs // 10, 5), sz.steps, False))  # warm up
+        for workload in [w for w in args.only if w in STACK_WORKLOADS]:
             rounds = [run_ours(stack, workload, sz)]
             if workload in PEER_WORKLOADS and peers:
                 rounds += interleave_peers(stack, workload, sz, peers, results, rounds[0])
@@ -493,11 +553,25 @@ def main(argv: list[str] | None = None) -> int:
 
     if normal:
         with Stack("NORMAL") as stack:
-            asyncio.run(workloads.chain(stack, max(sz.chain_runs // 10, 5), sz.steps))
-            for workload in [
-                w for w in args.only if w in ("chain", "latency", "event", "tasks", "fanout")
-            ]:
+            asyncio.run(workloads.chain(stack, max(sz.chain_runs // 10, 5), sz.steps, False))
+            for workload in [w for w in args.only if w in STACK_WORKLOADS]:
                 results.setdefault("normal", {})[workload] = run_ours(stack, workload, sz)
+
+    if args.db and any(w in STACK_WORKLOADS for w in args.only):
+        with Stack("FULL", db=args.db) as stack:
+            assert stack.pg is not None
+            if args.quick:
+                stack.stats_settle_s = 0.0  # xact_commit may then miss the last second's
+            results["postgres_server"] = {
+                "version": stack.pg.version,
+                "synchronous_commit": stack.pg.synchronous_commit,
+                "fsync": stack.pg.fsync,
+                "database": stack.pg.database,
+                "schema": stack.schema,
+            }
+            asyncio.run(workloads.chain(stack, max(sz.chain_runs // 10, 5), sz.steps, False))
+            for workload in [w for w in args.only if w in STACK_WORKLOADS]:
+                results.setdefault("postgres", {})[workload] = run_ours(stack, workload, sz)
 
     if "idle" in args.only:
         log(f"idle: {sz.idle_runs:,} waiting runs, {sz.idle_window_s:.0f} s window")
@@ -531,12 +605,16 @@ def main(argv: list[str] | None = None) -> int:
         results["notes"].append(waiting_note(results["waiting"]))
 
     if args.profile:
-        results["profile"] = run_profile(sz, out)
+        results["profile"] = run_profile(sz, out, args.db)
 
     results["machine"]["loadavg_at_end"] = [round(x, 2) for x in os.getloadavg()]
     results["machine"]["bench_seconds"] = time.monotonic() - started
     if "chain" in results:
         results["notes"].append(bound_note(results["chain"], results["machine"]))
+    if "chain" in results.get("postgres", {}):
+        results["notes"].append(
+            bound_note(results["postgres"]["chain"], results["machine"], "chain on PostgreSQL")
+        )
 
     console = Console(record=True, width=None if sys.stdout.isatty() else 200)
     shown_peers = [p for p in peers if p in results.get("peers", {})]
@@ -559,18 +637,18 @@ def main(argv: list[str] | None = None) -> int:
     return 0
 
 
-def run_profile(sz: Sizes, out: Path) -> dict[str, Any]:
-    log("profile: chain under py-spy (daemon and worker)")
-    profile: dict[str, Any] = {}
-    with Stack("FULL") as stack:
-        asyncio.run(workloads.chain(stack, max(sz.chain_runs // 10, 5), sz.steps))
+def run_profile(sz: Sizes, out: Path, db: str | None = None) -> dict[str, Any]:
+    log(f"profile: chain under py-spy (daemon and worker){' on PostgreSQL' if db else ''}")
+    profile: dict[str, Any] = {"backend": "postgres" if db else "sqlite"}
+    with Stack("FULL", db=db) as stack:
+        asyncio.run(workloads.chain(stack, max(sz.chain_runs // 10, 5), sz.steps, False))
         spies = {}
         for name, pid in stack.pids().items():
             raw = out.with_name(f"{out.stem}-{name}.collapsed.txt")
             spies[name] = (profiling.start(PY_SPY, pid, raw), raw)
         time.sleep(0.5)  # py-spy attaches
         try:
-            chain = asyncio.run(workloads.chain(stack, sz.chain_runs, sz.steps))
+            chain = asyncio.run(workloads.chain(stack, sz.chain_runs, sz.steps, False))
         finally:
             errors = {name: profiling.stop(proc) for name, (proc, _) in spies.items()}
     for name, (_, raw) in spies.items():
@@ -606,7 +684,7 @@ def print_profile(console: Console, profile: dict[str, Any]) -> None:
             table.add_row(f"{row['own_pct']:.1f}", f"{row['total_pct']:.1f}", label)
         console.print(table)
         for frame, pct in info.get("watched_total_pct", {}).items():
-            if name == "daemon":
+            if name == "daemon" and pct:
                 console.print(
                     f"{name}: {frame} (the commit transaction) in {pct:.0f}% of busy samples"
                 )

@@ -13,6 +13,7 @@ import time
 from typing import Any
 
 from bench.harness import CpuMeter, Stack, percentile, rss_bytes
+from bench.pg import counter_delta
 from grctl.client import Client, WorkflowHandle
 
 _ids = itertools.count()
@@ -37,6 +38,14 @@ async def _commits(client: Client) -> dict[str, float]:
     return status.get("commits") or {"transactions": 0, "units": 0}
 
 
+async def _db_counters(stack: Stack) -> dict[str, int]:
+    """PostgreSQL's counters once every backend has published its counts; {} on SQLite."""
+    if stack.pg is None:
+        return {}
+    await asyncio.sleep(stack.stats_settle_s)  # see bench/pg.py: idle backends publish after 10 s
+    return stack.db_counters()
+
+
 async def _start_all(
     client: Client, workflow_type: str, prefix: str, n: int, inp: Any, batch: int = 1000
 ) -> list[WorkflowHandle]:
@@ -51,18 +60,25 @@ async def _start_all(
     return handles
 
 
-async def chain(stack: Stack, runs: int, steps: int) -> dict[str, float]:
-    """``runs`` runs of ``steps`` read/bump/write steps, all started together."""
+async def chain(stack: Stack, runs: int, steps: int, db_counters: bool = True) -> dict[str, float]:
+    """``runs`` runs of ``steps`` read/bump/write steps, all started together.
+
+    On PostgreSQL with ``db_counters`` also the database's transactions and WAL per step, which
+    costs two waits of ``stack.stats_settle_s`` (off for warm-ups).
+    """
     client = await stack.client()
     try:
         prefix = _prefix("chain")
         meter = CpuMeter(stack)
+        db_before = await _db_counters(stack) if db_counters else {}
         before = await _commits(client)
         meter.start()
         handles = await _start_all(client, "BenchChain", prefix, runs, {"steps": steps})
         results = await asyncio.gather(*(h.result() for h in handles))
         meter.stop()
+        db_stop = stack.db_counters() if db_before else {}  # xids and WAL: exact at once
         after = await _commits(client)
+        db_after = await _db_counters(stack) if db_before else {}  # xact_commit: settled
     finally:
         await client.close()
     assert all(r == steps for r in results), "a chain run returned a wrong count"
@@ -78,6 +94,8 @@ async def chain(stack: Stack, runs: int, steps: int) -> dict[str, float]:
             1000 * (after["commit_s"] - before["commit_s"]) / max(tx, 1)
         )
         commit_share["commit_pct"] = 100 * (after["commit_s"] - before["commit_s"]) / meter.wall
+    if db_before:
+        commit_share.update(counter_delta(db_before, db_stop, db_after, total))
     return {
         "runs": runs,
         "steps": total,

@@ -6,9 +6,14 @@ instrument cannot rot while nobody benchmarks.
 
 from __future__ import annotations
 
+import importlib.util
 import json
+import os
+import socket
 import subprocess
+import sys
 from pathlib import Path
+from urllib.parse import urlsplit
 
 import pytest
 
@@ -64,3 +69,61 @@ def test_quick_bench_writes_every_workload(tmp_path: Path) -> None:
     assert "peers" not in data
     assert out.with_suffix(".txt").exists()
     assert "steps/s" in proc.stdout
+
+
+PG_URL = os.environ.get("GRCTL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
+
+
+def _postgres_up() -> bool:
+    parts = urlsplit(PG_URL)
+    try:
+        socket.create_connection((parts.hostname or "127.0.0.1", parts.port or 5432), 1).close()
+    except OSError:
+        return False
+    return importlib.util.find_spec("asyncpg") is not None
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not _postgres_up(), reason="no PostgreSQL server (GRCTL_BENCH_PG)")
+def test_quick_bench_on_postgres_beside_sqlite(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--quick", "--only", "chain,latency,event"]
+        + ["--db", PG_URL, "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())
+    for results in (data, data["postgres"]):
+        assert results["chain"]["steps_per_s"] > 0
+        assert results["latency"]["p50_ms"] > 0
+        assert results["event"]["p50_ms"] > 0
+    chain = data["postgres"]["chain"]
+    for key in ("postgres_cpu_us_per_step", "pg_xact_commit", "pg_write_xids"):
+        assert isinstance(chain[key], int | float) and chain[key] >= 0, key
+    assert chain["pg_write_xids"] >= chain["transactions"] > 0
+    assert "PostgreSQL/SQLite" in proc.stdout
+    schema = data["postgres_server"]["schema"]
+    # The schema the daemon wrote is gone.
+    gone = subprocess.run(
+        [
+            sys.executable,
+            "-c",
+            "import asyncio, asyncpg, sys\n"
+            "async def main():\n"
+            "    c = await asyncpg.connect(sys.argv[1])\n"
+            "    print(await c.fetchval('SELECT count(*) FROM pg_namespace WHERE nspname = $1',"
+            " sys.argv[2]))\n"
+            "    await c.close()\n"
+            "asyncio.run(main())",
+            PG_URL,
+            schema,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert gone.stdout.strip() == "0", gone.stderr
