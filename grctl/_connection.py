@@ -1,11 +1,18 @@
-"""One socket connection to the daemon, for the client and the worker: frames in, frames out."""
+"""One connection to the daemon, for the client and the worker: frames in, frames out.
+
+The daemon answers on its Unix socket and, when started with ``--listen``, on a TCP address
+(with a token, and TLS when it has a certificate). ``Endpoint`` says which; once the streams
+are open, both go through the same hello and the same reader.
+"""
 
 from __future__ import annotations
 
 import asyncio
 import itertools
 import os
+import ssl
 from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +20,8 @@ from grctl import _faults as faults
 from grctl import codec
 from grctl import protocol as p
 from grctl.errors import DaemonUnavailableError, GrctlError, ProtocolError, error_from_wire
+from grctl.home import Address, client_token, daemon_address, tls_ca
+from grctl.home import socket_path as resolve_socket
 
 PushHandler = Callable[[p.Message], Awaitable[None] | None]
 
@@ -20,6 +29,67 @@ _END = object()
 DRAIN_ABOVE_BYTES = 256 * 1024
 # The frames a worker sends about a step: where worker_mid_frame cuts.
 _STEP_FRAMES = (p.RecordOutcome, p.CompleteStep, p.StartChild, p.SendToParent)
+# An address that does not answer (a dropped SYN, a stalled TLS handshake) fails after this.
+CONNECT_TIMEOUT_S = 10.0
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where the daemon answers: its Unix socket, or a TCP address with a token and maybe TLS."""
+
+    socket_path: Path | None = None
+    address: Address | None = None
+    token: str | None = field(default=None, repr=False)
+    tls: ssl.SSLContext | None = None
+
+    def __str__(self) -> str:
+        if self.address is None:
+            return str(self.socket_path)
+        return f"{self.address} ({'TLS' if self.tls else 'plain TCP'})"
+
+    @classmethod
+    def resolve(
+        cls,
+        socket_path: str | os.PathLike[str] | None = None,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        address: str | None = None,
+        token: str | None = None,
+        token_file: str | os.PathLike[str] | None = None,
+        tls_ca_file: str | os.PathLike[str] | None = None,
+    ) -> Endpoint:
+        """The endpoint the arguments name, else the environment's (see ``grctl.home``).
+
+        An explicit socket or home wins over ``GRCTL_ADDRESS``; without an address it is the
+        Unix socket. ValueError for a malformed address or an unreadable token or CA file.
+        """
+        if socket_path and address:
+            raise ValueError("give the daemon's socket or its address, not both")
+        where = None if socket_path else daemon_address(address, home=home)
+        if where is None:
+            return cls(socket_path=resolve_socket(socket_path, home))
+        ca = tls_ca(tls_ca_file)
+        return cls(
+            address=where,
+            token=client_token(token, token_file),
+            tls=client_tls(ca) if ca else None,
+        )
+
+
+def client_tls(ca: Path) -> ssl.SSLContext:
+    """TLS that trusts only ``ca`` and checks the daemon's certificate names the host dialled."""
+    try:
+        return ssl.create_default_context(ssl.Purpose.SERVER_AUTH, cafile=str(ca))
+    except FileNotFoundError:
+        raise ValueError(
+            f"the CA file {ca} does not exist; --tls-ca (or GRCTL_TLS_CA) names the PEM file "
+            "of the CA that signed the daemon's certificate"
+        ) from None
+    except (OSError, ssl.SSLError) as exc:
+        raise ValueError(
+            f"cannot load the CA file {ca} ({_reason(exc)}); it must "
+            "be the PEM certificate of the CA that signed the daemon's certificate"
+        ) from None
 
 
 class Connection:
@@ -43,40 +113,51 @@ class Connection:
     @classmethod
     async def open(
         cls,
-        socket_path: Path,
+        endpoint: Endpoint | Path,
         role: str = "client",
         name: str = "",
         on_push: PushHandler | None = None,
     ) -> Connection:
-        try:
-            reader, writer = await asyncio.open_unix_connection(
-                str(socket_path), limit=p.MAX_FRAME_BYTES + 16
-            )
-        except (FileNotFoundError, ConnectionRefusedError, OSError) as exc:
-            raise DaemonUnavailableError(
-                f"the grctl daemon is not running (no answer on {socket_path}: "
-                f"{exc.strerror or exc}); start it with: grctl daemon start"
-            ) from None
+        """Connect, say hello, and return once the daemon welcomed us (or raise why not)."""
+        if not isinstance(endpoint, Endpoint):
+            endpoint = Endpoint(socket_path=Path(endpoint))
+        if endpoint.address is None:
+            reader, writer = await _open_unix(endpoint)
+        else:
+            reader, writer = await _open_tcp(endpoint)
         conn = cls(reader, writer)
-        conn.socket_path = socket_path
+        conn.socket_path = endpoint.socket_path
         conn._on_push = on_push
+        hello = p.Hello(p.PROTOCOL_VERSION, role, name, os.getpid(), endpoint.token)
         try:
-            writer.write(p.encode(p.Hello(p.PROTOCOL_VERSION, role, name, os.getpid())))
+            writer.write(p.encode(hello))
             first = await p.read_message(reader, open_values=True)
         except (ConnectionError, OSError):
             first = None
-        if first is None:
-            # The daemon went away between accept and welcome (it was stopping or crashed).
-            writer.close()
+        except ProtocolError:
+            # Not grctl frames: over plain TCP, most likely a TLS listener's answer.
+            await _abort(writer)
             raise DaemonUnavailableError(
-                f"the grctl daemon on {socket_path} closed the connection before answering; "
-                "check it with: grctl daemon status"
+                f"{endpoint.address or endpoint.socket_path} did not answer as a grctl daemon"
+                f"{_TLS_HINT if endpoint.address and not endpoint.tls else ''}"
+            ) from None
+        if not isinstance(first, p.Welcome):
+            await _abort(writer)
+        if first is None:
+            # The daemon went away between accept and welcome (it was stopping or crashed), or
+            # a TLS listener dropped our plain hello.
+            if endpoint.address is not None and endpoint.tls is None:
+                raise DaemonUnavailableError(
+                    f"the daemon at {endpoint.address} closed the connection before answering"
+                    f"{_TLS_HINT}"
+                )
+            raise DaemonUnavailableError(
+                f"the grctl daemon on {endpoint.address or endpoint.socket_path} closed the "
+                "connection before answering; check it with: grctl daemon status"
             )
         if isinstance(first, p.ErrorReply):
-            writer.close()
             raise error_from_wire(first.code, first.message)
         if not isinstance(first, p.Welcome):
-            writer.close()
             raise ProtocolError("the daemon did not answer the hello")
         conn.connection_id = first.connection_id
         conn.heartbeat_timeout_s = first.heartbeat_timeout_ms / 1000
@@ -226,9 +307,88 @@ class Connection:
                 pass
 
 
+_TLS_HINT = (
+    "; if it listens with TLS (--tls-cert), connect with --tls-ca CA_FILE or GRCTL_TLS_CA, "
+    "else check it with: grctl daemon status"
+)
+Streams = tuple[asyncio.StreamReader, asyncio.StreamWriter]
+
+
+async def _open_unix(endpoint: Endpoint) -> Streams:
+    try:
+        return await asyncio.open_unix_connection(
+            str(endpoint.socket_path), limit=p.MAX_FRAME_BYTES + 16
+        )
+    except (FileNotFoundError, ConnectionRefusedError, OSError) as exc:
+        raise DaemonUnavailableError(
+            f"the grctl daemon is not running (no answer on {endpoint.socket_path}: "
+            f"{exc.strerror or exc}); start it with: grctl daemon start"
+        ) from None
+
+
+async def _open_tcp(endpoint: Endpoint) -> Streams:
+    address = endpoint.address
+    assert address is not None
+    try:
+        return await asyncio.wait_for(
+            asyncio.open_connection(
+                address.host,
+                address.port,
+                ssl=endpoint.tls,
+                server_hostname=address.host if endpoint.tls else None,
+                limit=p.MAX_FRAME_BYTES + 16,
+            ),
+            CONNECT_TIMEOUT_S,
+        )
+    except ssl.SSLCertVerificationError as exc:
+        raise DaemonUnavailableError(
+            f"the daemon at {address} failed TLS verification ({exc.verify_message}); "
+            "--tls-ca (or GRCTL_TLS_CA) must name the CA that signed its certificate, and the "
+            f"certificate must name {address.host}"
+        ) from None
+    except ssl.SSLError as exc:
+        raise DaemonUnavailableError(
+            f"the TLS handshake with {address} failed ({exc.reason or exc}); if the daemon "
+            "listens without TLS, connect without --tls-ca and GRCTL_TLS_CA"
+        ) from None
+    except ConnectionRefusedError:
+        raise DaemonUnavailableError(
+            f"no answer at {address} (connection refused); is the daemon started with "
+            f"--listen {address}?"
+        ) from None
+    except TimeoutError:
+        raise DaemonUnavailableError(
+            f"no answer at {address} within {CONNECT_TIMEOUT_S:g}s; is the host reachable and "
+            f"the daemon started with --listen {address}?"
+        ) from None
+    except (ConnectionError, OSError) as exc:
+        if endpoint.tls is not None and isinstance(exc, ConnectionError):
+            raise DaemonUnavailableError(
+                f"the daemon at {address} closed the connection during the TLS handshake; if "
+                "it listens without TLS, connect without --tls-ca and GRCTL_TLS_CA"
+            ) from None
+        raise DaemonUnavailableError(
+            f"no answer at {address} ({exc.strerror or exc}); is the daemon started with "
+            f"--listen {address}?"
+        ) from None
+
+
 def _unwrap(reply: p.Message) -> Any:
     if isinstance(reply, p.ErrorReply):
         raise error_from_wire(
             reply.code, reply.message, reply.workflow_id, reply.run_id, reply.details
         )
     return reply.data  # type: ignore[attr-defined]
+
+
+async def _abort(writer: asyncio.StreamWriter) -> None:
+    """Drop a connection that failed its hello, now: no TLS close-notify exchange to wait for."""
+    writer.transport.abort()
+    try:
+        await writer.wait_closed()
+    except (ConnectionError, OSError, ssl.SSLError):
+        pass
+
+
+def _reason(exc: Exception) -> str:
+    return str(getattr(exc, "reason", None) or getattr(exc, "strerror", None) or exc)

@@ -1,17 +1,15 @@
-"""Client and WorkflowHandle: start runs, send events, query, wait, inspect — over the socket."""
+"""Client and WorkflowHandle: start runs, send events, query, wait, inspect — on the daemon."""
 
 from __future__ import annotations
 
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
-from pathlib import Path
 from typing import Any, Generic, TypeVar
 
 from grctl import protocol as p
-from grctl._connection import Connection
+from grctl._connection import Connection, Endpoint
 from grctl.errors import StoreValueError, WorkflowCancelledError, WorkflowFailedError
-from grctl.home import socket_path as resolve_socket
 from grctl.models.run import HistoryEvent, InboxEvent, RunInfo
 
 T = TypeVar("T")
@@ -25,11 +23,32 @@ class Client:
 
     @classmethod
     async def connect(
-        cls, socket_path: str | os.PathLike[str] | None = None, *, home: str | None = None
+        cls,
+        socket_path: str | os.PathLike[str] | None = None,
+        *,
+        home: str | None = None,
+        address: str | None = None,
+        token: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        token_file: str | os.PathLike[str] | None = None,
     ) -> Client:
-        """Connect to the daemon at ``socket_path`` (default from GRCTL_SOCKET / GRCTL_HOME)."""
-        path = Path(socket_path) if socket_path else resolve_socket(home=home)
-        return cls(await Connection.open(path, "client"))
+        """Connect to the daemon on its socket, or over TCP at ``address`` (``HOST:PORT``).
+
+        Unset, the socket comes from GRCTL_SOCKET / GRCTL_HOME, or the address from
+        GRCTL_ADDRESS (an explicit socket or home wins over it). Over TCP the daemon wants a
+        token (``token``, ``token_file``, else GRCTL_TOKEN) and, if it speaks TLS, the CA that
+        signed its certificate (``tls_ca``, else GRCTL_TLS_CA). A wrong token raises
+        UnauthorizedError; a malformed address or an unreadable file, ValueError.
+        """
+        endpoint = Endpoint.resolve(
+            socket_path,
+            home=home,
+            address=address,
+            token=token,
+            token_file=token_file,
+            tls_ca_file=tls_ca,
+        )
+        return cls(await Connection.open(endpoint, "client"))
 
     async def __aenter__(self) -> Client:
         return self

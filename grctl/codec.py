@@ -100,12 +100,18 @@ def frame(body: dict[str, Any], what: str) -> bytes:
     return HEADER.pack(len(data)) + data
 
 
-def _too_long(length: int) -> ProtocolError:
-    return ProtocolError(f"frame of {length} bytes is over the {MAX_FRAME_BYTES}-byte limit")
+def _too_long(length: int, limit: int = MAX_FRAME_BYTES) -> ProtocolError:
+    # A TLS record (handshake 0x16 or alert 0x15, version 0x03..) read as a frame header.
+    tls = length >> 24 in (0x15, 0x16) and (length >> 16) & 0xFF == 0x03
+    hint = "; these are TLS bytes: one end speaks TLS and the other does not" if tls else ""
+    return ProtocolError(f"frame of {length} bytes is over the {limit}-byte limit{hint}")
 
 
-async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
-    """One frame body; ``None`` at a clean end of stream. Raises ProtocolError on a bad frame."""
+async def read_frame(reader: asyncio.StreamReader, limit: int = MAX_FRAME_BYTES) -> bytes | None:
+    """One frame body; ``None`` at a clean end of stream. Raises ProtocolError on a bad frame.
+
+    ``limit`` lowers the frame limit (a hello from a peer not yet authenticated is small).
+    """
     try:
         header = await reader.readexactly(HEADER.size)
     except asyncio.IncompleteReadError as exc:
@@ -113,8 +119,8 @@ async def read_frame(reader: asyncio.StreamReader) -> bytes | None:
             return None
         raise ProtocolError("connection closed mid-frame") from None
     (length,) = HEADER.unpack(header)
-    if length > MAX_FRAME_BYTES:
-        raise _too_long(length)
+    if length > limit:
+        raise _too_long(length, limit)
     try:
         return await reader.readexactly(length)
     except asyncio.IncompleteReadError:

@@ -3,7 +3,8 @@
 The tree::
 
     GrctlError
-    ├── DaemonUnavailableError          no daemon answers on the socket
+    ├── DaemonUnavailableError          no daemon answers on the socket (or the TCP address)
+    ├── UnauthorizedError               the daemon refused a TCP connection's token
     ├── ProtocolError                   a malformed or oversized frame (the peer's fault)
     ├── WorkflowDefinitionError         a workflow definition is invalid (found at import/worker start)
     ├── NonDeterminismError             replay diverged from the recorded history
@@ -56,6 +57,16 @@ class DaemonUnavailableError(GrctlError):
     """No daemon answers on the socket."""
 
     code = "daemon_unavailable"
+
+
+class UnauthorizedError(GrctlError):
+    """The daemon refused a TCP connection: no token, or not the daemon's token.
+
+    A Unix socket connection needs none (the socket is its owner's only); over TCP the token
+    comes from ``GRCTL_TOKEN`` or ``--token-file`` and travels in the hello.
+    """
+
+    code = "unauthorized"
 
 
 class ProtocolError(GrctlError):

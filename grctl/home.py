@@ -1,10 +1,15 @@
-"""Where grctl keeps its files: GRCTL_HOME, GRCTL_SOCKET and GRCTL_DB are resolved here only."""
+"""Where grctl keeps its files and finds its daemon; the GRCTL_* locations are read here only.
+
+GRCTL_HOME, GRCTL_SOCKET and GRCTL_DB for the files; GRCTL_ADDRESS, GRCTL_TOKEN (or
+GRCTL_TOKEN_FILE) and GRCTL_TLS_CA for a daemon reached over TCP.
+"""
 
 from __future__ import annotations
 
 import os
 import stat
 from pathlib import Path
+from typing import NamedTuple
 
 DEFAULT_HOME = "~/.grctl"
 SOCKET_NAME = "grctl.sock"
@@ -63,3 +68,80 @@ def ensure_private(home: Path) -> int | None:
     if mode != 0o700:
         os.chmod(home, 0o700)
     return mode if mode & 0o077 else None
+
+
+class Address(NamedTuple):
+    """A TCP address, ``HOST:PORT`` (``[::1]:7777`` for IPv6); an empty host means every one."""
+
+    host: str
+    port: int
+
+    def __str__(self) -> str:
+        return f"[{self.host}]:{self.port}" if ":" in self.host else f"{self.host}:{self.port}"
+
+
+def parse_address(text: str, where: str = "--address") -> Address:
+    """``HOST:PORT`` → Address; ValueError naming ``where`` when it is not one."""
+    host, sep, port = text.strip().rpartition(":")
+    if host.startswith("[") and host.endswith("]"):
+        host = host[1:-1]
+    if not sep or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ValueError(
+            f"{where} {text!r} is not HOST:PORT (for example 10.0.0.5:7777 or [::1]:7777)"
+        )
+    return Address(host, int(port))
+
+
+def daemon_address(
+    address: str | None = None,
+    socket: str | os.PathLike[str] | None = None,
+    home: str | os.PathLike[str] | None = None,
+) -> Address | None:
+    """The daemon's TCP address: the argument, else ``GRCTL_ADDRESS``; None means its socket.
+
+    ``GRCTL_ADDRESS`` gives way to a socket or home given explicitly, as ``GRCTL_SOCKET`` does.
+    """
+    if address:
+        return parse_address(address)
+    value = os.environ.get("GRCTL_ADDRESS")
+    if not value or socket or home is not None:
+        return None
+    return parse_address(value, "GRCTL_ADDRESS")
+
+
+def read_token(path: str | os.PathLike[str]) -> str:
+    """The token a token file holds (surrounding whitespace dropped); ValueError if none."""
+    try:
+        token = Path(path).expanduser().read_text().strip()
+    except OSError as exc:
+        raise ValueError(f"cannot read the token file {path}: {exc.strerror or exc}") from None
+    if not token:
+        raise ValueError(f"the token file {path} is empty")
+    return token
+
+
+def client_token(
+    token: str | None = None, token_file: str | os.PathLike[str] | None = None
+) -> str | None:
+    """The token a client presents over TCP; None when there is none.
+
+    The argument, else the file's, else ``GRCTL_TOKEN``, else ``GRCTL_TOKEN_FILE``'s content.
+    """
+    if token:
+        return token
+    if token_file:
+        return read_token(token_file)
+    if os.environ.get("GRCTL_TOKEN"):
+        return os.environ["GRCTL_TOKEN"].strip()
+    if os.environ.get("GRCTL_TOKEN_FILE"):
+        return read_token(os.environ["GRCTL_TOKEN_FILE"])
+    return None
+
+
+def tls_ca(ca: str | os.PathLike[str] | None = None) -> Path | None:
+    """The CA a client verifies the daemon's certificate with: the argument, else ``GRCTL_TLS_CA``.
+
+    None means a plain TCP connection.
+    """
+    value = ca or os.environ.get("GRCTL_TLS_CA")
+    return Path(value).expanduser().absolute() if value else None

@@ -92,6 +92,10 @@ class Hello(Message):
     role: str  # "client" or "worker"
     name: str = ""
     pid: int = 0
+    token: str | None = None  # required on TCP connections, ignored on the Unix socket
+
+    def __repr__(self) -> str:  # never print the token
+        return f"Hello({self.protocol_version}, {self.role!r}, {self.name!r}, {self.pid})"
 
 
 @message("welcome")
@@ -401,7 +405,9 @@ def decode(body: bytes, open_values: bool = False) -> Message:
         raise ProtocolError(f"bad fields for {kind!r}: {exc}") from None
 
 
-async def read_message(reader: asyncio.StreamReader, open_values: bool = False) -> Message | None:
+async def read_message(
+    reader: asyncio.StreamReader, open_values: bool = False, limit: int = MAX_FRAME_BYTES
+) -> Message | None:
     """Read one frame; ``None`` at a clean end of stream. Raises ProtocolError on a bad frame."""
-    body = await codec.read_frame(reader)
+    body = await codec.read_frame(reader, limit)
     return None if body is None else decode(body, open_values)

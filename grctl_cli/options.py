@@ -18,7 +18,6 @@ import typer
 
 from grctl.client import Client
 from grctl.errors import GrctlError
-from grctl.home import socket_path
 from grctl.loop import run as run_loop
 
 T = TypeVar("T")
@@ -48,6 +47,37 @@ SocketOpt = Annotated[
         show_default=False,
     ),
 ]
+AddressOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--address",
+        metavar="HOST:PORT",
+        help="Reach the daemon over TCP at this address, as started with --listen "
+        "(default: GRCTL_ADDRESS, else the socket).",
+        show_default=False,
+    ),
+]
+TokenFileOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--token-file",
+        metavar="PATH",
+        help="File holding the daemon's token, for --address (default: GRCTL_TOKEN).",
+        show_default=False,
+    ),
+]
+TlsCaOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--tls-ca",
+        metavar="PATH",
+        help="CA certificate (PEM) to verify a TLS daemon with, for --address "
+        "(default: GRCTL_TLS_CA, else plain TCP).",
+        show_default=False,
+    ),
+]
+# The options naming the daemon, as every command that talks to it declares them.
+WHERE = ("home", "socket", "address", "token_file", "tls_ca")
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON for scripts (one document) instead of a table.")
 ]
@@ -64,7 +94,7 @@ def _ask_daemon(ctx: typer.Context, fn: Callable[[Client], Awaitable[T]]) -> T |
     """For shell completion: ask the daemon quickly; None if it is down or slow."""
 
     async def go() -> T:
-        async with connect(ctx.params.get("home"), ctx.params.get("socket")) as client:
+        async with connect(*(ctx.params.get(name) for name in WHERE)) as client:
             return await fn(client)
 
     try:
@@ -96,19 +126,29 @@ WorkflowIdArg = Annotated[
 ]
 
 
-def resolve_socket(home: str | None, socket: str | None) -> Path:
-    return socket_path(socket, home)
-
-
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run one coroutine to its end; errors go up to the app's one error boundary."""
     return run_loop(coro)
 
 
 @asynccontextmanager
-async def connect(home: str | None, socket: str | None) -> AsyncIterator[Client]:
-    """A client on the daemon of ``--home``/``--socket``; DaemonUnavailableError if none."""
-    client = await Client.connect(resolve_socket(home, socket))
+async def connect(
+    home: str | None = None,
+    socket: str | None = None,
+    address: str | None = None,
+    token_file: str | None = None,
+    tls_ca: str | None = None,
+) -> AsyncIterator[Client]:
+    """A client on the daemon these options name; DaemonUnavailableError if none answers.
+
+    A malformed ``--address``, or a token or CA file that cannot be read, is bad usage.
+    """
+    try:
+        client = await Client.connect(
+            socket, home=home, address=address, token_file=token_file, tls_ca=tls_ca
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     try:
         yield client
     finally:

@@ -570,11 +570,27 @@ def wait_text(workflow_id: str, ev: Any | None) -> str:
 # -- daemon and worker ------------------------------------------------------------------------
 
 
+def listen_text(listen: dict[str, Any] | None) -> str:
+    """The TCP listener of a daemon status: ``0.0.0.0:7777 (TLS, token)``, or ``off``."""
+    if not listen:
+        return "off (Unix socket only)"
+    return f"{listen['address']} ({'TLS' if listen.get('tls') else 'plain TCP, no TLS'}, token)"
+
+
+def served_text(status: dict[str, Any]) -> str:
+    """Where a started daemon answers: ``pid 17394, socket …[, listening on …]``."""
+    text = f"pid {status['pid']}, socket {status['socket']}"
+    if status.get("listen"):
+        text += f", listening on {listen_text(status['listen'])}"
+    return text
+
+
 def daemon_status(data: dict[str, Any]) -> None:
-    """``grctl daemon status``: socket, database, uptime, workers and runs by status."""
+    """``grctl daemon status``: socket, TCP listener, database, uptime, workers, runs by status."""
     grid = _grid()
     grid.add_row("pid", Text(str(data["pid"])))
     grid.add_row("socket", Text(data["socket"]))
+    grid.add_row("listen", Text(listen_text(data.get("listen"))))
     size = data.get("database_bytes")
     sync = data.get("synchronous") or ""
     settings = ", ".join(x for x in (_size(size) if size is not None else "", sync) if x)

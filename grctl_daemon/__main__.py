@@ -17,6 +17,10 @@ def run() -> int:
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL", "full", "normal"])
     parser.add_argument("--max-worker-losses", type=int)
     parser.add_argument("--run-cache", type=int)
+    parser.add_argument("--listen", metavar="HOST:PORT", help="also serve TCP here")
+    parser.add_argument("--token-file", metavar="PATH", help="the token TCP clients present")
+    parser.add_argument("--tls-cert", metavar="PATH", help="TLS certificate chain (PEM)")
+    parser.add_argument("--tls-key", metavar="PATH", help="TLS private key (PEM)")
     parser.add_argument("--quiet", action="store_true", help="log to daemon.log only")
     args = parser.parse_args()
     try:
@@ -27,9 +31,15 @@ def run() -> int:
             args.synchronous,
             args.max_worker_losses,
             args.run_cache,
+            args.listen,
+            args.token_file,
+            args.tls_cert,
+            args.tls_key,
         )
     except ValueError as exc:
-        parser.error(str(exc))
+        # One line the CLI can show as is (it prints the last line the daemon wrote).
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     return main(config, foreground=not args.quiet)
 
 

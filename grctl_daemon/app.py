@@ -14,7 +14,7 @@ from grctl.home import ensure_private
 from grctl.loop import run as run_loop
 from grctl_daemon.config import DaemonConfig
 from grctl_daemon.runtime import Runtime
-from grctl_daemon.server import Server
+from grctl_daemon.server import ListenError, Server, server_tls
 from grctl_daemon.storage import display, open_storage
 from grctl_daemon.storage.base import StorageError
 
@@ -58,11 +58,15 @@ def _setup_logging(config: DaemonConfig, foreground: bool) -> None:
 
 async def serve(config: DaemonConfig) -> int:
     """Run the daemon until a signal or a shutdown request; returns the exit code."""
+    # A certificate that does not load stops the start before the database is opened.
+    tls = (
+        server_tls(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
+    )
     storage = open_storage(config.db_url, synchronous=config.synchronous)
     await storage.open()
     runtime = Runtime(config, storage)
     stop = asyncio.Event()
-    server = Server(runtime, config.socket_path, stop.set)
+    server = Server(runtime, config.socket_path, stop.set, tls)
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
@@ -76,6 +80,13 @@ async def serve(config: DaemonConfig) -> int:
             display(config.db_url),
             storage.epoch,
         )
+        if config.listen is not None:
+            log.info(
+                "grctl daemon listening on %s (%s, token from %s)",
+                config.listen,
+                "TLS" if tls else "plain TCP, no TLS",
+                config.token_file,
+            )
         fatal = asyncio.ensure_future(runtime.fatal.wait())
         stopped = asyncio.ensure_future(stop.wait())
         await asyncio.wait({fatal, stopped}, return_when=asyncio.FIRST_COMPLETED)
@@ -115,8 +126,15 @@ def main(config: DaemonConfig, foreground: bool = True) -> int:
                 config.home,
                 loose_mode,
             )
+        if config.token_file is not None and config.token_file.stat().st_mode & 0o077:
+            log.warning(
+                "the token file %s may be read by other users; make it yours only with: chmod "
+                "600 %s",
+                config.token_file,
+                config.token_file,
+            )
         return run_loop(serve(config))
-    except StorageError as exc:
+    except (StorageError, ListenError) as exc:
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
-from grctl.home import LOG_NAME, PID_NAME, db_url, home_dir, socket_path
+from grctl.home import LOG_NAME, PID_NAME, Address, db_url, home_dir, parse_address, read_token
+from grctl.home import socket_path as resolve_socket
 from grctl_daemon.engine.decide import DEFAULT_MAX_WORKER_LOSSES
 
 DEFAULT_HEARTBEAT_TIMEOUT_S = 10.0
@@ -15,6 +17,9 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 10.0
 DEFAULT_RUN_CACHE = 4096
 DEFAULT_QUERY_TIMEOUT_S = 10.0
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+MAKE_TOKEN = (
+    "python -c 'import secrets; print(secrets.token_urlsafe(32))' > token && chmod 600 token"
+)
 
 
 @dataclass(frozen=True)
@@ -31,6 +36,13 @@ class DaemonConfig:
     query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S
     max_worker_losses: int = DEFAULT_MAX_WORKER_LOSSES
     run_cache: int = DEFAULT_RUN_CACHE  # runs held in memory beyond those in use
+    # The TCP listener beside the socket (``--listen``): every connection on it must present
+    # ``token`` in its hello; with a certificate and key it speaks TLS.
+    listen: Address | None = None
+    token: str | None = field(default=None, repr=False)
+    token_file: Path | None = None
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
 
     @classmethod
     def build(
@@ -41,6 +53,10 @@ class DaemonConfig:
         synchronous: str | None = None,
         max_worker_losses: int | None = None,
         run_cache: int | None = None,
+        listen: str | None = None,
+        token_file: str | None = None,
+        tls_cert: str | None = None,
+        tls_key: str | None = None,
     ) -> DaemonConfig:
         h = home_dir(home)
         sync = (synchronous or os.environ.get("GRCTL_SYNCHRONOUS") or "FULL").upper()
@@ -49,9 +65,15 @@ class DaemonConfig:
                 f"synchronous must be one of {', '.join(SYNCHRONOUS_MODES)}, not {sync!r}"
             )
         heartbeat = float(os.environ.get("GRCTL_HEARTBEAT_TIMEOUT", DEFAULT_HEARTBEAT_TIMEOUT_S))
+        net = _network(
+            listen or os.environ.get("GRCTL_LISTEN"),
+            token_file or os.environ.get("GRCTL_TOKEN_FILE"),
+            tls_cert or os.environ.get("GRCTL_TLS_CERT"),
+            tls_key or os.environ.get("GRCTL_TLS_KEY"),
+        )
         return cls(
             home=h,
-            socket_path=socket_path(socket, home),
+            socket_path=resolve_socket(socket, home),
             db_url=db_url(db, home),
             log_path=h / LOG_NAME,
             pid_path=h / PID_NAME,
@@ -65,6 +87,7 @@ class DaemonConfig:
             run_cache=_at_least_1(
                 "run-cache", run_cache or int(os.environ.get("GRCTL_RUN_CACHE", DEFAULT_RUN_CACHE))
             ),
+            **net,
         )
 
 
@@ -72,3 +95,30 @@ def _at_least_1(name: str, value: int) -> int:
     if value < 1:
         raise ValueError(f"--{name} must be 1 or more, not {value}")
     return value
+
+
+def _network(
+    listen: str | None, token_file: str | None, tls_cert: str | None, tls_key: str | None
+) -> dict[str, Any]:
+    """The TCP listener's settings; ValueError for a listener that would be open to anyone."""
+    if not listen:
+        if tls_cert or tls_key:
+            raise ValueError("--tls-cert and --tls-key secure the TCP listener; add --listen")
+        return {}
+    address = parse_address(listen, "--listen")
+    if not token_file:
+        raise ValueError(
+            f"--listen {address} needs a token, so that only those who hold it get in: make "
+            f"one with: {MAKE_TOKEN}; then start with --token-file token (or GRCTL_TOKEN_FILE) "
+            "and give clients GRCTL_TOKEN or --token-file"
+        )
+    if bool(tls_cert) != bool(tls_key):
+        raise ValueError("TLS needs both --tls-cert and --tls-key (PEM files)")
+    path = Path(token_file).expanduser().absolute()
+    return {
+        "listen": address,
+        "token": read_token(path),
+        "token_file": path,
+        "tls_cert": Path(tls_cert).expanduser().absolute() if tls_cert else None,
+        "tls_key": Path(tls_key).expanduser().absolute() if tls_key else None,
+    }

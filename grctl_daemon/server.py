@@ -3,13 +3,22 @@
 No decisions here. A malformed frame is the peer's fault: it gets an error frame and its
 connection is closed; every other connection carries on. Each request runs as its own task so a
 long wait (``result --wait``, ``history --follow``) never blocks the connection's other requests.
+
+Two listeners feed the same handler: the Unix socket (its owner's only, no token) and, with
+``--listen``, TCP. A TCP peer must present the daemon's token in its hello, checked before
+anything else it sent is looked at; with a certificate the TCP listener speaks TLS. The TLS
+handshake runs per connection in its own task (``connect_accepted_socket``), so a peer that
+fails it costs one log line and nobody else waits.
 """
 
 from __future__ import annotations
 
 import asyncio
+import hmac
 import logging
 import os
+import socket
+import ssl
 import time
 from collections.abc import Awaitable, Callable
 from pathlib import Path
@@ -27,7 +36,9 @@ from grctl.errors import (
     ReplyTooLargeError,
     StorageUnavailableError,
     TooManyWaitsError,
+    UnauthorizedError,
 )
+from grctl.home import Address
 from grctl_daemon.definitions import definition_problem
 from grctl_daemon.dispatch import WorkerSlot
 from grctl_daemon.runtime import Runtime, refusal
@@ -50,13 +61,38 @@ YIELD_EVERY_FRAMES = 32
 # What a connection buffers ahead of the frame being read (readexactly() takes frames of any
 # size up to MAX_FRAME_BYTES; this only bounds read-ahead from a peer we are not reading).
 READ_BUFFER_BYTES = 256 * 1024
+# A hello is small: a TCP peer not yet let in may not make us buffer more than this.
+HELLO_LIMIT_BYTES = 64 * 1024
+ACCEPT_RETRY_S = 0.1  # after a failed accept (out of file descriptors): try again this soon
+
+
+class ListenError(Exception):
+    """The TCP listener cannot start: its address is taken, or its certificate does not load."""
+
+
+def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
+    """The TCP listener's TLS: the stdlib's server defaults with this certificate and key."""
+    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    try:
+        context.load_cert_chain(cert, key)
+    except ssl.SSLError as exc:
+        raise ListenError(
+            f"cannot load the TLS certificate {cert} with the key {key} ({exc.reason or exc}); "
+            "give PEM files, the key the one the certificate was made for"
+        ) from None
+    except OSError as exc:
+        raise ListenError(
+            f"cannot read the TLS certificate {cert} or key {key}: {exc.strerror or exc}"
+        ) from None
+    return context
 
 
 class Peer:
     """One connection: its writer, its role and its in-flight request tasks."""
 
-    def __init__(self, writer: asyncio.StreamWriter) -> None:
+    def __init__(self, writer: asyncio.StreamWriter, remote: str | None = None) -> None:
         self.writer = writer
+        self.remote = remote  # HOST:PORT of a TCP peer; None on the Unix socket
         self.out = codec.FrameWriter(writer)
         self.connection_id = str(ULID())
         self.role = "client"
@@ -104,13 +140,22 @@ class Peer:
 
 
 class Server:
-    """Serves the runtime on a Unix socket."""
+    """Serves the runtime on a Unix socket, and over TCP when the config has ``listen``."""
 
     def __init__(
-        self, runtime: Runtime, socket_path: Path, on_shutdown: Callable[[], None]
+        self,
+        runtime: Runtime,
+        socket_path: Path,
+        on_shutdown: Callable[[], None],
+        tls: ssl.SSLContext | None = None,
     ) -> None:
         self.runtime = runtime
         self.socket_path = socket_path
+        self._tls = tls
+        self._token = (runtime.config.token or "").encode()
+        self._listener: socket.socket | None = None
+        self._accepting: asyncio.Task[None] | None = None
+        self._opening: set[asyncio.Task[None]] = set()  # TCP peers in their TLS handshake
         self._server: asyncio.AbstractServer | None = None
         self._peers: set[Peer] = set()
         self._on_shutdown = on_shutdown
@@ -143,9 +188,19 @@ class Server:
         finally:
             os.umask(old_umask)
         os.chmod(self.socket_path, 0o600)
+        listen = self.runtime.config.listen
+        if listen is not None:
+            self._listener = _bind(listen)
+            self._accepting = asyncio.create_task(self._accept(self._listener))
 
     async def stop(self) -> None:
         """Stop accepting, close every connection (workers reconnect to the next daemon)."""
+        if self._accepting is not None:
+            self._accepting.cancel()
+        if self._listener is not None:
+            self._listener.close()
+        for task in list(self._opening):
+            task.cancel()
         if self._server is not None:
             self._server.close()
         for peer in list(self._peers):
@@ -158,15 +213,58 @@ class Server:
             except TimeoutError:
                 pass
 
-    async def _handle(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        peer = Peer(writer)
+    async def _accept(self, listener: socket.socket) -> None:
+        loop = asyncio.get_running_loop()
+        while True:
+            try:
+                conn, address = await loop.sock_accept(listener)
+            except OSError as exc:  # out of file descriptors: those connected carry on
+                log.warning("cannot accept a TCP connection: %s", exc.strerror or exc)
+                await asyncio.sleep(ACCEPT_RETRY_S)
+                continue
+            task = asyncio.create_task(self._handle_tcp(conn, _remote(address)))
+            self._opening.add(task)
+            task.add_done_callback(self._opening.discard)
+
+    async def _handle_tcp(self, conn: socket.socket, remote: str) -> None:
+        """Open the streams of one TCP peer (the TLS handshake first, if any), then serve it."""
+        loop = asyncio.get_running_loop()
+        reader = asyncio.StreamReader(limit=READ_BUFFER_BYTES)
+        protocol = asyncio.StreamReaderProtocol(reader)
+        try:
+            transport, _ = await loop.connect_accepted_socket(
+                lambda: protocol,
+                conn,
+                ssl=self._tls,
+                ssl_handshake_timeout=HELLO_TIMEOUT_S if self._tls else None,
+            )
+        except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
+            conn.close()
+            what = "TLS handshake with" if self._tls else "opening the connection from"
+            log.warning("%s %s failed: %s", what, remote, _handshake_problem(exc))
+            return
+        writer = asyncio.StreamWriter(transport, protocol, reader, loop)
+        self._opening.discard(asyncio.current_task())  # type: ignore[arg-type]
+        await self._handle(reader, writer, remote)
+
+    async def _handle(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        remote: str | None = None,
+    ) -> None:
+        peer = Peer(writer, remote)
         self._peers.add(peer)
         try:
             if await self._hello(peer, reader):
                 await self._serve(peer, reader)
         except ProtocolError as exc:
             log.warning(
-                "closing %s connection %s: %s", peer.role, peer.name or peer.connection_id, exc
+                "closing %s connection %s%s: %s",
+                peer.role,
+                peer.name or peer.connection_id,
+                f" from {remote}" if remote else "",
+                exc,
             )
             # Flushed now (the close below comes first otherwise), not drained: a peer that does
             # not read must not keep its connection open by it.
@@ -184,14 +282,17 @@ class Server:
             writer.close()
 
     async def _hello(self, peer: Peer, reader: asyncio.StreamReader) -> bool:
+        limit = p.MAX_FRAME_BYTES if peer.remote is None else HELLO_LIMIT_BYTES
         try:
-            msg = await asyncio.wait_for(p.read_message(reader), HELLO_TIMEOUT_S)
+            msg = await asyncio.wait_for(p.read_message(reader, limit=limit), HELLO_TIMEOUT_S)
         except TimeoutError:
             raise ProtocolError("no hello within 10s") from None
         if msg is None:
             return False
         if not isinstance(msg, p.Hello):
             raise ProtocolError(f"the first frame must be a hello, not {msg.kind!r}")
+        if peer.remote is not None and not self._authorized(peer, msg):
+            return False
         if msg.protocol_version != p.PROTOCOL_VERSION:
             raise ProtocolError(
                 f"protocol version {msg.protocol_version} is not supported (daemon speaks "
@@ -203,6 +304,27 @@ class Server:
         heartbeat_ms = int(self.runtime.config.heartbeat_timeout_s * 1000)
         await peer.send(p.Welcome(p.PROTOCOL_VERSION, "0.1.0", peer.connection_id, heartbeat_ms))
         return True
+
+    def _authorized(self, peer: Peer, hello: p.Hello) -> bool:
+        """Whether a TCP peer's hello holds our token; if not, tell it once, log it, refuse."""
+        given = (hello.token or "").encode()
+        if given and hmac.compare_digest(given, self._token):
+            return True
+        log.warning(
+            "refused a %s connection from %s: %s",
+            hello.role,
+            peer.remote,
+            "wrong token" if given else "no token",
+        )
+        reason = (
+            "the daemon refused the token; check GRCTL_TOKEN or --token-file"
+            if given
+            else "the daemon wants a token on TCP connections; give it with GRCTL_TOKEN or "
+            "--token-file"
+        )
+        peer.write(p.ErrorReply(None, UnauthorizedError.code, reason))
+        peer.flush()
+        return False
 
     async def _serve(self, peer: Peer, reader: asyncio.StreamReader) -> None:
         watchdog = None
@@ -375,6 +497,52 @@ class Server:
             "worker %s serves %s (concurrency %d)", peer.name, ", ".join(sorted(types)), capacity
         )
         return await self.runtime.commit(decision)
+
+
+def _bind(address: Address) -> socket.socket:
+    """A listening TCP socket on ``address`` (an empty host: every interface)."""
+    try:
+        if address.host:
+            family = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)[0][0]
+            listener = socket.create_server(
+                (address.host, address.port), family=family, backlog=1024
+            )
+        elif socket.has_dualstack_ipv6():
+            listener = socket.create_server(
+                ("", address.port), family=socket.AF_INET6, backlog=1024, dualstack_ipv6=True
+            )
+        else:
+            listener = socket.create_server(("", address.port), backlog=1024)
+    except OSError as exc:
+        raise ListenError(
+            f"cannot listen on {address}: {exc.strerror or exc}; give --listen an address of "
+            "this machine and a port nothing else holds"
+        ) from None
+    listener.setblocking(False)
+    return listener
+
+
+def _remote(address: Any) -> str:
+    host, port = address[0], address[1]
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
+def _handshake_problem(exc: BaseException) -> str:
+    if isinstance(exc, ssl.SSLError):
+        reason = str(exc.reason or exc)
+        if "ALERT" in reason:  # the client's TLS refused ours, most likely our certificate
+            return f"{reason}; does the client's --tls-ca name the CA that signed our certificate?"
+        return (
+            f"{reason}; a client that does not speak TLS must connect with --tls-ca or GRCTL_TLS_CA"
+        )
+    if isinstance(exc, TimeoutError):
+        return f"no handshake within {HELLO_TIMEOUT_S:g}s"
+    if isinstance(exc, ConnectionError):
+        return (
+            "the client closed the connection during the handshake (does its --tls-ca name "
+            "the CA that signed our certificate?)"
+        )
+    return f"{type(exc).__name__}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
 
 
 def _internal_error(msg: p.Message, exc: BaseException, req_id: int) -> p.ErrorReply:

@@ -11,12 +11,11 @@ import logging
 import os
 import socket
 import traceback
-from pathlib import Path
 from typing import Any
 
 from grctl import _faults as faults
 from grctl import protocol as p
-from grctl._connection import Connection
+from grctl._connection import Connection, Endpoint
 from grctl.errors import (
     DaemonUnavailableError,
     GrctlError,
@@ -26,7 +25,6 @@ from grctl.errors import (
     StoreValueError,
     WorkflowDefinitionError,
 )
-from grctl.home import socket_path as resolve_socket
 from grctl.models.directive import Directive
 from grctl.signature import split_args
 from grctl.worker._replay import StepRun, current_step
@@ -90,7 +88,10 @@ class _Env:
 class Worker:
     """Runs the steps of the given workflows for the daemon.
 
-    ``concurrency`` bounds the steps in flight in this process (default 100).
+    ``concurrency`` bounds the steps in flight in this process (default 100). The daemon is
+    reached as ``Client.connect`` reaches it: on ``socket_path`` (or ``home``'s socket), or over
+    TCP at ``address`` with a token and maybe TLS; unset, from GRCTL_SOCKET / GRCTL_HOME,
+    GRCTL_ADDRESS, GRCTL_TOKEN and GRCTL_TLS_CA.
     """
 
     def __init__(
@@ -100,6 +101,12 @@ class Worker:
         concurrency: int = DEFAULT_CONCURRENCY,
         name: str | None = None,
         shutdown_grace_s: float = DEFAULT_SHUTDOWN_GRACE_S,
+        *,
+        home: str | os.PathLike[str] | None = None,
+        address: str | None = None,
+        token: str | None = None,
+        tls_ca: str | os.PathLike[str] | None = None,
+        token_file: str | os.PathLike[str] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -113,7 +120,14 @@ class Worker:
                 )
             wf.validate()
             self._workflows[wf.workflow_type] = wf
-        self._socket_path = Path(socket_path) if socket_path else resolve_socket()
+        self.endpoint = Endpoint.resolve(
+            socket_path,
+            home=home,
+            address=address,
+            token=token,
+            token_file=token_file,
+            tls_ca_file=tls_ca,
+        )
         self.concurrency = concurrency
         self.shutdown_grace_s = shutdown_grace_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
@@ -149,7 +163,7 @@ class Worker:
             delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
 
     async def _serve_once(self) -> None:
-        conn = await Connection.open(self._socket_path, "worker", self.name, on_push=self._on_push)
+        conn = await Connection.open(self.endpoint, "worker", self.name, on_push=self._on_push)
         self._conn = conn
         try:
             await conn.request(

@@ -10,17 +10,18 @@ from typing import Annotated, Any
 
 import typer
 
-from grctl.client import Client
 from grctl.errors import DaemonUnavailableError
-from grctl.home import home_dir
+from grctl.home import daemon_address, home_dir, socket_path
 from grctl_cli import render
 from grctl_cli.options import (
+    AddressOpt,
     HomeOpt,
     JsonOpt,
     RefusedError,
     SocketOpt,
+    TlsCaOpt,
+    TokenFileOpt,
     connect,
-    resolve_socket,
     run,
 )
 
@@ -34,16 +35,13 @@ STOP_TIMEOUT_S = 15.0
 POLL_S = 0.05
 
 
-async def _status(home: str | None, socket: str | None) -> dict[str, Any] | None:
-    """The daemon's status, or None when no daemon answers."""
+async def _status(*where: str | None) -> dict[str, Any] | None:
+    """The daemon's status, or None when no daemon answers (``where``: as ``connect`` takes)."""
     try:
-        client = await Client.connect(resolve_socket(home, socket))
+        async with connect(*where) as client:
+            return await client.daemon_status()
     except DaemonUnavailableError:
         return None
-    try:
-        return await client.daemon_status()
-    finally:
-        await client.close()
 
 
 @app.command()
@@ -85,17 +83,56 @@ def start(
             "needed [default: 4096].",
         ),
     ] = None,
+    listen: Annotated[
+        str | None,
+        typer.Option(
+            "--listen",
+            metavar="HOST:PORT",
+            help="Also serve TCP at this address (needs --token-file; env GRCTL_LISTEN).",
+            show_default=False,
+        ),
+    ] = None,
+    token_file: Annotated[
+        str | None,
+        typer.Option(
+            "--token-file",
+            metavar="PATH",
+            help="File holding the token TCP clients must present (env GRCTL_TOKEN_FILE).",
+            show_default=False,
+        ),
+    ] = None,
+    tls_cert: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-cert",
+            metavar="PATH",
+            help="Certificate chain (PEM): TCP speaks TLS (with --tls-key; env GRCTL_TLS_CERT).",
+            show_default=False,
+        ),
+    ] = None,
+    tls_key: Annotated[
+        str | None,
+        typer.Option(
+            "--tls-key",
+            metavar="PATH",
+            help="Private key (PEM) of --tls-cert (env GRCTL_TLS_KEY).",
+            show_default=False,
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Start the daemon in the background; returns once it accepts connections.
 
-    One daemon per home: a second one is refused.
+    One daemon per home: a second one is refused. With --listen it also serves TCP, to
+    connections that present the token of --token-file (TLS with --tls-cert and --tls-key).
 
-    Example: grctl daemon start --home ~/.grctl
+    Example: grctl daemon start --listen 0.0.0.0:7777 --token-file ~/.grctl-token
     """
     if synchronous.upper() not in ("FULL", "NORMAL"):
         raise typer.BadParameter("choose FULL or NORMAL", param_hint="'--synchronous'")
-    status = run(_status(home, socket))
+    # The daemon of this machine's home, whatever GRCTL_ADDRESS names.
+    local = str(socket_path(socket, home))
+    status = run(_status(home, local))
     if status is not None:
         raise RefusedError(
             f"a grctl daemon is already running (pid {status['pid']}, socket {status['socket']}); "
@@ -112,6 +149,14 @@ def start(
         cmd += ["--home", home]
     if socket:
         cmd += ["--socket", socket]
+    for flag, value in (
+        ("--listen", listen),
+        ("--token-file", token_file),
+        ("--tls-cert", tls_cert),
+        ("--tls-key", tls_key),
+    ):
+        if value:
+            cmd += [flag, value]
     if foreground:
         os.execv(sys.executable, cmd)
     h = home_dir(home)
@@ -132,14 +177,13 @@ def start(
                 f"the daemon exited at start ({'; '.join(tail) or 'no output'}); "
                 f"see {h / 'daemon.log'}"
             )
-        status = run(_status(home, socket))
+        status = run(_status(home, local))
         if status is not None:
+            served = {k: status.get(k) for k in ("pid", "socket", "listen")}
             if json_:
-                render.print_json({"pid": status["pid"], "socket": status["socket"]})
+                render.print_json(served)
             else:
-                render.note(
-                    f"grctl daemon started (pid {status['pid']}, socket {status['socket']})"
-                )
+                render.note(f"grctl daemon started ({render.served_text(served)})")
             return
         time.sleep(POLL_S)
     raise RefusedError(
@@ -148,25 +192,34 @@ def start(
 
 
 @app.command()
-def stop(home: HomeOpt = None, socket: SocketOpt = None) -> None:
+def stop(
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
+) -> None:
     """Stop the daemon gracefully: in-flight commits finish first. Exit 0 if none was running.
 
     Example: grctl daemon stop
     """
-    status = run(_status(home, socket))
+    where = (home, socket, address, token_file, tls_ca)
+    status = run(_status(*where))
     if status is None:
         render.note("grctl daemon is not running")
         return
 
     async def shutdown() -> None:
-        async with connect(home, socket) as client:
+        async with connect(*where) as client:
             await client.shutdown_daemon()
 
     run(shutdown())
     pid = status["pid"]
+    # Over TCP the daemon may run on another machine: it is gone once it stops answering.
+    remote = daemon_address(address, socket, home) is not None
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:
-        if not _alive(pid):
+        if not (run(_status(*where)) if remote else _alive(pid)):
             render.note(f"grctl daemon stopped (pid {pid})")
             return
         time.sleep(POLL_S)
@@ -176,14 +229,21 @@ def stop(home: HomeOpt = None, socket: SocketOpt = None) -> None:
 
 
 @app.command()
-def status(home: HomeOpt = None, socket: SocketOpt = None, json_: JsonOpt = False) -> None:
-    """Show the daemon's socket, database and size, uptime, workers and runs by status.
+def status(
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Show the daemon's socket and TCP listener, database, uptime, workers and runs by status.
 
     Example: grctl daemon status --json
     """
 
     async def go() -> dict[str, Any]:
-        async with connect(home, socket) as client:
+        async with connect(home, socket, address, token_file, tls_ca) as client:
             return await client.daemon_status()
 
     data = run(go())

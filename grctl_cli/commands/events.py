@@ -8,10 +8,13 @@ import typer
 
 from grctl_cli import render
 from grctl_cli.options import (
+    AddressOpt,
     HomeOpt,
     JsonOpt,
     RunOpt,
     SocketOpt,
+    TlsCaOpt,
+    TokenFileOpt,
     WorkflowIdArg,
     build_payload,
     connect,
@@ -35,6 +38,9 @@ def send(
     ] = None,
     home: HomeOpt = None,
     socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Append an event to the active run's inbox; returns once it is durable.
@@ -46,7 +52,7 @@ def send(
     value = build_payload(payload, payload_file)
 
     async def go() -> None:
-        async with connect(home, socket) as client:
+        async with connect(home, socket, address, token_file, tls_ca) as client:
             await client.get_workflow_handle(workflow_id).send(event_name, value)
 
     run(go())
@@ -63,6 +69,9 @@ def inbox(
     run_id: RunOpt = None,
     home: HomeOpt = None,
     socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Show the run's inbox in arrival order: event, payload, arrival, pending or dispatched.
@@ -71,7 +80,7 @@ def inbox(
     """
 
     async def go() -> None:
-        async with connect(home, socket) as client:
+        async with connect(home, socket, address, token_file, tls_ca) as client:
             events = client.get_workflow_handle(workflow_id, run_id).inbox()
             await render.print_pages(
                 events.pages(), json_, render.inbox_printer(), render.inbox_row

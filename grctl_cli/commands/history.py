@@ -7,7 +7,17 @@ from typing import Annotated
 import typer
 
 from grctl_cli import render
-from grctl_cli.options import HomeOpt, RunOpt, SocketOpt, WorkflowIdArg, connect, run
+from grctl_cli.options import (
+    AddressOpt,
+    HomeOpt,
+    RunOpt,
+    SocketOpt,
+    TlsCaOpt,
+    TokenFileOpt,
+    WorkflowIdArg,
+    connect,
+    run,
+)
 
 
 def history(
@@ -19,6 +29,9 @@ def history(
     ] = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
     json_: Annotated[
         bool,
         typer.Option("--json", help="Print JSON: one document, or JSON Lines with --follow."),
@@ -30,7 +43,7 @@ def history(
     """
 
     async def go() -> None:
-        async with connect(home, socket) as client:
+        async with connect(home, socket, address, token_file, tls_ca) as client:
             handle = client.get_workflow_handle(workflow_id, run_id)
             if not follow:
                 if json_:

@@ -13,11 +13,14 @@ from grctl.errors import GrctlError, WorkflowCancelledError, WorkflowFailedError
 from grctl.models import RunStatus
 from grctl_cli import render
 from grctl_cli.options import (
+    AddressOpt,
     HomeOpt,
     JsonOpt,
     RefusedError,
     RunOpt,
     SocketOpt,
+    TlsCaOpt,
+    TokenFileOpt,
     WorkflowIdArg,
     build_input,
     complete_workflow_type,
@@ -67,6 +70,9 @@ def start(
     ] = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Start a run of a workflow type; prints its workflow_id and run_id.
@@ -78,7 +84,7 @@ def start(
     workflow_input = build_input(input_, input_file, items or [])
 
     async def go() -> None:
-        async with connect(home, socket) as client:
+        async with connect(home, socket, address, token_file, tls_ca) as client:
             handle = await client.start_workflow(workflow_type, workflow_id, workflow_input)
             ids = {"workflow_id": handle.workflow_id, "run_id": handle.run_id}
             if not wait:
@@ -107,6 +113,9 @@ def list_runs(
     ] = DEFAULT_LIST_LIMIT,
     home: HomeOpt = None,
     socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """List runs, newest first.
@@ -115,7 +124,7 @@ def list_runs(
     """
 
     async def go() -> None:
-        async with connect(home, socket) as client:
+        async with connect(home, socket, address, token_file, tls_ca) as client:
             runs = client.list_workflows(status.value if status else None, workflow_type, limit)
             await render.print_pages(runs.pages(), json_, render.runs_printer(), render.run_row)
 
@@ -127,6 +136,9 @@ def describe(
     run_id: RunOpt = None,
     home: HomeOpt = None,
     socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Show a run: status, current step and attempt, worker, store, timers, result or error.
@@ -137,7 +149,7 @@ def describe(
     """
 
     async def go() -> Any:
-        async with connect(home, socket) as client:
+        async with connect(home, socket, address, token_file, tls_ca) as client:
             return await client.get_workflow_handle(workflow_id, run_id).describe()
 
     info = run(go())
@@ -155,6 +167,9 @@ def result(
     ] = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Print a run's result; exit 1 if it failed, was cancelled, or (without --wait) still runs.
@@ -163,7 +178,7 @@ def result(
     """
 
     async def go() -> None:
-        async with connect(home, socket) as client:
+        async with connect(home, socket, address, token_file, tls_ca) as client:
             info = await client.get_workflow_handle(workflow_id, run_id).describe()
             handle = client.get_workflow_handle(info.workflow_id, info.run_id)
             if info.status.is_active and not wait:
@@ -184,6 +199,9 @@ def query(
     run_id: RunOpt = None,
     home: HomeOpt = None,
     socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Run a query handler on a worker against the run's committed store; changes nothing.
@@ -192,7 +210,7 @@ def query(
     """
 
     async def go() -> Any:
-        async with connect(home, socket) as client:
+        async with connect(home, socket, address, token_file, tls_ca) as client:
             return await client.get_workflow_handle(workflow_id, run_id).query(query_name)
 
     answer = run(go())
@@ -207,13 +225,16 @@ def cancel(
     reason: ReasonOpt = None,
     home: HomeOpt = None,
     socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Cancel the active run: its running step finishes, then the run ends cancelled.
 
     Example: grctl cancel order-abc --reason "customer changed their mind"
     """
-    _end_run(workflow_id, "cancel", reason, home, socket, json_)
+    _end_run(workflow_id, "cancel", reason, (home, socket, address, token_file, tls_ca), json_)
 
 
 def terminate(
@@ -221,25 +242,27 @@ def terminate(
     reason: ReasonOpt = None,
     home: HomeOpt = None,
     socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
     json_: JsonOpt = False,
 ) -> None:
     """Terminate the active run now; its running step is stopped on the worker.
 
     Example: grctl terminate order-abc --reason "stuck on a bad deploy"
     """
-    _end_run(workflow_id, "terminate", reason, home, socket, json_)
+    _end_run(workflow_id, "terminate", reason, (home, socket, address, token_file, tls_ca), json_)
 
 
 def _end_run(
     workflow_id: str,
     verb: str,
     reason: str | None,
-    home: str | None,
-    socket: str | None,
+    where: tuple[str | None, ...],
     json_: bool,
 ) -> None:
     async def go() -> Any:
-        async with connect(home, socket) as client:
+        async with connect(*where) as client:
             handle = client.get_workflow_handle(workflow_id)
             await (handle.cancel(reason) if verb == "cancel" else handle.terminate(reason))
             return await handle.describe()

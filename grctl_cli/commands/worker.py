@@ -19,7 +19,14 @@ from grctl.worker import Worker
 from grctl.worker._loader import load_workflows
 from grctl.worker.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_GRACE_S
 from grctl_cli import render
-from grctl_cli.options import HomeOpt, SocketOpt, resolve_socket, run
+from grctl_cli.options import (
+    AddressOpt,
+    HomeOpt,
+    SocketOpt,
+    TlsCaOpt,
+    TokenFileOpt,
+    run,
+)
 
 
 def worker(
@@ -47,20 +54,41 @@ def worker(
     ] = DEFAULT_SHUTDOWN_GRACE_S,
     home: HomeOpt = None,
     socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
 ) -> None:
     """Run a worker for every workflow defined in the given modules, until Ctrl-C.
 
     The current directory is on the import path. At start the worker prints the workflow types,
-    steps, events and queries it serves.
+    steps, events and queries it serves. With --address it reaches a daemon over TCP.
 
     Example: grctl worker myapp.flows --concurrency 20 --reload
     """
+    where = {
+        "--home": home,
+        "--socket": socket,
+        "--address": address,
+        "--token-file": token_file,
+        "--tls-ca": tls_ca,
+    }
     if reload:
-        _supervise(modules, concurrency, home, socket)
+        _supervise(modules, concurrency, where)
         return
     workflows = load_workflows(modules)
-    path = resolve_socket(home, socket)
-    w = Worker(workflows, socket_path=path, concurrency=concurrency, shutdown_grace_s=grace)
+    try:
+        w = Worker(
+            workflows,
+            socket_path=socket,
+            home=home,
+            address=address,
+            token_file=token_file,
+            tls_ca=tls_ca,
+            concurrency=concurrency,
+            shutdown_grace_s=grace,
+        )
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc)) from None
     logging.basicConfig(
         level=logging.INFO, format="%(asctime)s %(levelname)s %(message)s", datefmt="%H:%M:%S"
     )
@@ -73,7 +101,7 @@ def worker(
         registered = asyncio.create_task(w.registered.wait())
         await asyncio.wait({serving, registered}, return_when=asyncio.FIRST_COMPLETED)
         if registered.done():
-            render.worker_banner(w.name, str(path), concurrency, workflows)
+            render.worker_banner(w.name, str(w.endpoint), concurrency, workflows)
         else:
             registered.cancel()
         await serving
@@ -81,7 +109,7 @@ def worker(
     run(serve())
 
 
-def _supervise(modules: list[str], concurrency: int, home: str | None, socket: str | None) -> None:
+def _supervise(modules: list[str], concurrency: int, where: dict[str, str | None]) -> None:
     """Run the worker as a child under watchfiles and restart it when a source file changes.
 
     The child is a plain ``grctl worker`` (no ``--reload``), so a module that fails to import
@@ -91,10 +119,9 @@ def _supervise(modules: list[str], concurrency: int, home: str | None, socket: s
 
     dirs = _source_dirs(modules)
     cmd = [sys.executable, "-m", "grctl_cli", "worker", *modules, "--concurrency", str(concurrency)]
-    if home:
-        cmd += ["--home", home]
-    if socket:
-        cmd += ["--socket", socket]
+    for flag, value in where.items():
+        if value:
+            cmd += [flag, value]
     render.note(
         f"watching {', '.join(map(str, dirs))}; the worker restarts when a .py file changes"
     )

@@ -195,6 +195,9 @@ class Runtime(Commits, Requests, Workers, Reads, Queries):
             "pid": os.getpid(),
             "version": p.PROTOCOL_VERSION,
             "socket": str(self.config.socket_path),
+            "listen": None
+            if self.config.listen is None
+            else {"address": str(self.config.listen), "tls": self.config.tls_cert is not None},
             "database": backend.get("database"),
             "database_bytes": backend.get("database_bytes"),
             "synchronous": backend.get("synchronous"),
