@@ -58,7 +58,9 @@ def _setup_logging(config: DaemonConfig, foreground: bool) -> None:
 
 async def serve(config: DaemonConfig) -> int:
     """Run the daemon until a signal or a shutdown request; returns the exit code."""
-    storage = open_storage(config.db_url, synchronous=config.synchronous)
+    storage = open_storage(
+        config.db_url, synchronous=config.synchronous, lease_timeout_s=config.lease_timeout_s
+    )
     await storage.open()
     runtime = Runtime(config, storage)
     stop = asyncio.Event()
@@ -76,11 +78,16 @@ async def serve(config: DaemonConfig) -> int:
             display(config.db_url),
             storage.epoch,
         )
-        fatal = asyncio.ensure_future(runtime.fatal.wait())
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({fatal, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        fatal.cancel()
-        stopped.cancel()
+        waits = {
+            asyncio.ensure_future(runtime.fatal.wait()),
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(storage.lost.wait()),  # another daemon took the database
+        }
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        if storage.lost.is_set():
+            runtime.fatal.set()
         if runtime.fatal.is_set():
             log.error("grctl daemon stopping after a database failure; a restart resumes")
         else:

@@ -14,6 +14,9 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 10.0
 # recently used ones, so that a step, an event or a read on them needs no database read.
 DEFAULT_RUN_CACHE = 4096
 DEFAULT_QUERY_TIMEOUT_S = 10.0
+# Several daemons on one PostgreSQL database: how long the owner's lease lasts unrenewed, so
+# how soon a standby takes over when the owner dies or hangs.
+DEFAULT_LEASE_TIMEOUT_S = 5.0
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 
 
@@ -31,6 +34,7 @@ class DaemonConfig:
     query_timeout_s: float = DEFAULT_QUERY_TIMEOUT_S
     max_worker_losses: int = DEFAULT_MAX_WORKER_LOSSES
     run_cache: int = DEFAULT_RUN_CACHE  # runs held in memory beyond those in use
+    lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
 
     @classmethod
     def build(
@@ -65,6 +69,7 @@ class DaemonConfig:
             run_cache=_at_least_1(
                 "run-cache", run_cache or int(os.environ.get("GRCTL_RUN_CACHE", DEFAULT_RUN_CACHE))
             ),
+            lease_timeout_s=float(os.environ.get("GRCTL_LEASE_TIMEOUT") or DEFAULT_LEASE_TIMEOUT_S),
         )
 
 

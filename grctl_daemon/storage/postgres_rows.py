@@ -17,9 +17,17 @@ import asyncpg
 from grctl import codec
 from grctl_daemon.storage import base as rec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # version → the statements that bring a database at version-1 to it; append, never edit.
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # Ownership under a lease: a standby daemon takes the database over when it expires.
+    2: (
+        "ALTER TABLE owner ADD COLUMN holder text",
+        "ALTER TABLE owner ADD COLUMN lease_until_ms bigint NOT NULL DEFAULT 0",
+    ),
+}
+# Lease times are the database's clock, the one clock every daemon shares.
+DB_NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)",
@@ -318,8 +326,8 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> None:
         if version == 0:
             for statement in SCHEMA:
                 await conn.execute(statement)
-            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", SCHEMA_VERSION)
-            version = SCHEMA_VERSION
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", 1)
+            version = 1
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target]:
                 await conn.execute(statement)
