@@ -236,8 +236,11 @@ class PostgresStorage(PostgresReads, GroupCommit):
     # -- writes ---------------------------------------------------------------------------------
 
     def _transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, _TRANSIENT) or (
-            isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+        # An InterfaceError or InternalClientError here means the connection is unusable: the
+        # server ended it while it was idle (a restart sends FATAL between our batches, which
+        # leaves asyncpg's protocol state broken). A fresh connection is the cure.
+        if isinstance(exc, _TRANSIENT) or isinstance(
+            exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError
         ):
             self._retrying = True
             if self._writer is not None:
@@ -258,23 +261,29 @@ class PostgresStorage(PostgresReads, GroupCommit):
         started = time.perf_counter()
         batch_no = self._batch_no + 1
         outcomes: Outcomes = [None] * len(units)
-        async with conn.transaction():
-            await self._fence(conn, batch_no)
-            if faults.FAIL_ARMED and faults.fail_due("commit"):
-                raise rec.StorageError("disk I/O error (injected by GRCTL_FAIL_AT)")
-            if _FAULT_FILE is not None and os.path.exists(_FAULT_FILE):
-                raise asyncpg.exceptions.DiskFullError("could not extend file: No space left")
-            try:
-                async with conn.transaction():  # a savepoint: the optimistic path
-                    await apply_batch(conn, units)
-            except (asyncpg.UniqueViolationError, Stale):
-                # Some unit was refused: redo them one savepoint each, so that unit alone is.
+        try:
+            async with conn.transaction():
+                await self._fence(conn, batch_no)
+                if faults.FAIL_ARMED and faults.fail_due("commit"):
+                    raise rec.StorageError("disk I/O error (injected by GRCTL_FAIL_AT)")
+                if _FAULT_FILE is not None and os.path.exists(_FAULT_FILE):
+                    raise asyncpg.exceptions.DiskFullError("could not extend file: No space left")
+                # Optimistic: units are almost never refused, so no savepoint per unit.
+                await apply_batch(conn, units)
+                if faults.ARMED:
+                    faults.hit("before_commit")
+                committing = time.perf_counter()
+        except (asyncpg.UniqueViolationError, Stale):
+            # A unit was refused and the transaction is void: redo the batch with one
+            # savepoint per unit, so that unit alone is refused.
+            async with conn.transaction():
+                await self._fence(conn, batch_no)
                 outcomes = [await self._write_unit(conn, ops) for ops in units]
                 refused = [i for i, o in enumerate(outcomes) if o is not None]
                 await conn.execute("UPDATE owner SET last_refused = $1 WHERE id = 1", refused)
-            if faults.ARMED:
-                faults.hit("before_commit")
-            committing = time.perf_counter()
+                if faults.ARMED:
+                    faults.hit("before_commit")
+                committing = time.perf_counter()
         done = time.perf_counter()
         self._batch_no = batch_no
         self._retrying = False
