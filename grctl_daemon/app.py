@@ -62,7 +62,9 @@ async def serve(config: DaemonConfig) -> int:
     tls = (
         server_tls(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
     )
-    storage = open_storage(config.db_url, synchronous=config.synchronous)
+    storage = open_storage(
+        config.db_url, synchronous=config.synchronous, lease_timeout_s=config.lease_timeout_s
+    )
     await storage.open()
     runtime = Runtime(config, storage)
     stop = asyncio.Event()
@@ -87,11 +89,16 @@ async def serve(config: DaemonConfig) -> int:
                 "TLS" if tls else "plain TCP, no TLS",
                 config.token_file,
             )
-        fatal = asyncio.ensure_future(runtime.fatal.wait())
-        stopped = asyncio.ensure_future(stop.wait())
-        await asyncio.wait({fatal, stopped}, return_when=asyncio.FIRST_COMPLETED)
-        fatal.cancel()
-        stopped.cancel()
+        waits = {
+            asyncio.ensure_future(runtime.fatal.wait()),
+            asyncio.ensure_future(stop.wait()),
+            asyncio.ensure_future(storage.lost.wait()),  # another daemon took the database
+        }
+        await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+        for w in waits:
+            w.cancel()
+        if storage.lost.is_set():
+            runtime.fatal.set()
         if runtime.fatal.is_set():
             log.error("grctl daemon stopping after a database failure; a restart resumes")
         else:

@@ -16,6 +16,9 @@ DEFAULT_HEARTBEAT_TIMEOUT_S = 10.0
 # recently used ones, so that a step, an event or a read on them needs no database read.
 DEFAULT_RUN_CACHE = 4096
 DEFAULT_QUERY_TIMEOUT_S = 10.0
+# Several daemons on one PostgreSQL database: how long the owner's lease lasts unrenewed, so
+# how soon a standby takes over when the owner dies or hangs.
+DEFAULT_LEASE_TIMEOUT_S = 5.0
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
 MAKE_TOKEN = (
     "python -c 'import secrets; print(secrets.token_urlsafe(32))' > token && chmod 600 token"
@@ -43,6 +46,7 @@ class DaemonConfig:
     token_file: Path | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
 
     @classmethod
     def build(
@@ -88,6 +92,7 @@ class DaemonConfig:
                 "run-cache", run_cache or int(os.environ.get("GRCTL_RUN_CACHE", DEFAULT_RUN_CACHE))
             ),
             **net,
+            lease_timeout_s=float(os.environ.get("GRCTL_LEASE_TIMEOUT") or DEFAULT_LEASE_TIMEOUT_S),
         )
 
 

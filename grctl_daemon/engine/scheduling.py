@@ -68,8 +68,9 @@ def _end(
     s.dispatch_id = None
     s.worker = None
     s.wait_timeout_step = None
+    if s.records:  # a step that recorded nothing has no rows to delete (a statement saved)
+        d.ops.append(rec.ClearRecords(s.run_id))
     s.records = EMPTY
-    d.ops.append(rec.ClearRecords(s.run_id))
     _disarm(s, d)
     data: dict[str, Any] = {}
     if status == RunStatus.COMPLETED:
@@ -175,8 +176,9 @@ def _failed(
     _history(s, d, "step_timed_out" if timed_out else "step_failed", now, data, s.step_name)
     s.dispatch_id = None
     s.worker = None
+    if s.records:  # a step that recorded nothing has no rows to delete (a statement saved)
+        d.ops.append(rec.ClearRecords(s.run_id))
     s.records = EMPTY
-    d.ops.append(rec.ClearRecords(s.run_id))
     if s.cancel_requested:
         _end(s, d, RunStatus.CANCELLED, now, reason="cancel requested")
     elif retry:

@@ -203,7 +203,8 @@ def step_completed(
     if writes:
         s.store = {**s.store, **writes}
         d.ops.append(rec.PutStore(s.run_id, writes))
-    d.ops.append(rec.ClearRecords(s.run_id))
+    if s.records:  # a step that recorded nothing has no rows to delete (a statement saved)
+        d.ops.append(rec.ClearRecords(s.run_id))
     s.records = EMPTY
     s.worker_losses = 0
     _disarm(s, d, STEP_TIMER)

@@ -205,6 +205,7 @@ class Storage(Protocol):
     write_s: float  # time spent writing batches, commit included
     commit_s: float  # of which in the commit itself (the fsync)
     epoch: int  # the ownership epoch this daemon holds
+    lost: asyncio.Event  # set when another daemon took the database over: stop at once
 
     async def open(self) -> None: ...
 

@@ -57,6 +57,7 @@ class GroupCommit:
         self._close_deadline: float | None = None
         self.epoch = 0
         self.failed: rec.CommitFailed | None = None  # set once a commit failed: no more commits
+        self.lost = asyncio.Event()  # set when another daemon took the database over
 
     # -- what a backend provides ----------------------------------------------------------------
 

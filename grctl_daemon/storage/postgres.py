@@ -26,23 +26,27 @@ tables; the daemon creates it, and the tables, when missing.
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import os
 import re
+import socket
 import time
 from typing import Any
 from urllib.parse import parse_qsl, urlencode, urlsplit
 
 import asyncpg
+from ulid import ULID
 
 from grctl import _faults as faults
 from grctl_daemon.storage import base as rec
 from grctl_daemon.storage import display
 from grctl_daemon.storage.group_commit import GroupCommit, Outcomes
 from grctl_daemon.storage.postgres_reads import PostgresReads
-from grctl_daemon.storage.postgres_rows import Stale, apply_batch, apply_unit, migrate
+from grctl_daemon.storage.postgres_rows import DB_NOW_MS, Stale, apply_batch, apply_unit, migrate
 
 DEFAULT_SCHEMA = "grctl"
+DEFAULT_LEASE_TIMEOUT_S = 5.0
 CONNECT_TIMEOUT_S = 5.0
 READ_POOL = 4
 _SCHEMA_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]{0,62}")
@@ -82,8 +86,11 @@ class PostgresStorage(PostgresReads, GroupCommit):
 
     hint = "Check that PostgreSQL is up and reachable"
 
-    def __init__(self, url: str) -> None:
+    def __init__(self, url: str, lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> None:
         GroupCommit.__init__(self)
+        self.lease_timeout_s = lease_timeout_s
+        self.holder = f"{socket.gethostname()}:{os.getpid()}:{ULID()}"
+        self._lease_task: asyncio.Task[None] | None = None
         self.url = url
         self.dsn, self.schema = split_url(url)
         self.database = display(url)
@@ -99,7 +106,14 @@ class PostgresStorage(PostgresReads, GroupCommit):
         return await asyncpg.connect(
             self.dsn,
             timeout=CONNECT_TIMEOUT_S,
-            server_settings={**self._settings, "synchronous_commit": "on"},
+            server_settings={
+                **self._settings,
+                "synchronous_commit": "on",
+                # A daemon paused inside a transaction (SIGSTOP, a VM freeze) would hold the
+                # owner row's lock, and a standby could never take over: the server ends such
+                # a session once the lease is over. Our transactions are never idle that long.
+                "idle_in_transaction_session_timeout": str(int(self.lease_timeout_s * 1000)),
+            },
         )
 
     async def open(self) -> None:
@@ -120,24 +134,83 @@ class PostgresStorage(PostgresReads, GroupCommit):
             timeout=CONNECT_TIMEOUT_S,
             server_settings=self._settings,
         )
+        self._lease_task = asyncio.create_task(self._keep_lease(), name="grctl-lease")
         self.start_writer()
 
-    @staticmethod
-    async def _take_ownership(conn: asyncpg.Connection) -> int:
-        """A new epoch: a daemon still writing under the old one is fenced from now on."""
-        async with conn.transaction():
-            await conn.execute(
-                "INSERT INTO owner (id, epoch) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"
+    async def _take_ownership(self, conn: asyncpg.Connection) -> int:
+        """Take the database under a lease and a new epoch; wait while another daemon holds it.
+
+        A daemon still writing under an older epoch is fenced from then on. A daemon that holds
+        the lease renews it (``_keep_lease``); when it dies or stops renewing, the lease runs out
+        after ``lease_timeout_s`` and a standby takes over here.
+        """
+        await conn.execute(
+            "INSERT INTO owner (id, epoch) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"
+        )
+        waiting = False
+        while True:
+            epoch = await conn.fetchval(
+                "UPDATE owner SET epoch = epoch + 1, holder = $1, last_batch = 0, "
+                f"last_refused = '{{}}', lease_until_ms = {DB_NOW_MS} + $2 "
+                f"WHERE id = 1 AND (holder IS NULL OR lease_until_ms < {DB_NOW_MS}) "
+                "RETURNING epoch",
+                self.holder,
+                int(self.lease_timeout_s * 1000),
             )
-            return int(
-                await conn.fetchval(
-                    "UPDATE owner SET epoch = epoch + 1, last_batch = 0, last_refused = '{}' "
-                    "WHERE id = 1 RETURNING epoch"
+            if epoch is not None:
+                if waiting:
+                    log.info("took %s over (epoch %d)", self.database, epoch)
+                return int(epoch)
+            if not waiting:
+                row = await conn.fetchrow(
+                    f"SELECT holder, lease_until_ms - {DB_NOW_MS} AS left_ms FROM owner"
                 )
-            )
+                log.info(
+                    "standing by: %s is held by daemon %s (lease ends in %d ms unless renewed)",
+                    self.database,
+                    row["holder"],
+                    row["left_ms"],
+                )
+                waiting = True
+            await asyncio.sleep(self.lease_timeout_s / 4)
+
+    async def _keep_lease(self) -> None:
+        """Renew the lease a few times per lease period; losing it stops the daemon."""
+        period = self.lease_timeout_s / 3
+        while True:
+            await asyncio.sleep(period)
+            try:
+                assert self._pool is not None
+                renewed = await self._pool.fetchval(
+                    f"UPDATE owner SET lease_until_ms = {DB_NOW_MS} + $1 "
+                    "WHERE id = 1 AND epoch = $2 AND holder = $3 RETURNING epoch",
+                    int(self.lease_timeout_s * 1000),
+                    self.epoch,
+                    self.holder,
+                )
+            except Exception as exc:  # the database is away: commits wait, the lease may run out
+                log.warning("could not renew the lease on %s: %s", self.database, exc)
+                continue
+            if renewed is None:
+                self.failed = rec.CommitFailed(
+                    f"daemon lost {self.database} to another daemon (its lease ran out)"
+                )
+                log.critical("%s; stopping", self.failed)
+                self.lost.set()
+                return
 
     async def close(self) -> None:
         await self.stop_writer()
+        if self._lease_task is not None:
+            self._lease_task.cancel()
+        if self._pool is not None and self.failed is None:
+            try:  # a clean stop hands the database over at once
+                await self._pool.execute(
+                    "UPDATE owner SET holder = NULL, lease_until_ms = 0 WHERE id = 1 AND epoch = $1",
+                    self.epoch,
+                )
+            except (OSError, asyncpg.PostgresError, TimeoutError):
+                pass
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -156,13 +229,18 @@ class PostgresStorage(PostgresReads, GroupCommit):
             "database_bytes": None,
             "synchronous": "synchronous_commit=on",
             "epoch": self.epoch,
+            "holder": self.holder,
+            "lease_timeout_s": self.lease_timeout_s,
         }
 
     # -- writes ---------------------------------------------------------------------------------
 
     def _transient(self, exc: BaseException) -> bool:
-        if isinstance(exc, _TRANSIENT) or (
-            isinstance(exc, asyncpg.InterfaceError) and "closed" in str(exc)
+        # An InterfaceError or InternalClientError here means the connection is unusable: the
+        # server ended it while it was idle (a restart sends FATAL between our batches, which
+        # leaves asyncpg's protocol state broken). A fresh connection is the cure.
+        if isinstance(exc, _TRANSIENT) or isinstance(
+            exc, asyncpg.InterfaceError | asyncpg.exceptions.InternalClientError
         ):
             self._retrying = True
             if self._writer is not None:
@@ -183,23 +261,29 @@ class PostgresStorage(PostgresReads, GroupCommit):
         started = time.perf_counter()
         batch_no = self._batch_no + 1
         outcomes: Outcomes = [None] * len(units)
-        async with conn.transaction():
-            await self._fence(conn, batch_no)
-            if faults.FAIL_ARMED and faults.fail_due("commit"):
-                raise rec.StorageError("disk I/O error (injected by GRCTL_FAIL_AT)")
-            if _FAULT_FILE is not None and os.path.exists(_FAULT_FILE):
-                raise asyncpg.exceptions.DiskFullError("could not extend file: No space left")
-            try:
-                async with conn.transaction():  # a savepoint: the optimistic path
-                    await apply_batch(conn, units)
-            except (asyncpg.UniqueViolationError, Stale):
-                # Some unit was refused: redo them one savepoint each, so that unit alone is.
+        try:
+            async with conn.transaction():
+                await self._fence(conn, batch_no)
+                if faults.FAIL_ARMED and faults.fail_due("commit"):
+                    raise rec.StorageError("disk I/O error (injected by GRCTL_FAIL_AT)")
+                if _FAULT_FILE is not None and os.path.exists(_FAULT_FILE):
+                    raise asyncpg.exceptions.DiskFullError("could not extend file: No space left")
+                # Optimistic: units are almost never refused, so no savepoint per unit.
+                await apply_batch(conn, units)
+                if faults.ARMED:
+                    faults.hit("before_commit")
+                committing = time.perf_counter()
+        except (asyncpg.UniqueViolationError, Stale):
+            # A unit was refused and the transaction is void: redo the batch with one
+            # savepoint per unit, so that unit alone is refused.
+            async with conn.transaction():
+                await self._fence(conn, batch_no)
                 outcomes = [await self._write_unit(conn, ops) for ops in units]
                 refused = [i for i, o in enumerate(outcomes) if o is not None]
                 await conn.execute("UPDATE owner SET last_refused = $1 WHERE id = 1", refused)
-            if faults.ARMED:
-                faults.hit("before_commit")
-            committing = time.perf_counter()
+                if faults.ARMED:
+                    faults.hit("before_commit")
+                committing = time.perf_counter()
         done = time.perf_counter()
         self._batch_no = batch_no
         self._retrying = False

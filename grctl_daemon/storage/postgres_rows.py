@@ -17,9 +17,17 @@ import asyncpg
 from grctl import codec
 from grctl_daemon.storage import base as rec
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 # version → the statements that bring a database at version-1 to it; append, never edit.
-MIGRATIONS: dict[int, tuple[str, ...]] = {}
+MIGRATIONS: dict[int, tuple[str, ...]] = {
+    # Ownership under a lease: a standby daemon takes the database over when it expires.
+    2: (
+        "ALTER TABLE owner ADD COLUMN holder text",
+        "ALTER TABLE owner ADD COLUMN lease_until_ms bigint NOT NULL DEFAULT 0",
+    ),
+}
+# Lease times are the database's clock, the one clock every daemon shares.
+DB_NOW_MS = "(extract(epoch from clock_timestamp()) * 1000)::bigint"
 
 SCHEMA = (
     "CREATE TABLE IF NOT EXISTS schema_version (version integer NOT NULL)",
@@ -149,20 +157,58 @@ _UPSERT_STORE = (
     "INSERT INTO store (run_id, key, value) SELECT * FROM unnest($1::text[], $2::text[], "
     "$3::bytea[]) ON CONFLICT (run_id, key) DO UPDATE SET value = excluded.value"
 )
-_ONE_BY_ONE: dict[type, str] = {
-    rec.AddInbox: "INSERT INTO inbox (run_id, seq, event_name, payload, arrived_ms, state) "
-    "VALUES ($1, $2, $3, $4, $5, 'pending')",
-    rec.MarkInbox: "UPDATE inbox SET state = $3, step_name = $4 WHERE run_id = $1 AND seq = $2",
-    rec.AddRecord: "INSERT INTO step_records (run_id, step_seq, n, record) VALUES ($1, $2, $3, $4)",
-    rec.ClearRecords: "DELETE FROM step_records WHERE run_id = $1",
-    rec.SetTimer: "INSERT INTO timers (run_id, kind, due_ms, token) VALUES ($1, $2, $3, $4) "
-    "ON CONFLICT (run_id, kind) DO UPDATE SET due_ms = excluded.due_ms, token = excluded.token",
-    rec.SaveType: "INSERT INTO workflow_types (workflow_type, definition, updated_ms) "
-    "VALUES ($1, $2, $3) ON CONFLICT (workflow_type) DO UPDATE SET "
-    "definition = excluded.definition, updated_ms = excluded.updated_ms",
+# The ops that come one at a time, each kind as one statement over arrays. A group is a run of
+# consecutive ops of one kind (order across kinds is kept: a records delete, then an insert);
+# statements that upsert or update by key keep the last op of a key (PostgreSQL refuses to
+# touch a row twice in one statement).
+_GROUPED: dict[type, tuple[str, Any, Any]] = {
+    rec.AddInbox: (
+        "INSERT INTO inbox (run_id, seq, event_name, payload, arrived_ms, state) "
+        "SELECT r, s, e, p, a, 'pending' FROM unnest($1::text[], $2::integer[], $3::text[], "
+        "$4::bytea[], $5::bigint[]) AS v(r, s, e, p, a)",
+        lambda o: (o.run_id, o.seq, o.event_name, o.payload, o.arrived_ms),
+        None,
+    ),
+    rec.MarkInbox: (
+        "UPDATE inbox AS i SET state = v.st, step_name = v.sn FROM unnest($1::text[], "
+        "$2::integer[], $3::text[], $4::text[]) AS v(r, s, st, sn) "
+        "WHERE i.run_id = v.r AND i.seq = v.s",
+        lambda o: (o.run_id, o.seq, o.state, o.step_name),
+        lambda o: (o.run_id, o.seq),
+    ),
+    rec.AddRecord: (
+        "INSERT INTO step_records (run_id, step_seq, n, record) "
+        "SELECT * FROM unnest($1::text[], $2::integer[], $3::integer[], $4::bytea[])",
+        lambda o: (o.run_id, o.step_seq, o.n, o.record),
+        None,
+    ),
+    rec.ClearRecords: (
+        "DELETE FROM step_records WHERE run_id = ANY($1::text[])",
+        lambda o: (o.run_id,),
+        lambda o: o.run_id,
+    ),
+    rec.SetTimer: (
+        "INSERT INTO timers (run_id, kind, due_ms, token) SELECT * FROM unnest($1::text[], "
+        "$2::text[], $3::bigint[], $4::text[]) ON CONFLICT (run_id, kind) DO UPDATE SET "
+        "due_ms = excluded.due_ms, token = excluded.token",
+        lambda o: (o.run_id, o.kind, o.due_ms, o.token),
+        lambda o: (o.run_id, o.kind),
+    ),
+    rec.ClearTimer: (
+        "DELETE FROM timers AS t USING unnest($1::text[], $2::text[]) AS v(r, k) "
+        "WHERE t.run_id = v.r AND (v.k IS NULL OR t.kind = v.k)",
+        lambda o: (o.run_id, o.kind),
+        lambda o: (o.run_id, o.kind),
+    ),
+    rec.SaveType: (
+        "INSERT INTO workflow_types (workflow_type, definition, updated_ms) "
+        "SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[]) "
+        "ON CONFLICT (workflow_type) DO UPDATE SET definition = excluded.definition, "
+        "updated_ms = excluded.updated_ms",
+        lambda o: (o.workflow_type, codec.pack(o.definition), o.updated_ms),
+        lambda o: o.workflow_type,
+    ),
 }
-_CLEAR_TIMERS = "DELETE FROM timers WHERE run_id = $1"
-_CLEAR_TIMER = "DELETE FROM timers WHERE run_id = $1 AND kind = $2"
 
 
 class Stale(Exception):
@@ -258,39 +304,22 @@ async def _save(conn: asyncpg.Connection, saves: list[tuple[rec.RunRecord, int, 
 
 
 async def apply_in_order(conn: asyncpg.Connection, ops: list[rec.Op]) -> None:
-    """Ops in their order; consecutive ones with the same statement go as one executemany."""
-    pending_sql: str | None = None
-    pending: list[tuple[Any, ...]] = []
-    for op in ops:
-        sql, args = _statement(op)
-        if sql != pending_sql and pending:
-            await conn.executemany(pending_sql, pending)  # type: ignore[arg-type]
-            pending = []
-        pending_sql = sql
-        pending.append(args)
-    if pending:
-        await conn.executemany(pending_sql, pending)  # type: ignore[arg-type]
-
-
-def _statement(op: rec.Op) -> tuple[str, tuple[Any, ...]]:
-    match op:
-        case rec.AddInbox(run_id, seq, event_name, payload, arrived_ms):
-            return _ONE_BY_ONE[rec.AddInbox], (run_id, seq, event_name, payload, arrived_ms)
-        case rec.MarkInbox(run_id, seq, state, step_name):
-            return _ONE_BY_ONE[rec.MarkInbox], (run_id, seq, state, step_name)
-        case rec.AddRecord(run_id, step_seq, n, record):
-            return _ONE_BY_ONE[rec.AddRecord], (run_id, step_seq, n, record)
-        case rec.ClearRecords(run_id):
-            return _ONE_BY_ONE[rec.ClearRecords], (run_id,)
-        case rec.SetTimer(run_id, kind, due_ms, token):
-            return _ONE_BY_ONE[rec.SetTimer], (run_id, kind, due_ms, token)
-        case rec.ClearTimer(run_id, None):
-            return _CLEAR_TIMERS, (run_id,)
-        case rec.ClearTimer(run_id, kind):
-            return _CLEAR_TIMER, (run_id, kind)
-        case rec.SaveType(workflow_type, definition, updated_ms):
-            return _ONE_BY_ONE[rec.SaveType], (workflow_type, codec.pack(definition), updated_ms)
-    raise TypeError(f"unknown storage op {op!r}")
+    """Ops in their order; a run of consecutive ops of one kind is one statement over arrays."""
+    start = 0
+    while start < len(ops):
+        kind = type(ops[start])
+        end = start
+        while end < len(ops) and type(ops[end]) is kind:
+            end += 1
+        if kind not in _GROUPED:
+            raise TypeError(f"unknown storage op {ops[start]!r}")
+        sql, row, key = _GROUPED[kind]
+        group = ops[start:end]
+        if key is not None:  # the last op of a key wins
+            group = list({key(o): o for o in group}.values())
+        rows = [row(o) for o in group]
+        await conn.execute(sql, *(list(col) for col in zip(*rows, strict=True)))
+        start = end
 
 
 async def apply_unit(conn: asyncpg.Connection, ops: list[rec.Op]) -> None:
@@ -318,8 +347,8 @@ async def migrate(conn: asyncpg.Connection, schema: str) -> None:
         if version == 0:
             for statement in SCHEMA:
                 await conn.execute(statement)
-            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", SCHEMA_VERSION)
-            version = SCHEMA_VERSION
+            await conn.execute("INSERT INTO schema_version (version) VALUES ($1)", 1)
+            version = 1
         for target in range(version + 1, SCHEMA_VERSION + 1):
             for statement in MIGRATIONS[target]:
                 await conn.execute(statement)

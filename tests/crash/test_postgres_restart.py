@@ -64,8 +64,12 @@ def test_a_postgres_restart_under_load_loses_and_repeats_nothing(daemon, workers
     _restart(cluster)  # returns once the server accepts connections again
     assert before < RUNS * STEPS // 2, "the workload was nearly over before the restart"
 
-    for wid in ids:
-        assert result(daemon, wid, timeout=60) == {"count": STEPS}, wid
+    try:
+        for wid in ids:
+            assert result(daemon, wid, timeout=60) == {"count": STEPS}, wid
+    except Exception:
+        print(daemon.log.read_text()[-4000:], (daemon.home / "daemon.out").read_text()[-4000:])
+        raise
     assert daemon.proc.poll() is None and daemon.pid == pid  # the same process, reconnected
     ticks = Counter((v[0], int(v[1])) for op, _, v in entries(ledger) if op == "tick")
     assert ticks == Counter({(w, n): 1 for w in ids for n in range(1, STEPS + 1)}), ticks
