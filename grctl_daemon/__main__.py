@@ -17,6 +17,7 @@ def run() -> int:
     parser.add_argument("--synchronous", choices=["FULL", "NORMAL", "full", "normal"])
     parser.add_argument("--max-worker-losses", type=int)
     parser.add_argument("--run-cache", type=int)
+    parser.add_argument("--lease-timeout", type=float)
     parser.add_argument("--listen", metavar="HOST:PORT", help="also serve TCP here")
     parser.add_argument("--token-file", metavar="PATH", help="the token TCP clients present")
     parser.add_argument("--tls-cert", metavar="PATH", help="TLS certificate chain (PEM)")
@@ -35,6 +36,7 @@ def run() -> int:
             args.token_file,
             args.tls_cert,
             args.tls_key,
+            args.lease_timeout,
         )
     except ValueError as exc:
         # One line the CLI can show as is (it prints the last line the daemon wrote).

@@ -13,8 +13,9 @@ from typing import IO
 from grctl.home import ensure_private
 from grctl.loop import run as run_loop
 from grctl_daemon.config import DaemonConfig
+from grctl_daemon.listen import ListenError, server_tls
 from grctl_daemon.runtime import Runtime
-from grctl_daemon.server import ListenError, Server, server_tls
+from grctl_daemon.server import Server
 from grctl_daemon.storage import display, open_storage
 from grctl_daemon.storage.base import StorageError
 

@@ -61,6 +61,7 @@ class DaemonConfig:
         token_file: str | None = None,
         tls_cert: str | None = None,
         tls_key: str | None = None,
+        lease_timeout_s: float | None = None,
     ) -> DaemonConfig:
         h = home_dir(home)
         sync = (synchronous or os.environ.get("GRCTL_SYNCHRONOUS") or "FULL").upper()
@@ -92,8 +93,18 @@ class DaemonConfig:
                 "run-cache", run_cache or int(os.environ.get("GRCTL_RUN_CACHE", DEFAULT_RUN_CACHE))
             ),
             **net,
-            lease_timeout_s=float(os.environ.get("GRCTL_LEASE_TIMEOUT") or DEFAULT_LEASE_TIMEOUT_S),
+            lease_timeout_s=_positive(
+                "lease-timeout",
+                lease_timeout_s
+                or float(os.environ.get("GRCTL_LEASE_TIMEOUT") or DEFAULT_LEASE_TIMEOUT_S),
+            ),
         )
+
+
+def _positive(name: str, value: float) -> float:
+    if not value > 0:
+        raise ValueError(f"--{name} must be more than 0 seconds, not {value}")
+    return value
 
 
 def _at_least_1(name: str, value: int) -> int:

@@ -24,31 +24,26 @@ from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
-from ulid import ULID
-
-from grctl import _faults as faults
-from grctl import codec
 from grctl import protocol as p
 from grctl.errors import (
     GrctlError,
     InvalidInputError,
     ProtocolError,
-    ReplyTooLargeError,
     StorageUnavailableError,
     TooManyWaitsError,
     UnauthorizedError,
 )
-from grctl.home import Address
 from grctl_daemon.definitions import definition_problem
 from grctl_daemon.dispatch import WorkerSlot
+from grctl_daemon.listen import HELLO_TIMEOUT_S, bind, handshake_problem, remote
+from grctl_daemon.peer import Peer
 from grctl_daemon.runtime import Runtime, refusal
 from grctl_daemon.storage.base import CommitFailed
 from grctl_daemon.timers import now_ms
 
 log = logging.getLogger("grctl.daemon.server")
 
-HELLO_TIMEOUT_S = 10.0
-DRAIN_ABOVE_BYTES = 256 * 1024
+
 # A peer that sends faster than it reads its replies is paced, so it costs bounded memory: we
 # read nothing more from it while its unread replies are over READ_PAUSE_ABOVE_BYTES or while
 # MAX_IN_FLIGHT of its requests are still being answered. Only that peer waits.
@@ -64,79 +59,6 @@ READ_BUFFER_BYTES = 256 * 1024
 # A hello is small: a TCP peer not yet let in may not make us buffer more than this.
 HELLO_LIMIT_BYTES = 64 * 1024
 ACCEPT_RETRY_S = 0.1  # after a failed accept (out of file descriptors): try again this soon
-
-
-class ListenError(Exception):
-    """The TCP listener cannot start: its address is taken, or its certificate does not load."""
-
-
-def server_tls(cert: Path, key: Path) -> ssl.SSLContext:
-    """The TCP listener's TLS: the stdlib's server defaults with this certificate and key."""
-    context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
-    try:
-        context.load_cert_chain(cert, key)
-    except ssl.SSLError as exc:
-        raise ListenError(
-            f"cannot load the TLS certificate {cert} with the key {key} ({exc.reason or exc}); "
-            "give PEM files, the key the one the certificate was made for"
-        ) from None
-    except OSError as exc:
-        raise ListenError(
-            f"cannot read the TLS certificate {cert} or key {key}: {exc.strerror or exc}"
-        ) from None
-    return context
-
-
-class Peer:
-    """One connection: its writer, its role and its in-flight request tasks."""
-
-    def __init__(self, writer: asyncio.StreamWriter, remote: str | None = None) -> None:
-        self.writer = writer
-        self.remote = remote  # HOST:PORT of a TCP peer; None on the Unix socket
-        self.out = codec.FrameWriter(writer)
-        self.connection_id = str(ULID())
-        self.role = "client"
-        self.name = ""
-        self.lock = asyncio.Lock()
-        self.tasks: set[asyncio.Task[Any]] = set()  # requests being answered (they pace reads)
-        self.waits: set[asyncio.Task[Any]] = set()  # long waits (they do not)
-        self.by_req: dict[int, asyncio.Task[Any]] = {}  # what an Abandon can cancel
-        self.last_seen = time.monotonic()
-
-    def write(self, msg: p.Message) -> None:
-        """Queue one frame; the frames queued in one turn of the loop go out in one write."""
-        if self.writer.is_closing():
-            return
-        try:
-            frame = p.encode(msg)
-        except ProtocolError as exc:  # ours to send, too big to send: say so, keep serving
-            req_id = getattr(msg, "req_id", None)
-            if req_id is None:
-                log.error(
-                    "cannot send %s to %s: %s", msg.kind, self.name or self.connection_id, exc
-                )
-                return
-            refused = ReplyTooLargeError(f"the answer is too large to send ({exc}); ask for less")
-            frame = p.encode(refusal(refused, req_id))
-        if faults.ARMED and isinstance(msg, p.DispatchStep):
-            self.out.flush()
-            faults.cut(self.writer.write, frame, "daemon_mid_frame")
-        self.out.write(frame)
-
-    def flush(self) -> None:
-        self.out.flush()
-
-    async def send(self, msg: p.Message) -> None:
-        """Write, then wait only when the peer is slow to read (back-pressure)."""
-        self.write(msg)
-        if self.out.queued > DRAIN_ABOVE_BYTES:
-            self.out.flush()  # a long stream (history) must not pile up before the turn ends
-        if self.out.buffered() > DRAIN_ABOVE_BYTES:
-            async with self.lock:
-                try:
-                    await self.writer.drain()
-                except (ConnectionError, OSError):
-                    pass
 
 
 class Server:
@@ -190,7 +112,7 @@ class Server:
         os.chmod(self.socket_path, 0o600)
         listen = self.runtime.config.listen
         if listen is not None:
-            self._listener = _bind(listen)
+            self._listener = bind(listen)
             self._accepting = asyncio.create_task(self._accept(self._listener))
 
     async def stop(self) -> None:
@@ -222,7 +144,7 @@ class Server:
                 log.warning("cannot accept a TCP connection: %s", exc.strerror or exc)
                 await asyncio.sleep(ACCEPT_RETRY_S)
                 continue
-            task = asyncio.create_task(self._handle_tcp(conn, _remote(address)))
+            task = asyncio.create_task(self._handle_tcp(conn, remote(address)))
             self._opening.add(task)
             task.add_done_callback(self._opening.discard)
 
@@ -241,7 +163,7 @@ class Server:
         except (OSError, TimeoutError) as exc:  # ssl.SSLError is an OSError
             conn.close()
             what = "TLS handshake with" if self._tls else "opening the connection from"
-            log.warning("%s %s failed: %s", what, remote, _handshake_problem(exc))
+            log.warning("%s %s failed: %s", what, remote, handshake_problem(exc))
             return
         writer = asyncio.StreamWriter(transport, protocol, reader, loop)
         self._opening.discard(asyncio.current_task())  # type: ignore[arg-type]
@@ -497,52 +419,6 @@ class Server:
             "worker %s serves %s (concurrency %d)", peer.name, ", ".join(sorted(types)), capacity
         )
         return await self.runtime.commit(decision)
-
-
-def _bind(address: Address) -> socket.socket:
-    """A listening TCP socket on ``address`` (an empty host: every interface)."""
-    try:
-        if address.host:
-            family = socket.getaddrinfo(address.host, address.port, type=socket.SOCK_STREAM)[0][0]
-            listener = socket.create_server(
-                (address.host, address.port), family=family, backlog=1024
-            )
-        elif socket.has_dualstack_ipv6():
-            listener = socket.create_server(
-                ("", address.port), family=socket.AF_INET6, backlog=1024, dualstack_ipv6=True
-            )
-        else:
-            listener = socket.create_server(("", address.port), backlog=1024)
-    except OSError as exc:
-        raise ListenError(
-            f"cannot listen on {address}: {exc.strerror or exc}; give --listen an address of "
-            "this machine and a port nothing else holds"
-        ) from None
-    listener.setblocking(False)
-    return listener
-
-
-def _remote(address: Any) -> str:
-    host, port = address[0], address[1]
-    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
-
-
-def _handshake_problem(exc: BaseException) -> str:
-    if isinstance(exc, ssl.SSLError):
-        reason = str(exc.reason or exc)
-        if "ALERT" in reason:  # the client's TLS refused ours, most likely our certificate
-            return f"{reason}; does the client's --tls-ca name the CA that signed our certificate?"
-        return (
-            f"{reason}; a client that does not speak TLS must connect with --tls-ca or GRCTL_TLS_CA"
-        )
-    if isinstance(exc, TimeoutError):
-        return f"no handshake within {HELLO_TIMEOUT_S:g}s"
-    if isinstance(exc, ConnectionError):
-        return (
-            "the client closed the connection during the handshake (does its --tls-ca name "
-            "the CA that signed our certificate?)"
-        )
-    return f"{type(exc).__name__}: {exc.strerror or exc}" if isinstance(exc, OSError) else str(exc)
 
 
 def _internal_error(msg: p.Message, exc: BaseException, req_id: int) -> p.ErrorReply:

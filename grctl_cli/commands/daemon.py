@@ -6,6 +6,7 @@ import os
 import subprocess
 import sys
 import time
+from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -83,6 +84,16 @@ def start(
             "needed [default: 4096].",
         ),
     ] = None,
+    lease_timeout: Annotated[
+        float | None,
+        typer.Option(
+            "--lease-timeout",
+            min=0.1,
+            metavar="SECONDS",
+            help="PostgreSQL: how long the owner's lease lasts unrenewed; a standby daemon on "
+            "the same database takes over that long after the owner dies [default: 5].",
+        ),
+    ] = None,
     listen: Annotated[
         str | None,
         typer.Option(
@@ -143,6 +154,8 @@ def start(
         cmd += ["--max-worker-losses", str(max_worker_losses)]
     if run_cache is not None:
         cmd += ["--run-cache", str(run_cache)]
+    if lease_timeout is not None:
+        cmd += ["--lease-timeout", str(lease_timeout)]
     if db:
         cmd += ["--db", db]
     if home:
@@ -161,6 +174,8 @@ def start(
         os.execv(sys.executable, cmd)
     h = home_dir(home)
     h.mkdir(parents=True, exist_ok=True, mode=0o700)
+    log_path = h / "daemon.log"
+    log_at = log_path.stat().st_size if log_path.exists() else 0
     with open(h / "daemon.out", "ab") as out:
         proc = subprocess.Popen(
             [*cmd, "--quiet"],
@@ -185,10 +200,34 @@ def start(
             else:
                 render.note(f"grctl daemon started ({render.served_text(served)})")
             return
+        standby = _standing_by(log_path, log_at)
+        if standby:
+            if json_:
+                render.print_json({"pid": proc.pid, "standby": True})
+            else:
+                render.note(
+                    f"grctl daemon started as a standby (pid {proc.pid}): {standby}; it serves "
+                    "once that daemon stops or its lease runs out"
+                )
+            return
         time.sleep(POLL_S)
     raise RefusedError(
         f"the daemon did not accept connections within {START_TIMEOUT_S:g}s; see {h / 'daemon.log'}"
     )
+
+
+def _standing_by(log_path: Path, offset: int) -> str | None:
+    """What the daemon started here logged about standing by (PostgreSQL held by another)."""
+    try:
+        with open(log_path, "rb") as f:
+            f.seek(offset)
+            text = f.read().decode(errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if "standing by: " in line:
+            return line.split("standing by: ", 1)[1].split(" (lease", 1)[0]
+    return None
 
 
 @app.command()
