@@ -46,6 +46,30 @@ class RunRecord:
     version: int = 0
 
 
+# What a run's row keeps from its start: a save leaves these columns alone (fewer columns set,
+# fewer indexes touched).
+WRITTEN_ONCE = frozenset(
+    {
+        "run_id",
+        "workflow_id",
+        "workflow_type",
+        "created_ms",
+        "input",
+        "parent_workflow_id",
+        "parent_run_id",
+        "completion_event",
+    }
+)
+
+HISTORY_COLUMNS = ("seq", "ts_ms", "kind", "step_name", "data")
+INBOX_COLUMNS = ("seq", "event_name", "payload", "arrived_ms", "state", "step_name")
+
+
+def as_dicts(columns: tuple[str, ...], rows: Any) -> list[dict[str, Any]]:
+    """Rows read in ``columns`` order as the maps the runtime serves (history, inbox)."""
+    return [dict(zip(columns, row, strict=True)) for row in rows]
+
+
 # Ops are values: built once by the engine, read once by the backend, never changed. Plain
 # slotted dataclasses, not frozen ones: a frozen one costs ~1 us more to build, and a step builds
 # several on the hot path.

@@ -141,16 +141,10 @@ class PostgresReads:
             after_seq,
             limit,
         )
-        return [
-            {
-                "seq": seq,
-                "ts_ms": ts,
-                "kind": kind,
-                "step_name": step,
-                "data": unpack_or_none(data) or {},
-            }
-            for seq, ts, kind, step, data in rows
-        ]
+        history = rec.as_dicts(rec.HISTORY_COLUMNS, rows)
+        for row in history:
+            row["data"] = unpack_or_none(row["data"]) or {}
+        return history
 
     async def read_inbox(
         self, run_id: str, after_seq: int = 0, limit: int | None = None
@@ -162,17 +156,7 @@ class PostgresReads:
             after_seq,
             limit,
         )
-        return [
-            {
-                "seq": seq,
-                "event_name": name,
-                "payload": payload,
-                "arrived_ms": arrived,
-                "state": state,
-                "step_name": step,
-            }
-            for seq, name, payload, arrived, state, step in rows
-        ]
+        return rec.as_dicts(rec.INBOX_COLUMNS, rows)
 
     async def list_workflows(
         self,

@@ -110,18 +110,7 @@ _TYPES = {
 }
 RUN_COLUMNS = tuple(f.name for f in dataclasses.fields(rec.RunRecord))
 _RUN_TYPES = {f.name: _TYPES[f.type] for f in dataclasses.fields(rec.RunRecord)}
-_WRITTEN_ONCE = frozenset(
-    {
-        "run_id",
-        "workflow_id",
-        "workflow_type",
-        "created_ms",
-        "input",
-        "parent_workflow_id",
-        "parent_run_id",
-        "completion_event",
-    }
-)
+_WRITTEN_ONCE = rec.WRITTEN_ONCE
 _MUTABLE = tuple(c for c in RUN_COLUMNS if c not in _WRITTEN_ONCE)
 _STEP = tuple(c for c in _MUTABLE if c != "status")  # a save that keeps the status
 SELECT_RUN = f"SELECT {', '.join(RUN_COLUMNS)} FROM runs"

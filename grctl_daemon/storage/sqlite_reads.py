@@ -123,16 +123,10 @@ class SqliteReads:
             "ORDER BY seq LIMIT ?",
             (run_id, after_seq, -1 if limit is None else limit),
         )
-        return [
-            {
-                "seq": seq,
-                "ts_ms": ts,
-                "kind": kind,
-                "step_name": step,
-                "data": unpack_or_none(data) or {},
-            }
-            for seq, ts, kind, step, data in rows
-        ]
+        history = rec.as_dicts(rec.HISTORY_COLUMNS, rows)
+        for row in history:
+            row["data"] = unpack_or_none(row["data"]) or {}
+        return history
 
     async def read_inbox(
         self, run_id: str, after_seq: int = 0, limit: int | None = None
@@ -142,17 +136,7 @@ class SqliteReads:
             "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (run_id, after_seq, -1 if limit is None else limit),
         )
-        return [
-            {
-                "seq": seq,
-                "event_name": name,
-                "payload": payload,
-                "arrived_ms": arrived,
-                "state": state,
-                "step_name": step,
-            }
-            for seq, name, payload, arrived, state, step in rows
-        ]
+        return rec.as_dicts(rec.INBOX_COLUMNS, rows)
 
     async def list_workflows(
         self,

@@ -68,18 +68,7 @@ _INSERT_RUN = (
 )
 # What a step can change; the rest of a run's row is written once, when it starts (fewer
 # columns set, fewer indexes touched).
-_WRITTEN_ONCE = frozenset(
-    {
-        "run_id",
-        "workflow_id",
-        "workflow_type",
-        "created_ms",
-        "input",
-        "parent_workflow_id",
-        "parent_run_id",
-        "completion_event",
-    }
-)
+_WRITTEN_ONCE = rec.WRITTEN_ONCE
 _MUTABLE_RUN_COLUMNS = tuple(c for c in _RUN_COLUMNS if c not in _WRITTEN_ONCE)
 # A save that keeps the status leaves that column out: SQLite then rewrites none of the indexes
 # on it (the one-active-run index, the listing and ready-run indexes), which most steps skip.
