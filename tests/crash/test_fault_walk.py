@@ -197,6 +197,10 @@ def test_uninterrupted_run_is_the_reference(daemon, workers, ledger):
 def test_a_crash_at_any_point_loses_nothing_and_repeats_nothing(
     daemon, workers, ledger, point, after
 ):
+    if daemon.backend == "postgres" and after != HITS[point][0]:
+        # Where the crash lands is the engine's business, not the backend's: PostgreSQL walks
+        # each point's first hit, SQLite all of them (the suite stays within its time).
+        pytest.skip("later hits of a fault point are walked on SQLite")
     fault = {"GRCTL_CRASH_AT": point, "GRCTL_CRASH_AFTER": str(after)}
     if point in DAEMON_POINTS:
         daemon.stop()
