@@ -13,7 +13,7 @@ import typer
 
 from grctl.errors import DaemonUnavailableError
 from grctl.home import daemon_address, home_dir, socket_path
-from grctl_cli import render
+from grctl_cli import render, render_daemon
 from grctl_cli.options import (
     AddressOpt,
     HomeOpt,
@@ -198,7 +198,7 @@ def start(
             if json_:
                 render.print_json(served)
             else:
-                render.note(f"grctl daemon started ({render.served_text(served)})")
+                render.note(f"grctl daemon started ({render_daemon.served_text(served)})")
             return
         standby = _standing_by(log_path, log_at)
         if standby:
@@ -289,7 +289,7 @@ def status(
     if json_:
         render.print_json(data)
     else:
-        render.daemon_status(data)
+        render_daemon.daemon_status(data)
 
 
 def _alive(pid: int) -> bool:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from grctl_cli import render
+from grctl_cli import render, render_history
 from grctl_cli.options import (
     AddressOpt,
     HomeOpt,
@@ -52,24 +52,24 @@ def history(
                         out.items(page)
                     out.close()
                     return
-                printer = render.HistoryPrinter()
+                printer = render_history.HistoryPrinter()
                 async for page in handle.history().pages():
                     if printer.empty:
-                        render.history_heading(page)
+                        render_history.history_heading(page)
                     printer.rows(page)
                 return
             if json_:
                 async for ev in handle.history(follow=True):
                     render.print_json_line(ev)
                 return
-            printer = render.HistoryPrinter()
+            printer = render_history.HistoryPrinter()
             count = 0
             with render.live_status(f"following {workflow_id}") as line:
                 async for ev in handle.history(follow=True):
                     if count == 0:
-                        render.history_heading([ev])
+                        render_history.history_heading([ev])
                     count += 1
                     printer.rows([ev])
-                    line.update(render.follow_text(ev, count))
+                    line.update(render_history.follow_text(ev, count))
 
     run(go())

@@ -11,7 +11,7 @@ import typer
 from grctl.client import WorkflowHandle
 from grctl.errors import GrctlError, WorkflowCancelledError, WorkflowFailedError
 from grctl.models import RunStatus
-from grctl_cli import render
+from grctl_cli import render, render_history
 from grctl_cli.options import (
     AddressOpt,
     HomeOpt,
@@ -328,12 +328,12 @@ async def _report_outcome(handle: WorkflowHandle, json_: bool, as_fields: bool) 
 
 async def _wait_with_status(handle: WorkflowHandle) -> Any:
     """``handle.result()`` while a live line tells where the run is (from its history)."""
-    with render.live_status(render.wait_text(handle.workflow_id, None)) as line:
+    with render.live_status(render_history.wait_text(handle.workflow_id, None)) as line:
 
         async def track() -> None:
             with contextlib.suppress(GrctlError):
                 async for ev in handle.history(follow=True):
-                    line.update(render.wait_text(handle.workflow_id, ev))
+                    line.update(render_history.wait_text(handle.workflow_id, ev))
 
         tracker = asyncio.create_task(track())
         try:

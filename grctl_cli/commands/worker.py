@@ -18,7 +18,7 @@ from grctl.errors import ModuleLoadError
 from grctl.worker import Worker
 from grctl.worker._loader import load_workflows
 from grctl.worker.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_GRACE_S
-from grctl_cli import render
+from grctl_cli import render, render_daemon
 from grctl_cli.options import (
     AddressOpt,
     HomeOpt,
@@ -101,7 +101,7 @@ def worker(
         registered = asyncio.create_task(w.registered.wait())
         await asyncio.wait({serving, registered}, return_when=asyncio.FIRST_COMPLETED)
         if registered.done():
-            render.worker_banner(w.name, str(w.endpoint), concurrency, workflows)
+            render_daemon.worker_banner(w.name, str(w.endpoint), concurrency, workflows)
         else:
             registered.cancel()
         await serving
