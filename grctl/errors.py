@@ -169,6 +169,16 @@ class StorageUnavailableError(RequestError):
     code = "storage_unavailable"
 
 
+class NotOwnerError(RequestError):
+    """The run's partition belongs to another daemon of the cluster (the request goes there)."""
+
+    code = "not_owner"
+
+    @property
+    def partition(self) -> int:
+        return int(self.details.get("partition", -1))
+
+
 class ReplyTooLargeError(RequestError):
     """The answer would not fit in one frame (16 MiB); ask for less at a time."""
 

@@ -89,7 +89,7 @@ PAGE_ROWS = 500
 @dataclass
 class Hello(Message):
     protocol_version: int
-    role: str  # "client" or "worker"
+    role: str  # "client", "worker", or "daemon" (a cluster member forwarding a request)
     name: str = ""
     pid: int = 0
     token: str | None = None  # required on TCP connections, ignored on the Unix socket
@@ -105,6 +105,10 @@ class Welcome(Message):
     daemon_version: str
     connection_id: str
     heartbeat_timeout_ms: int = 10_000  # a worker silent this long is taken as lost
+    # In a cluster (several daemons on one PostgreSQL): this daemon's member name, and the
+    # other members a worker must also serve (see ``Members``); None for a lone daemon.
+    member: str | None = None
+    members: list[Any] | None = None
 
 
 @message("reply")
@@ -272,6 +276,19 @@ class RegisterWorker(Message):
     req_id: int
     workflows: list[dict[str, Any]]
     concurrency: int = 100
+
+
+@message("members")
+@dataclass
+class Members(Message):
+    """Pushed to workers when the cluster changes: every other live member, as in ``Welcome``.
+
+    Each is ``{"name", "host", "socket", "address"}``: its member name, its host name, its Unix
+    socket path (reachable on that host) and its TCP address (``HOST:PORT``, or None). A worker
+    registers with every member, so each daemon reaches workers for the runs it owns.
+    """
+
+    members: list[Any]
 
 
 @message("heartbeat")
