@@ -107,6 +107,8 @@ class Connection:
         self._write_lock = asyncio.Lock()
         self._out = codec.FrameWriter(writer)
         self.connection_id = ""
+        # Values arrive opened (Python objects); a daemon relaying replies keeps them as sent.
+        self.open_values = True
         self.heartbeat_timeout_s = 10.0
         self.socket_path: Path | None = None
 
@@ -172,7 +174,7 @@ class Connection:
                 if bodies is None:
                     break
                 for body in bodies:
-                    await self._route(p.decode(body, open_values=True))
+                    await self._route(p.decode(body, open_values=self.open_values))
         except (ProtocolError, ConnectionError, OSError):
             pass
         finally:

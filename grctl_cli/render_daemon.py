@@ -81,7 +81,36 @@ def daemon_status(data: dict[str, Any]) -> None:
                 f"({w['inflight']}/{w['concurrency']} steps in flight)"
             ),
         )
+    cluster = data.get("cluster")
+    if cluster:
+        grid.add_row("cluster", Text(f"{len(cluster['members'])} member(s) on this database"))
     console.print(grid)
+    if cluster:
+        cluster_table(cluster)
+
+
+def cluster_table(cluster: dict[str, Any]) -> None:
+    """The members of a cluster: where each answers, its partitions, lease and workers."""
+    table = _table("member", "host", "address", "partitions", "lease left", "workers")
+    for m in cluster["members"]:
+        left = m["lease_left_ms"]
+        lease = (
+            Text(f"{left / 1000:.1f}s")
+            if left > 0
+            else Text("expired: being taken over", style="bold red")
+        )
+        name = Text(m["name"], style="bold" if m["self"] else "")
+        if m["self"]:
+            name.append(" (this one)", style="dim")
+        table.add_row(
+            name,
+            Text(m["host"]),
+            Text(m["address"] or "socket only"),
+            Text(f"{m['partitions']}/{cluster['partitions']}"),
+            lease,
+            Text("-" if m["workers"] is None else str(m["workers"])),
+        )
+    console.print(table)
 
 
 def _size(n: float) -> str:

@@ -7,10 +7,11 @@ import fcntl
 import logging
 import os
 import signal
+import socket
 import sys
 from typing import IO
 
-from grctl.home import ensure_private
+from grctl.home import Address, ensure_private
 from grctl.loop import run as run_loop
 from grctl_daemon.config import DaemonConfig
 from grctl_daemon.listen import ListenError, server_tls
@@ -57,6 +58,17 @@ def _setup_logging(config: DaemonConfig, foreground: bool) -> None:
     )
 
 
+def member_info(config: DaemonConfig) -> dict[str, str | None]:
+    """How the other daemons of a cluster, and workers, reach this one."""
+    address = None
+    if config.listen is not None:
+        host = config.listen.host
+        if host in ("", "0.0.0.0", "::"):  # every interface: the others dial our name
+            host = socket.gethostname()
+        address = str(Address(host, config.listen.port))
+    return {"host": socket.gethostname(), "socket": str(config.socket_path), "address": address}
+
+
 async def serve(config: DaemonConfig) -> int:
     """Run the daemon until a signal or a shutdown request; returns the exit code."""
     # A certificate that does not load stops the start before the database is opened.
@@ -64,7 +76,10 @@ async def serve(config: DaemonConfig) -> int:
         server_tls(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
     )
     storage = open_storage(
-        config.db_url, synchronous=config.synchronous, lease_timeout_s=config.lease_timeout_s
+        config.db_url,
+        synchronous=config.synchronous,
+        lease_timeout_s=config.lease_timeout_s,
+        member=member_info(config),
     )
     await storage.open()
     runtime = Runtime(config, storage)
@@ -77,11 +92,13 @@ async def serve(config: DaemonConfig) -> int:
         await runtime.recover()
         await server.start()
         log.info(
-            "grctl daemon %d serving %s (db %s, epoch %d)",
+            "grctl daemon %d serving %s (db %s, %s)",
             os.getpid(),
             config.socket_path,
             display(config.db_url),
-            storage.epoch,
+            f"member {storage.holder}, {len(storage.owned)} partitions"
+            if storage.members()
+            else f"epoch {storage.epoch}",
         )
         if config.listen is not None:
             log.info(

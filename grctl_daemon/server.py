@@ -28,6 +28,7 @@ from grctl import protocol as p
 from grctl.errors import (
     GrctlError,
     InvalidInputError,
+    NotOwnerError,
     ProtocolError,
     StorageUnavailableError,
     TooManyWaitsError,
@@ -35,6 +36,7 @@ from grctl.errors import (
 )
 from grctl_daemon.definitions import definition_problem
 from grctl_daemon.dispatch import WorkerSlot
+from grctl_daemon.forward import Forwarder
 from grctl_daemon.listen import HELLO_TIMEOUT_S, bind, handshake_problem, remote
 from grctl_daemon.peer import Peer
 from grctl_daemon.runtime import Runtime, refusal
@@ -81,6 +83,7 @@ class Server:
         self._server: asyncio.AbstractServer | None = None
         self._peers: set[Peer] = set()
         self._on_shutdown = on_shutdown
+        self.forwarder = Forwarder(runtime.config, runtime.storage)
         self._routes: dict[type[p.Message], Callable[[Any], Awaitable[Any]]] = {
             p.StartWorkflow: runtime.start_workflow,
             p.SendEvent: runtime.send,
@@ -117,6 +120,7 @@ class Server:
 
     async def stop(self) -> None:
         """Stop accepting, close every connection (workers reconnect to the next daemon)."""
+        await self.forwarder.close()
         if self._accepting is not None:
             self._accepting.cancel()
         if self._listener is not None:
@@ -220,11 +224,15 @@ class Server:
                 f"protocol version {msg.protocol_version} is not supported (daemon speaks "
                 f"{p.PROTOCOL_VERSION}); use the same grctl version for daemon, workers and CLI"
             )
-        if msg.role not in ("client", "worker"):
+        if msg.role not in ("client", "worker", "daemon"):
             raise ProtocolError(f"unknown role {msg.role!r}")
         peer.role, peer.name = msg.role, msg.name or f"pid-{msg.pid}"
         heartbeat_ms = int(self.runtime.config.heartbeat_timeout_s * 1000)
-        await peer.send(p.Welcome(p.PROTOCOL_VERSION, "0.1.0", peer.connection_id, heartbeat_ms))
+        welcome = p.Welcome(p.PROTOCOL_VERSION, "0.1.0", peer.connection_id, heartbeat_ms)
+        if self.runtime.storage.members():  # a cluster: a worker must serve every member
+            welcome.member = self.runtime.storage.holder
+            welcome.members = self.runtime.other_members()
+        await peer.send(welcome)
         return True
 
     def _authorized(self, peer: Peer, hello: p.Hello) -> bool:
@@ -372,10 +380,17 @@ class Server:
 
     async def _answer(self, peer: Peer, msg: p.Message, req_id: int) -> None:
         try:
-            if isinstance(msg, p.GetHistory):
-                await self.runtime.history(msg, peer.send)
-                return
-            data = await self._call(peer, msg)
+            try:
+                if isinstance(msg, p.GetHistory):
+                    await self.runtime.history(msg, peer.send)
+                    return
+                data = await self._call(peer, msg)
+            except NotOwnerError as exc:
+                if peer.role == "daemon":  # forwarded already: its sender finds the owner
+                    raise
+                data = await self.forwarder.forward(msg, exc, peer.send)
+                if isinstance(msg, p.GetHistory):
+                    return
             reply: p.Message = p.Reply(req_id, data)
         except GrctlError as exc:
             reply = refusal(exc, req_id)

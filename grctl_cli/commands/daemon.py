@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import time
-from pathlib import Path
 from typing import Annotated, Any
 
 import typer
@@ -90,8 +89,8 @@ def start(
             "--lease-timeout",
             min=0.1,
             metavar="SECONDS",
-            help="PostgreSQL: how long the owner's lease lasts unrenewed; a standby daemon on "
-            "the same database takes over that long after the owner dies [default: 5].",
+            help="PostgreSQL: how long a daemon's lease lasts unrenewed; the other daemons on "
+            "the same database take its runs over that long after it dies [default: 5].",
         ),
     ] = None,
     listen: Annotated[
@@ -174,8 +173,6 @@ def start(
         os.execv(sys.executable, cmd)
     h = home_dir(home)
     h.mkdir(parents=True, exist_ok=True, mode=0o700)
-    log_path = h / "daemon.log"
-    log_at = log_path.stat().st_size if log_path.exists() else 0
     with open(h / "daemon.out", "ab") as out:
         proc = subprocess.Popen(
             [*cmd, "--quiet"],
@@ -200,34 +197,10 @@ def start(
             else:
                 render.note(f"grctl daemon started ({render_daemon.served_text(served)})")
             return
-        standby = _standing_by(log_path, log_at)
-        if standby:
-            if json_:
-                render.print_json({"pid": proc.pid, "standby": True})
-            else:
-                render.note(
-                    f"grctl daemon started as a standby (pid {proc.pid}): {standby}; it serves "
-                    "once that daemon stops or its lease runs out"
-                )
-            return
         time.sleep(POLL_S)
     raise RefusedError(
         f"the daemon did not accept connections within {START_TIMEOUT_S:g}s; see {h / 'daemon.log'}"
     )
-
-
-def _standing_by(log_path: Path, offset: int) -> str | None:
-    """What the daemon started here logged about standing by (PostgreSQL held by another)."""
-    try:
-        with open(log_path, "rb") as f:
-            f.seek(offset)
-            text = f.read().decode(errors="replace")
-    except OSError:
-        return None
-    for line in text.splitlines():
-        if "standing by: " in line:
-            return line.split("standing by: ", 1)[1].split(" (lease", 1)[0]
-    return None
 
 
 @app.command()

@@ -32,7 +32,7 @@ from grctl.errors import (
 )
 from grctl.signature import binding_error
 from grctl_daemon.engine import transitions as tr
-from grctl_daemon.engine.state import RunState, TypeDef
+from grctl_daemon.engine.state import RunState, TypeDef, partition_of
 from grctl_daemon.engine.transitions import Decision
 
 MAX_ID_LENGTH = 256
@@ -210,6 +210,7 @@ def _start(active: RunState | None, m: Start, now: int) -> Decision:
         parent.workflow_id if parent else None,
         parent.run_id if parent else None,
         m.completion_event,
+        parent.partition if parent else partition_of(m.workflow_id),
     )
 
 

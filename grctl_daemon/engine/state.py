@@ -8,16 +8,18 @@ from typing import Any, Generic, TypeVar
 
 from grctl.models.definition import DEFAULT_STEP_TIMEOUT_MS, StepSpec, TypeDef
 from grctl.models.run import ACTIVE_STATUSES
-from grctl_daemon.storage.base import RunRecord
+from grctl_daemon.storage.base import PARTITIONS, RunRecord, partition_of
 
 __all__ = [
     "DEFAULT_STEP_TIMEOUT_MS",
     "EMPTY",
+    "PARTITIONS",
     "InboxItem",
     "RunState",
     "Seq",
     "StepSpec",
     "TypeDef",
+    "partition_of",
 ]
 T = TypeVar("T")
 

@@ -100,6 +100,7 @@ def start_run(
     parent_workflow_id: str | None = None,
     parent_run_id: str | None = None,
     completion_event: str | None = None,
+    partition: int = 0,
 ) -> Decision:
     """A new run: its row, ``workflow_started`` and the start handler scheduled."""
     s = RunState(
@@ -113,6 +114,7 @@ def start_run(
         parent_workflow_id=parent_workflow_id,
         parent_run_id=parent_run_id,
         completion_event=completion_event,
+        partition=partition,
         version=1,
     )
     d = Decision(s)

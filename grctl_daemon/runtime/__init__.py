@@ -3,8 +3,9 @@
 ``Runtime`` is one object made of the halves in this package, each a mixin over the same
 state: ``commit`` (apply decisions, commit, effects once durable), ``requests`` (start, send,
 cancel, terminate, timers), ``workers`` (dispatch, joins and losses, step results, children),
-``reads`` (describe, list, inbox, history, result) and ``queries``. What they share lives
-here: the run cache, the type registry, the dispatcher and the timer heap, and the lifecycle.
+``reads`` (describe, list, inbox, history, result), ``queries`` and ``cluster`` (partitions
+changing hands). What they share lives here: the run cache, the type registry, the dispatcher
+and the timer heap, and the lifecycle.
 
 Start-up reads nothing per run. Types are loaded; runs that have a step to run are handed to
 the dispatch queues by a scan in the background (ids only: each is read back when a worker
@@ -29,6 +30,7 @@ from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.decide import Message, StorageFault, decide
 from grctl_daemon.engine.state import RunState, TypeDef
 from grctl_daemon.runtime.cache import RunCache
+from grctl_daemon.runtime.cluster import Ownership
 from grctl_daemon.runtime.commit import Commits
 from grctl_daemon.runtime.queries import Queries
 from grctl_daemon.runtime.reads import Follower, Reads
@@ -40,17 +42,17 @@ from grctl_daemon.timers import TimerWheel, now_ms
 log = logging.getLogger("grctl.daemon")
 
 TIMER_WINDOW_MS = 60_000  # durable timers further out than this stay on disk until they near
-READY_SCAN_PAGE = 1000
 
 
-class Runtime(Commits, Requests, Workers, Reads, Queries):
+class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership):
     """Applies the engine's decisions to the runs it holds or reads back."""
 
     def __init__(self, config: DaemonConfig, storage: rec.Storage) -> None:
         self.config = config
         self.storage = storage
         self.started = time.time()
-        self.cache = RunCache(storage, config.run_cache)
+        self.pid = os.getpid()
+        self.cache = RunCache(storage, config.run_cache, self.owns)
         self.types: dict[str, TypeDef] = {}
         self.dispatcher = Dispatcher()
         self.timers = TimerWheel(self.on_timer, horizon_ms=0)
@@ -59,6 +61,11 @@ class Runtime(Commits, Requests, Workers, Reads, Queries):
         self.queries: dict[str, asyncio.Future[p.QueryAnswer]] = {}
         self.fatal: asyncio.Event = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
+        # In a cluster (runtime/cluster.py): partitions being handed over, the partition of
+        # each run with result waits or followers, and the members our workers were told of.
+        self.leaving: set[int] = set()
+        self.watched: dict[str, int] = {}
+        self.pushed_members: list[dict[str, Any]] | None = None
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -66,10 +73,14 @@ class Runtime(Commits, Requests, Workers, Reads, Queries):
         """Load the types; start the timer windows and the scan for runs with a step to run."""
         for name, definition in (await self.storage.load_types()).items():
             self.types[name] = TypeDef.from_definition(definition)
+        self.storage.on_ownership(self.gained, self.releasing)
         await self._load_timers()
         self.timers.start()
         self.spawn(self._timer_windows())
-        self.spawn(self._scan_ready())
+        self.spawn(self.scan_ready(self.storage.owned))
+        if self.storage.members():
+            self.pushed_members = self.other_members()
+            self.spawn(self.watch_members())
         log.info("loaded %d workflow types; runs are read back as they are needed", len(self.types))
 
     async def close(self) -> None:
@@ -96,29 +107,13 @@ class Runtime(Commits, Requests, Workers, Reads, Queries):
         start = self.timers.horizon_ms
         end = now_ms() + TIMER_WINDOW_MS
         self.timers.horizon_ms = end  # timers armed from now on below it stay in memory
-        for t in await self.storage.due_timers(start, end):
+        for t in await self.storage.due_timers(start, end, self.storage.owned):
             self.timers.arm(t.run_id, t.kind, t.due_ms, t.token)
 
     async def _timer_windows(self) -> None:
         while True:
             await asyncio.sleep(TIMER_WINDOW_MS / 2000)
             await self._load_timers()
-
-    async def _scan_ready(self) -> None:
-        """Queue every run with a step to run (in flight when the daemon stopped, or queued)."""
-        after, queued = "", 0
-        while True:
-            page = await self.storage.ready_runs(after, READY_SCAN_PAGE)
-            for run_id, workflow_type in page:
-                if run_id not in self.cache:  # a cached one is already handled
-                    self.dispatcher.enqueue(workflow_type, run_id)
-                    queued += 1
-            self.drain_all()
-            if len(page) < READY_SCAN_PAGE:
-                break
-            after = page[-1][0]
-        if queued:
-            log.info("queued %d runs with a step to run", queued)
 
     # -- shared lookups -------------------------------------------------------------------------
 
@@ -149,6 +144,7 @@ class Runtime(Commits, Requests, Workers, Reads, Queries):
                 workflow_id=workflow_id,
                 run_id=run_id,
             )
+        self.check_owned(state.partition, workflow_id)
         return state
 
     async def on_run(
@@ -176,6 +172,7 @@ class Runtime(Commits, Requests, Workers, Reads, Queries):
                 self.cache.hold(state.parent_run_id)
                 await self.cache.load(state.parent_run_id)
             state = self.cache.get(run_id) or state
+            self.check_owned(state.partition, state.workflow_id)  # no await since: still ours
             d = decide(state, message(state), now_ms())
             if d.error is not None:
                 raise d.error
@@ -192,7 +189,7 @@ class Runtime(Commits, Requests, Workers, Reads, Queries):
     async def status(self) -> dict[str, Any]:
         backend = self.storage.describe()
         return {
-            "pid": os.getpid(),
+            "pid": self.pid,
             "version": p.PROTOCOL_VERSION,
             "socket": str(self.config.socket_path),
             "listen": None
@@ -214,6 +211,7 @@ class Runtime(Commits, Requests, Workers, Reads, Queries):
                 for s in self.dispatcher.workers.values()
             ],
             "runs": await self.storage.count_by_status(),
+            "cluster": self.cluster_status(),
             "memory": {
                 "cached_runs": len(self.cache),
                 "run_cache": self.cache.capacity,

@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 from collections import OrderedDict
+from collections.abc import Callable, Iterator
 
 from grctl_daemon.config import DEFAULT_RUN_CACHE
 from grctl_daemon.engine.state import InboxItem, RunState, Seq
@@ -27,9 +28,15 @@ TRIM_SCAN = 32  # kept runs looked past per eviction, so a trim stays O(1)
 class RunCache:
     """Run states by run_id, LRU, with loads from storage deduplicated per run."""
 
-    def __init__(self, storage: rec.Storage, capacity: int = DEFAULT_RUN_CACHE) -> None:
+    def __init__(
+        self,
+        storage: rec.Storage,
+        capacity: int = DEFAULT_RUN_CACHE,
+        owns: Callable[[int], bool] = lambda partition: True,
+    ) -> None:
         self.storage = storage
         self.capacity = capacity
+        self.owns = owns  # a run read back from a partition another daemon owns is not kept
         self._runs: OrderedDict[str, RunState] = OrderedDict()
         self._latest: dict[str, str] = {}  # workflow_id → its newest cached run
         self._pending: dict[str, int] = {}  # run_id → its units not yet durable
@@ -50,6 +57,9 @@ class RunCache:
     def get(self, run_id: str) -> RunState | None:
         return self._runs.get(run_id)
 
+    def states(self) -> Iterator[RunState]:
+        return iter(self._runs.values())
+
     def latest(self, workflow_id: str) -> RunState | None:
         run_id = self._latest.get(workflow_id)
         return self._runs.get(run_id) if run_id is not None else None
@@ -67,7 +77,8 @@ class RunCache:
             self._trim()
 
     def forget(self, run_id: str) -> None:
-        """Drop a run whose state memory can no longer vouch for (its unit was refused)."""
+        """Drop a run whose state memory can no longer vouch for (its unit was refused, or its
+        partition went to another daemon)."""
         state = self._runs.pop(run_id, None)
         if state is not None and self._latest.get(state.workflow_id) == run_id:
             del self._latest[state.workflow_id]
@@ -148,7 +159,8 @@ class RunCache:
             if state is None and run_id in loaded:
                 state = self._state(loaded[run_id])
                 self.loads += 1
-                self.put(state)
+                if self.owns(state.partition):
+                    self.put(state)
             if not fut.done():
                 fut.set_result(state)
 
@@ -174,7 +186,7 @@ class RunCache:
             return None
         # A newer run may have started while we read: it would be cached now.
         state = self.latest(workflow_id) or await self.load(row.run_id)
-        if state is not None and workflow_id not in self._latest:
+        if state is not None and state.run_id in self._runs and workflow_id not in self._latest:
             self._latest[workflow_id] = state.run_id
         return state
 

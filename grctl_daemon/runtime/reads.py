@@ -21,7 +21,9 @@ if TYPE_CHECKING:
     from grctl_daemon.runtime import Runtime
 
 _VALUE_KEYS = ("input", "payload", "result")
-Follower = Callable[[list[dict[str, Any]], bool], None]
+# Told the new history rows of a run and whether it ended; or (None, error) when it must stop
+# (the run's partition went to another daemon).
+Follower = Callable[[list[dict[str, Any]] | None, Any], None]
 # A page holds at most p.PAGE_ROWS rows and stops early past PAGE_BYTES of user values, so a
 # reply stays well under the frame limit whatever the runs carry.
 PAGE_BYTES = 4 * 1024 * 1024
@@ -83,6 +85,20 @@ class Reads:
         for fut in self.waiters.pop(state.run_id, []):
             if not fut.done():
                 fut.set_result(outcome)
+        self._unwatch(state.run_id)
+
+    def stop_watching(self: Runtime, run_id: str, exc: Exception) -> None:
+        """End the result waits and followed histories of a run with ``exc``."""
+        for fut in self.waiters.pop(run_id, []):
+            if not fut.done():
+                fut.set_exception(exc)
+        for follower in list(self.followers.pop(run_id, ())):
+            follower(None, exc)
+        self.watched.pop(run_id, None)
+
+    def _unwatch(self: Runtime, run_id: str) -> None:
+        if run_id not in self.waiters and run_id not in self.followers:
+            self.watched.pop(run_id, None)
 
     async def _committed(self: Runtime, workflow_id: str, run_id: str | None) -> RunState:
         """The run as committed; one whose start is not durable yet is waited for."""
@@ -110,6 +126,7 @@ class Reads:
             fut: asyncio.Future[dict[str, Any]] = asyncio.get_running_loop().create_future()
             waiting = self.waiters.setdefault(run.run_id, [])
             waiting.append(fut)
+            self.watched[run.run_id] = run.partition
             try:
                 if m.timeout_ms is None:
                     return await fut
@@ -125,6 +142,7 @@ class Reads:
                     waiting.remove(fut)
                 if not waiting and self.waiters.get(run.run_id) is waiting:
                     del self.waiters[run.run_id]
+                    self._unwatch(run.run_id)
         return self.outcome(run)
 
     async def describe(self: Runtime, m: p.DescribeWorkflow) -> dict[str, Any]:
@@ -193,14 +211,15 @@ class Reads:
     async def history(self: Runtime, m: p.GetHistory, send: Callable[[p.Message], Any]) -> None:
         run = await self._committed(m.workflow_id, m.run_id)
         wid, rid = run.workflow_id, run.run_id
-        live: asyncio.Queue[tuple[list[dict[str, Any]], bool]] = asyncio.Queue()
+        live: asyncio.Queue[tuple[list[dict[str, Any]] | None, Any]] = asyncio.Queue()
 
-        def on_rows(rows: list[dict[str, Any]], ended: bool) -> None:
+        def on_rows(rows: list[dict[str, Any]] | None, ended: Any) -> None:
             live.put_nowait((rows, ended))
 
         following = m.follow and run.is_active
         if following:
             self.followers.setdefault(rid, set()).add(on_rows)
+            self.watched[rid] = run.partition
         try:
             last = m.after_seq
             while True:  # what is committed, a page at a time
@@ -220,6 +239,9 @@ class Reads:
             done = not following
             while not done:
                 more_rows, ended = await live.get()
+                if more_rows is None:  # handed over: the rest is followed at the new owner
+                    ended.details["after_seq"] = last
+                    raise ended
                 fresh = [r for r in more_rows if r["seq"] > last]
                 if fresh:
                     last = fresh[-1]["seq"]
@@ -235,3 +257,4 @@ class Reads:
                 subs.discard(on_rows)
                 if not subs:
                     self.followers.pop(rid, None)
+                    self._unwatch(rid)

@@ -18,6 +18,7 @@ from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.decide import Cancel, Send, Start, Terminate, TimerFired, decide
 from grctl_daemon.engine.state import RunState
 from grctl_daemon.storage import base as rec
+from grctl_daemon.storage.base import partition_of
 from grctl_daemon.timers import now_ms
 
 if TYPE_CHECKING:
@@ -28,6 +29,7 @@ class Requests:
     """The request half of the Runtime (a mixin: see ``runtime/__init__.py``)."""
 
     async def start_workflow(self: Runtime, m: p.StartWorkflow) -> Any:
+        self.check_owned(partition_of(m.workflow_id), m.workflow_id)
         start = Start(
             self.types.get(m.workflow_type),
             m.workflow_type,

@@ -69,7 +69,7 @@ class Workers:
             if slot is not None:
                 slot.reserved -= 1
         try:
-            if state is not None:
+            if state is not None and run_id in self.cache:  # not if another daemon owns it now
                 self._dispatch(run_id)
         finally:
             self.cache.release(run_id)
@@ -77,7 +77,7 @@ class Workers:
     def _prepare_dispatch(self: Runtime, run_id: str) -> Prepared | None:
         """Pick a worker and build the dispatch; ``None`` when nothing to send (or queued)."""
         state = self.cache.get(run_id)
-        if state is None or not tr.ready(state):
+        if state is None or not tr.ready(state) or not self.owns(state.partition):
             return None
         slot = self.dispatcher.pick(state.workflow_type)
         tdef = self.types.get(state.workflow_type)

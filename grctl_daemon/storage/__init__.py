@@ -59,4 +59,4 @@ def open_storage(url: str, **options: Any) -> Storage:
             f"--db {display(url)}: the PostgreSQL backend needs asyncpg ({exc}); install it "
             "with: pip install 'grctl[postgres]'"
         ) from None
-    return PostgresStorage(url, options.get("lease_timeout_s", 5.0))
+    return PostgresStorage(url, options.get("lease_timeout_s", 5.0), options.get("member"))

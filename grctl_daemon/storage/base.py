@@ -8,8 +8,19 @@ the backend by URL and imports it only then; nothing above this package knows wh
 from __future__ import annotations
 
 import asyncio
+import zlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol
+
+# Runs are spread over this many partitions; each is owned by one daemon of a cluster at a time
+# (one daemon alone owns them all). Fixed for a database: a run's partition is stored with it.
+PARTITIONS = 64
+
+
+def partition_of(workflow_id: str) -> int:
+    """The partition of a new run that has no parent (a child lives in its parent's)."""
+    return zlib.crc32(workflow_id.encode()) % PARTITIONS
 
 
 @dataclass
@@ -41,6 +52,9 @@ class RunRecord:
     inbox_seq: int = 0
     ended_ms: int | None = None
     worker_losses: int = 0  # the current step's workers lost in a row (SPEC 6, WorkerLost)
+    # Which of the cluster's PARTITIONS the run lives in (a daemon owns each): from its
+    # workflow_id, or its parent's, so that a parent and its children commit together.
+    partition: int = 0
     # Bumped by every save; a save names the version it was decided on and the backend refuses
     # it when the row has moved on (a stale writer), so a unit built on a refused one fails too.
     version: int = 0
@@ -58,6 +72,7 @@ WRITTEN_ONCE = frozenset(
         "parent_workflow_id",
         "parent_run_id",
         "completion_event",
+        "partition",
     }
 )
 
@@ -213,6 +228,29 @@ class DueTimer:
     token: str
 
 
+@dataclass(frozen=True)
+class Member:
+    """One daemon of a cluster sharing a database, as the database last showed it."""
+
+    name: str
+    host: str
+    socket: str | None  # its Unix socket (reachable on its host)
+    address: str | None  # its TCP listener, HOST:PORT
+    joined_ms: int
+    lease_left_ms: int  # negative: it stopped renewing, and is about to be taken over
+    partitions: list[int]
+    info: dict[str, Any]  # what it publishes of itself (workers, for daemon status)
+
+    def wire(self) -> dict[str, Any]:
+        """How workers find it (``protocol.Members``)."""
+        return {
+            "name": self.name,
+            "host": self.host,
+            "socket": self.socket,
+            "address": self.address,
+        }
+
+
 class Storage(Protocol):
     """What the daemon needs from a backend.
 
@@ -230,6 +268,26 @@ class Storage(Protocol):
     commit_s: float  # of which in the commit itself (the fsync)
     epoch: int  # the ownership epoch this daemon holds
     lost: asyncio.Event  # set when another daemon took the database over: stop at once
+    # The partitions of runs this daemon may commit for (a lone daemon: all of them). On a
+    # database shared by a cluster they change hands; ``on_ownership`` tells the runtime.
+    owned: frozenset[int]
+    holder: str  # this daemon's member name
+
+    def on_ownership(
+        self,
+        gained: Callable[[set[int]], Awaitable[None]],
+        releasing: Callable[[set[int]], Awaitable[None]],
+    ) -> None:
+        """Call ``gained`` after partitions were taken, ``releasing`` before some are handed over
+        (once it returns, nothing of them may be committed)."""
+
+    def members(self) -> list[Member]:
+        """The cluster's members as last seen (empty for a database only one daemon uses)."""
+
+    def owner_of(self, partition: int) -> Member | None: ...
+
+    async def refresh(self) -> None:
+        """Read the cluster's members and partitions again."""
 
     async def open(self) -> None: ...
 
@@ -258,10 +316,14 @@ class Storage(Protocol):
     async def find_run(self, workflow_id: str, run_id: str | None) -> RunRecord | None:
         """The given run, or the workflow_id's newest one."""
 
-    async def ready_runs(self, after_run_id: str, limit: int) -> list[tuple[str, str]]:
+    async def ready_runs(
+        self, after_run_id: str, limit: int, partitions: frozenset[int] | None = None
+    ) -> list[tuple[str, str]]:
         """(run_id, workflow_type) of ``running`` runs, by run_id, after ``after_run_id``."""
 
-    async def due_timers(self, from_ms: int, to_ms: int) -> list[DueTimer]:
+    async def due_timers(
+        self, from_ms: int, to_ms: int, partitions: frozenset[int] | None = None
+    ) -> list[DueTimer]:
         """The stored timers due in [from_ms, to_ms), earliest first."""
 
     async def read_store(self, run_id: str) -> dict[str, bytes]: ...

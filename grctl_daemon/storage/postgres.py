@@ -9,14 +9,15 @@ Theory of operation
 -------------------
 One connection writes; a small pool reads. ``commit(ops)`` queues a unit and the shared group
 commit (``group_commit.py``) hands the queued units to ``_write_batch`` as one transaction, which
-starts by fencing itself: ``UPDATE owner SET last_batch = n WHERE epoch = ours``. A daemon that
-opened the database later bumped the epoch, so the update matches no row and the batch fails
-with ``Fenced`` before it wrote anything; the row lock it takes also orders that check against
-a takeover in progress. Commits are durable: ``synchronous_commit = on`` on the writer.
+starts by fencing itself (``postgres_cluster.FENCE_SQL``): this daemon is still a member of the
+cluster and still holds, at its epoch, every partition the batch touches. If not (its lease ran
+out and another member took over) the batch fails with ``Fenced`` before it wrote anything.
+Commits are durable: ``synchronous_commit = on`` on the writer. Membership, takeover and
+rebalancing are in ``postgres_cluster.py``.
 
 The database going away (a restart, a failover, a network cut) is waited out like a full disk
 on SQLite: the writer reconnects and tries the same batch again while the runtime refuses new
-work. If the connection broke during COMMIT the batch may have landed: ``owner.last_batch``
+work. If the connection broke during COMMIT the batch may have landed: ``members.last_batch``
 (and ``last_refused``, the units refused in it) says so, and the batch is not written twice.
 Reads that fail meanwhile answer ``storage_unavailable``.
 
@@ -42,8 +43,9 @@ from grctl import _faults as faults
 from grctl_daemon.storage import base as rec
 from grctl_daemon.storage import display
 from grctl_daemon.storage.group_commit import GroupCommit, Outcomes
+from grctl_daemon.storage.postgres_cluster import FENCE_SQL, Cluster
 from grctl_daemon.storage.postgres_reads import PostgresReads
-from grctl_daemon.storage.postgres_rows import DB_NOW_MS, Stale, apply_batch, apply_unit, migrate
+from grctl_daemon.storage.postgres_rows import Stale, apply_batch, apply_unit, migrate
 
 DEFAULT_SCHEMA = "grctl"
 DEFAULT_LEASE_TIMEOUT_S = 5.0
@@ -81,15 +83,22 @@ def split_url(url: str) -> tuple[str, str]:
     return parts._replace(scheme=scheme, query=rest).geturl(), schema
 
 
-class PostgresStorage(PostgresReads, GroupCommit):
-    """Storage in one PostgreSQL schema."""
+class PostgresStorage(PostgresReads, Cluster, GroupCommit):
+    """Storage in one PostgreSQL schema, shared with the other daemons of a cluster."""
 
     hint = "Check that PostgreSQL is up and reachable"
 
-    def __init__(self, url: str, lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S) -> None:
+    def __init__(
+        self,
+        url: str,
+        lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S,
+        member: dict[str, Any] | None = None,
+    ) -> None:
         GroupCommit.__init__(self)
         self.lease_timeout_s = lease_timeout_s
         self.holder = f"{socket.gethostname()}:{os.getpid()}:{ULID()}"
+        self.epoch = 0  # per partition here: see ``epochs``
+        self._init_cluster(member)
         self._lease_task: asyncio.Task[None] | None = None
         self.url = url
         self.dsn, self.schema = split_url(url)
@@ -125,7 +134,7 @@ class PostgresStorage(PostgresReads, GroupCommit):
                 "server runs and that it accepts this user"
             ) from None
         await migrate(conn, self.schema)
-        self.epoch = await self._take_ownership(conn)
+        await self._join(conn)
         self._writer = conn
         self._pool = await asyncpg.create_pool(
             self.dsn,
@@ -137,80 +146,11 @@ class PostgresStorage(PostgresReads, GroupCommit):
         self._lease_task = asyncio.create_task(self._keep_lease(), name="grctl-lease")
         self.start_writer()
 
-    async def _take_ownership(self, conn: asyncpg.Connection) -> int:
-        """Take the database under a lease and a new epoch; wait while another daemon holds it.
-
-        A daemon still writing under an older epoch is fenced from then on. A daemon that holds
-        the lease renews it (``_keep_lease``); when it dies or stops renewing, the lease runs out
-        after ``lease_timeout_s`` and a standby takes over here.
-        """
-        await conn.execute(
-            "INSERT INTO owner (id, epoch) VALUES (1, 0) ON CONFLICT (id) DO NOTHING"
-        )
-        waiting = False
-        while True:
-            epoch = await conn.fetchval(
-                "UPDATE owner SET epoch = epoch + 1, holder = $1, last_batch = 0, "
-                f"last_refused = '{{}}', lease_until_ms = {DB_NOW_MS} + $2 "
-                f"WHERE id = 1 AND (holder IS NULL OR lease_until_ms < {DB_NOW_MS}) "
-                "RETURNING epoch",
-                self.holder,
-                int(self.lease_timeout_s * 1000),
-            )
-            if epoch is not None:
-                if waiting:
-                    log.info("took %s over (epoch %d)", self.database, epoch)
-                return int(epoch)
-            if not waiting:
-                row = await conn.fetchrow(
-                    f"SELECT holder, lease_until_ms - {DB_NOW_MS} AS left_ms FROM owner"
-                )
-                log.info(
-                    "standing by: %s is held by daemon %s (lease ends in %d ms unless renewed)",
-                    self.database,
-                    row["holder"],
-                    row["left_ms"],
-                )
-                waiting = True
-            await asyncio.sleep(self.lease_timeout_s / 4)
-
-    async def _keep_lease(self) -> None:
-        """Renew the lease a few times per lease period; losing it stops the daemon."""
-        period = self.lease_timeout_s / 3
-        while True:
-            await asyncio.sleep(period)
-            try:
-                assert self._pool is not None
-                renewed = await self._pool.fetchval(
-                    f"UPDATE owner SET lease_until_ms = {DB_NOW_MS} + $1 "
-                    "WHERE id = 1 AND epoch = $2 AND holder = $3 RETURNING epoch",
-                    int(self.lease_timeout_s * 1000),
-                    self.epoch,
-                    self.holder,
-                )
-            except Exception as exc:  # the database is away: commits wait, the lease may run out
-                log.warning("could not renew the lease on %s: %s", self.database, exc)
-                continue
-            if renewed is None:
-                self.failed = rec.CommitFailed(
-                    f"daemon lost {self.database} to another daemon (its lease ran out)"
-                )
-                log.critical("%s; stopping", self.failed)
-                self.lost.set()
-                return
-
     async def close(self) -> None:
         await self.stop_writer()
         if self._lease_task is not None:
             self._lease_task.cancel()
-        if self._pool is not None and self.failed is None:
-            try:  # a clean stop hands the database over at once
-                await self._pool.execute(
-                    "UPDATE owner SET holder = NULL, lease_until_ms = 0 WHERE id = 1 AND epoch = $1",
-                    self.epoch,
-                )
-            except (OSError, asyncpg.PostgresError, TimeoutError):
-                pass
+        await self._leave()
         if self._pool is not None:
             pool, self._pool = self._pool, None
             await pool.close()
@@ -228,8 +168,8 @@ class PostgresStorage(PostgresReads, GroupCommit):
             "schema": self.schema,
             "database_bytes": None,
             "synchronous": "synchronous_commit=on",
-            "epoch": self.epoch,
-            "holder": self.holder,
+            "member": self.holder,
+            "partitions": len(self.owned),
             "lease_timeout_s": self.lease_timeout_s,
         }
 
@@ -260,10 +200,11 @@ class PostgresStorage(PostgresReads, GroupCommit):
                 return landed
         started = time.perf_counter()
         batch_no = self._batch_no + 1
+        fence = self.fence_args(units)
         outcomes: Outcomes = [None] * len(units)
         try:
             async with conn.transaction():
-                await self._fence(conn, batch_no)
+                await self._fence(conn, batch_no, fence)
                 if faults.FAIL_ARMED and faults.fail_due("commit"):
                     raise rec.StorageError("disk I/O error (injected by GRCTL_FAIL_AT)")
                 if _FAULT_FILE is not None and os.path.exists(_FAULT_FILE):
@@ -277,10 +218,12 @@ class PostgresStorage(PostgresReads, GroupCommit):
             # A unit was refused and the transaction is void: redo the batch with one
             # savepoint per unit, so that unit alone is refused.
             async with conn.transaction():
-                await self._fence(conn, batch_no)
+                await self._fence(conn, batch_no, fence)
                 outcomes = [await self._write_unit(conn, ops) for ops in units]
                 refused = [i for i, o in enumerate(outcomes) if o is not None]
-                await conn.execute("UPDATE owner SET last_refused = $1 WHERE id = 1", refused)
+                await conn.execute(
+                    "UPDATE members SET last_refused = $1 WHERE holder = $2", refused, self.holder
+                )
                 if faults.ARMED:
                     faults.hit("before_commit")
                 committing = time.perf_counter()
@@ -293,24 +236,23 @@ class PostgresStorage(PostgresReads, GroupCommit):
             faults.hit("after_commit")
         return outcomes
 
-    async def _fence(self, conn: asyncpg.Connection, batch_no: int) -> None:
-        """Inside the transaction: we still own the database, and this batch is numbered."""
-        status = await conn.execute(
-            "UPDATE owner SET last_batch = $1, last_refused = '{}' WHERE id = 1 AND epoch = $2",
-            batch_no,
-            self.epoch,
-        )
+    async def _fence(
+        self, conn: asyncpg.Connection, batch_no: int, fence: tuple[list[int], list[int]]
+    ) -> None:
+        """Inside the transaction: we still hold what the batch touches; the batch is numbered."""
+        status = await conn.execute(FENCE_SQL, batch_no, self.holder, *fence)
         if status != "UPDATE 1":
-            epoch = await conn.fetchval("SELECT epoch FROM owner WHERE id = 1")
             raise rec.Fenced(
-                f"another daemon opened {self.database} (epoch {epoch}, ours {self.epoch}); "
-                "this one may no longer write it"
+                f"this daemon no longer holds partition(s) {fence[0]} of {self.database} "
+                "(another member took them over after its lease ran out); it may not commit"
             )
 
     async def _landed(self, conn: asyncpg.Connection, count: int) -> Outcomes | None:
         """After a lost connection: the outcomes of the batch if it committed, else None."""
-        row = await conn.fetchrow("SELECT epoch, last_batch, last_refused FROM owner WHERE id = 1")
-        if row is None or row["epoch"] != self.epoch or row["last_batch"] != self._batch_no + 1:
+        row = await conn.fetchrow(
+            "SELECT last_batch, last_refused FROM members WHERE holder = $1", self.holder
+        )
+        if row is None or row["last_batch"] != self._batch_no + 1:
             return None
         log.info("the batch written when the connection broke had committed; not writing it again")
         self._batch_no += 1

@@ -96,21 +96,28 @@ class PostgresReads:
                 loaded[rid].timers[kind] = (due, token)
         return loaded
 
-    async def ready_runs(self, after_run_id: str, limit: int) -> list[tuple[str, str]]:
+    async def ready_runs(
+        self, after_run_id: str, limit: int, partitions: frozenset[int] | None = None
+    ) -> list[tuple[str, str]]:
         rows = await self._fetch(
             "SELECT run_id, workflow_type FROM runs WHERE status = 'running' AND run_id > $1 "
-            "ORDER BY run_id LIMIT $2",
+            "AND ($3::int[] IS NULL OR partition = ANY($3::int[])) ORDER BY run_id LIMIT $2",
             after_run_id,
             limit,
+            None if partitions is None else sorted(partitions),
         )
         return [(r[0], r[1]) for r in rows]
 
-    async def due_timers(self, from_ms: int, to_ms: int) -> list[rec.DueTimer]:
+    async def due_timers(
+        self, from_ms: int, to_ms: int, partitions: frozenset[int] | None = None
+    ) -> list[rec.DueTimer]:
         rows = await self._fetch(
-            "SELECT run_id, kind, due_ms, token FROM timers WHERE due_ms >= $1 AND due_ms < $2 "
-            "ORDER BY due_ms",
+            "SELECT t.run_id, t.kind, t.due_ms, t.token FROM timers t JOIN runs r USING (run_id) "
+            "WHERE t.due_ms >= $1 AND t.due_ms < $2 "
+            "AND ($3::int[] IS NULL OR r.partition = ANY($3::int[])) ORDER BY t.due_ms",
             from_ms,
             to_ms,
+            None if partitions is None else sorted(partitions),
         )
         return [rec.DueTimer(*r) for r in rows]
 

@@ -16,14 +16,38 @@ import asyncpg
 
 from grctl import codec
 from grctl_daemon.storage import base as rec
+from grctl_daemon.storage.base import PARTITIONS
 
-SCHEMA_VERSION = 2
+SCHEMA_VERSION = 3
 # version → the statements that bring a database at version-1 to it; append, never edit.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Ownership under a lease: a standby daemon takes the database over when it expires.
     2: (
         "ALTER TABLE owner ADD COLUMN holder text",
         "ALTER TABLE owner ADD COLUMN lease_until_ms bigint NOT NULL DEFAULT 0",
+    ),
+    # Several active daemons (postgres_cluster.py): members under leases, partitions of runs
+    # held by one member at a time. The single owner row goes; its runs land in partition 0.
+    3: (
+        "ALTER TABLE runs ADD COLUMN partition integer NOT NULL DEFAULT 0",
+        "CREATE INDEX runs_ready ON runs (partition, run_id) WHERE status = 'running'",
+        """CREATE TABLE members (
+            holder         text PRIMARY KEY,
+            host           text NOT NULL,
+            socket         text,
+            address        text,
+            joined_ms      bigint NOT NULL,
+            lease_until_ms bigint NOT NULL,
+            last_batch     bigint NOT NULL DEFAULT 0,
+            last_refused   integer[] NOT NULL DEFAULT '{}',
+            info           bytea)""",
+        """CREATE TABLE partitions (
+            id       integer PRIMARY KEY,
+            holder   text,
+            epoch    bigint NOT NULL DEFAULT 0,
+            since_ms bigint NOT NULL DEFAULT 0)""",
+        f"INSERT INTO partitions (id) SELECT generate_series(0, {PARTITIONS - 1})",
+        "DROP TABLE owner",
     ),
 }
 # Lease times are the database's clock, the one clock every daemon shares.

@@ -1,4 +1,4 @@
--- grctl schema, version 3. Forward migrations live in sqlite.py (MIGRATIONS) - never edit a
+-- grctl schema, version 5. Forward migrations live in sqlite.py (MIGRATIONS) - never edit a
 -- released version in place.
 CREATE TABLE IF NOT EXISTS schema_version (
     version     INTEGER NOT NULL
@@ -36,7 +36,8 @@ CREATE TABLE IF NOT EXISTS runs (
     history_seq        INTEGER NOT NULL DEFAULT 0,
     inbox_seq          INTEGER NOT NULL DEFAULT 0,
     worker_losses      INTEGER NOT NULL DEFAULT 0,
-    version            INTEGER NOT NULL DEFAULT 0
+    version            INTEGER NOT NULL DEFAULT 0,
+    partition          INTEGER NOT NULL DEFAULT 0
 );
 
 -- The ownership epoch: bumped by each daemon that opens the database, checked by every commit.

@@ -38,6 +38,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import socket
 import sqlite3
 import time
 from pathlib import Path
@@ -89,6 +90,21 @@ class SqliteStorage(SqliteReads, GroupCommit):
         self._wconn: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
         self._load_lock = asyncio.Lock()
+        # One daemon owns a SQLite database, so every partition: there is no cluster.
+        self.owned = frozenset(range(rec.PARTITIONS))
+        self.holder = f"{socket.gethostname()}:{os.getpid()}"
+
+    def on_ownership(self, gained: Any, releasing: Any) -> None:
+        return None  # ownership never changes
+
+    def members(self) -> list[rec.Member]:
+        return []
+
+    def owner_of(self, partition: int) -> rec.Member | None:
+        return None
+
+    async def refresh(self) -> None:
+        return None
 
     # -- lifecycle ------------------------------------------------------------------------------
 

@@ -80,7 +80,10 @@ class SqliteReads:
             await self._reader.execute("COMMIT")
         return loaded
 
-    async def ready_runs(self, after_run_id: str, limit: int) -> list[tuple[str, str]]:
+    async def ready_runs(
+        self, after_run_id: str, limit: int, partitions: frozenset[int] | None = None
+    ) -> list[tuple[str, str]]:
+        # A SQLite database has one daemon, which owns every partition: ``partitions`` is moot.
         return [
             (run_id, wtype)
             for run_id, wtype in await self._fetch(
@@ -90,7 +93,9 @@ class SqliteReads:
             )
         ]
 
-    async def due_timers(self, from_ms: int, to_ms: int) -> list[rec.DueTimer]:
+    async def due_timers(
+        self, from_ms: int, to_ms: int, partitions: frozenset[int] | None = None
+    ) -> list[rec.DueTimer]:
         return [
             rec.DueTimer(*row)
             for row in await self._fetch(

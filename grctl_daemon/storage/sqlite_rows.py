@@ -15,7 +15,7 @@ from typing import Any
 from grctl import codec
 from grctl_daemon.storage import base as rec
 
-SCHEMA_VERSION = 4
+SCHEMA_VERSION = 5
 # version → the statements that bring a database at version-1 to it. schema.sql always holds the
 # latest schema for a new database; append here, never edit a released step.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -33,6 +33,8 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         "CREATE INDEX runs_by_status ON runs (status, created_ms)",
         "CREATE INDEX runs_by_type ON runs (workflow_type, created_ms)",
     ),
+    # The run's partition (a cluster's unit of ownership; one SQLite daemon owns them all).
+    5: ("ALTER TABLE runs ADD COLUMN partition INTEGER NOT NULL DEFAULT 0",),
 }
 
 _RUN_COLUMNS = (
@@ -62,6 +64,7 @@ _RUN_COLUMNS = (
     "inbox_seq",
     "worker_losses",
     "version",
+    "partition",
 )
 _INSERT_RUN = (
     f"INSERT INTO runs ({', '.join(_RUN_COLUMNS)}) VALUES ({', '.join('?' * len(_RUN_COLUMNS))})"

@@ -35,15 +35,15 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_runs(daemon, worke
         conn.execute("DROP INDEX runs_by_status")
         conn.execute("CREATE INDEX runs_by_status ON runs (status)")
         conn.execute("DROP TABLE owner")
-        for column in ("completion_event", "worker_losses", "version"):
+        for column in ("completion_event", "worker_losses", "version", "partition"):
             conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         conn.execute("DELETE FROM schema_version")
         conn.execute("INSERT INTO schema_version (version) VALUES (1)")
     assert not {"completion_event", "version"} & set(_columns(daemon.db))
 
     daemon.start()
-    assert _version(daemon.db) == SCHEMA_VERSION == 4
-    assert {"completion_event", "worker_losses", "version"} <= set(_columns(daemon.db))
+    assert _version(daemon.db) == SCHEMA_VERSION == 5
+    assert {"completion_event", "worker_losses", "version", "partition"} <= set(_columns(daemon.db))
     info = daemon.call(lambda c: c.get_workflow_handle("old-run").describe())
     assert info.store == {"order_id": "1"}
     daemon.call(lambda c: c.get_workflow_handle("old-run").send("approve"))

@@ -365,7 +365,7 @@ HAND_PICKED: dict[str, tuple[bytes, bool, str | None]] = {
     "hello version as bool": (pack({**HELLO, "protocol_version": True}), False, "wrong type"),
     "hello without a version": (pack({"kind": "hello", "role": "client"}), False, "bad fields"),
     "hello role nil": (pack({**HELLO, "role": None}), False, "wrong type"),
-    "hello role daemon": (pack({**HELLO, "role": "daemon"}), False, "unknown role"),
+    "hello role admin": (pack({**HELLO, "role": "admin"}), False, "unknown role"),
     "hello name a dict": (pack({**HELLO, "name": {"a": 1}}), False, "wrong type"),
 }
 for _cls in p.MESSAGES.values():
