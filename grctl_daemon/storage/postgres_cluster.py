@@ -20,6 +20,10 @@ Each tick (``_tick``) a member renews its row, then:
   partitions (``FOR UPDATE SKIP LOCKED``); a member over it, while another is under and none is
   free, hands its extra partitions back, after the runtime let go of them (``releasing``).
 
+After the database was away (a restart, a failover) every lease may have run out meanwhile:
+a member takes nobody over for one lease period after it reaches the database again, so the
+others have renewed before anyone counts them dead.
+
 A member that finds its own row gone was taken over: it has lost its partitions, and stops
 (``lost``). Membership changes are not announced (no LISTEN/NOTIFY): a tick every third of a
 lease is soon enough for takeover and rebalancing, and costs two or three statements.
@@ -30,6 +34,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import socket
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
@@ -71,6 +76,7 @@ class Cluster:
         self._gained: Ownership = _ignore
         self._releasing: Ownership = _ignore
         self._tick_lock = asyncio.Lock()
+        self._no_takeover_until = 0.0  # monotonic: after an outage, let the others renew first
 
     def on_ownership(self, gained: Ownership, releasing: Ownership) -> None:
         self._gained, self._releasing = gained, releasing
@@ -142,6 +148,7 @@ class Cluster:
                 raise
             except Exception as exc:  # the database is away: commits wait, the lease may run out
                 log.warning("could not renew the lease on %s: %s", self.database, exc)
+                self._no_takeover_until = time.monotonic() + 2 * self.lease_timeout_s
 
     async def refresh(self) -> None:
         """Read the cluster again now (a forwarded request found the owner moved)."""
@@ -174,6 +181,8 @@ class Cluster:
 
     async def _take_over(self, conn: asyncpg.Connection) -> None:
         """Free the partitions of members whose lease ran out (see the top)."""
+        if time.monotonic() < self._no_takeover_until:
+            return
         try:
             async with conn.transaction():
                 await conn.execute(f"SET LOCAL lock_timeout = '{TAKEOVER_LOCK_TIMEOUT}'")

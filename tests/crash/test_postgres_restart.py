@@ -1,10 +1,12 @@
-"""PostgreSQL restarted under load: the daemon waits, reconnects, and loses and repeats nothing.
+"""PostgreSQL restarted under load: the daemons wait, reconnect, and lose and repeat nothing.
 
 Runs of ``FpCounter`` (a task per step whose side effect is a ledger line) are in flight when
 the PostgreSQL server is restarted for real (``pg_ctlcluster … restart``). While it is down the
 daemon refuses new work with ``storage_unavailable`` and keeps its commits waiting; once it is
 back, the same daemon process reconnects (the batch cut by the restart is found landed or
-written again, never twice) and every run completes with each task run exactly once.
+written again, never twice) and every run completes with each task run exactly once. Two
+daemons share the database (a cluster, each with a worker): both come back as they were, each
+still holding its partitions (nobody counts the other dead for the outage).
 """
 
 from __future__ import annotations
@@ -19,7 +21,7 @@ from pathlib import Path
 import pytest
 
 from grctl.client import Client
-from tests.conftest import wait_until
+from tests.conftest import GRCTL, TESTS, Daemon, wait_until
 from tests.crash.support import entries, result
 
 RUNS = 100
@@ -43,17 +45,25 @@ def _restart(cluster: tuple[str, str]) -> None:
 
 
 @pytest.mark.parametrize("backend", ["postgres"], indirect=True)
-def test_a_postgres_restart_under_load_loses_and_repeats_nothing(daemon, workers, ledger):
+def test_a_postgres_restart_under_load_loses_and_repeats_nothing(daemon, other, workers, ledger):
     cluster = _cluster()
     if cluster is None:
         pytest.skip("restarting PostgreSQL needs root and pg_ctlcluster on this machine")
-    pid = daemon.pid
+    other.start()
+    wait_until(
+        lambda: [(bool(h), n) for h, n in _holders(daemon)] == [(True, 32), (True, 32)],
+        30,
+        message="balanced",
+    )
+    holders = _holders(daemon)
+    pids = (daemon.pid, other.pid)
     ids = [f"pgr-{n}" for n in range(RUNS)]
 
     async def start_all(c: Client) -> None:
         await asyncio.gather(*(c.start_workflow("FpCounter", w, {"steps": STEPS}) for w in ids))
 
     workers("flows.fp_counter", env={"LEDGER": str(ledger)})
+    _worker_on(other, ledger)
     daemon.call(start_all)
     wait_until(
         lambda: sum(1 for op, _, _ in entries(ledger) if op == "tick") >= RUNS,
@@ -70,9 +80,36 @@ def test_a_postgres_restart_under_load_loses_and_repeats_nothing(daemon, workers
     except Exception:
         print(daemon.log.read_text()[-4000:], (daemon.home / "daemon.out").read_text()[-4000:])
         raise
-    assert daemon.proc.poll() is None and daemon.pid == pid  # the same process, reconnected
+    # The same processes, reconnected, each with the partitions it had.
+    assert (daemon.pid, other.pid) == pids
+    assert daemon.proc.poll() is None and other.proc.poll() is None
+    assert _holders(daemon) == holders
     ticks = Counter((v[0], int(v[1])) for op, _, v in entries(ledger) if op == "tick")
     assert ticks == Counter({(w, n): 1 for w in ids for n in range(1, STEPS + 1)}), ticks
     log = daemon.log.read_text()
     assert "writable again" in log, log[-3000:]
     assert "Traceback" not in log, log[-3000:]
+
+
+def _holders(d: Daemon) -> list[tuple[str, int]]:
+    """(member, partitions held), the partitions between two holders counted as ``None``."""
+    return sorted(
+        d.rows("SELECT coalesce(holder, ''), count(*) FROM partitions GROUP BY 1"),
+        key=lambda r: r[0],
+    )
+
+
+def _worker_on(d: Daemon, ledger: Path) -> None:
+    out = open(d.home / "worker.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [GRCTL, "worker", "flows.fp_counter", "--home", str(d.home)],
+        cwd=TESTS,
+        env=d.env({"LEDGER": str(ledger)}),
+        stdout=out,
+        stderr=out,
+        stdin=subprocess.DEVNULL,
+    )
+    out.close()
+    d.started.append(proc)
+    wait_until(lambda: proc.poll() is not None or d.status()["workers"], 15)
+    assert proc.poll() is None
