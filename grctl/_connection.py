@@ -20,7 +20,7 @@ from grctl import _faults as faults
 from grctl import codec
 from grctl import protocol as p
 from grctl.errors import DaemonUnavailableError, GrctlError, ProtocolError, error_from_wire
-from grctl.home import Address, client_token, daemon_address, tls_ca
+from grctl.home import Address, client_token, daemon_address, member_host, parse_address, tls_ca
 from grctl.home import socket_path as resolve_socket
 
 PushHandler = Callable[[p.Message], Awaitable[None] | None]
@@ -75,6 +75,31 @@ class Endpoint:
             tls=client_tls(ca) if ca else None,
         )
 
+    def for_member(self, info: dict[str, Any]) -> Endpoint | None:
+        """How a worker given this endpoint reaches another cluster member; None if it cannot.
+
+        ``info`` is a member as ``Welcome.members`` lists it. A worker that came over TCP may
+        run on another host, so it takes the member's TCP address when there is one; else the
+        member's Unix socket if the member runs on this host (``home.member_host``); else its
+        TCP address. Over TCP it presents this endpoint's token and TLS (the members of a
+        cluster share them), or, when this endpoint is a socket, those of the environment
+        (``GRCTL_TOKEN``, ``GRCTL_TOKEN_FILE``, ``GRCTL_TLS_CA``). ValueError when the member's
+        address is not HOST:PORT.
+        """
+        address = info.get("address")
+        on_this_host = bool(info.get("socket")) and info.get("host") == member_host()
+        if on_this_host and not (address and self.address is not None):
+            return Endpoint(socket_path=Path(info["socket"]))
+        if not address:
+            return None
+        where = f"the address of cluster member {info.get('name')!r}"
+        token, tls = self.token, self.tls
+        if self.address is None:  # we came by socket: the environment says how to dial TCP
+            token = client_token()
+            ca = tls_ca()
+            tls = client_tls(ca) if ca else None
+        return Endpoint(address=parse_address(str(address), where), token=token, tls=tls)
+
 
 def client_tls(ca: Path) -> ssl.SSLContext:
     """TLS that trusts only ``ca`` and checks the daemon's certificate names the host dialled."""
@@ -111,6 +136,10 @@ class Connection:
         self.open_values = True
         self.heartbeat_timeout_s = 10.0
         self.socket_path: Path | None = None
+        # What the Welcome said of the cluster: this daemon's member name and the other live
+        # members (see ``p.Welcome``); both None for a lone daemon.
+        self.member: str | None = None
+        self.members: list[Any] | None = None
 
     @classmethod
     async def open(
@@ -163,6 +192,8 @@ class Connection:
             raise ProtocolError("the daemon did not answer the hello")
         conn.connection_id = first.connection_id
         conn.heartbeat_timeout_s = first.heartbeat_timeout_ms / 1000
+        conn.member = first.member
+        conn.members = first.members
         conn._read_task = asyncio.create_task(conn._read_loop(), name="grctl-connection-reader")
         return conn
 

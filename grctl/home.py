@@ -7,6 +7,7 @@ GRCTL_TOKEN_FILE) and GRCTL_TLS_CA for a daemon reached over TCP.
 from __future__ import annotations
 
 import os
+import socket
 import stat
 from pathlib import Path
 from typing import NamedTuple
@@ -145,3 +146,10 @@ def tls_ca(ca: str | os.PathLike[str] | None = None) -> Path | None:
     """
     value = ca or os.environ.get("GRCTL_TLS_CA")
     return Path(value).expanduser().absolute() if value else None
+
+
+def member_host() -> str:
+    """The host name daemons of a cluster and workers compare to tell a member on this host
+    (reached by its Unix socket) from one elsewhere (by TCP): ``GRCTL_MEMBER_HOST``, else the
+    system's. Set it where several machines or containers share one host name."""
+    return os.environ.get("GRCTL_MEMBER_HOST") or socket.gethostname()

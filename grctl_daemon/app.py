@@ -11,7 +11,7 @@ import socket
 import sys
 from typing import IO
 
-from grctl.home import Address, ensure_private
+from grctl.home import Address, ensure_private, member_host
 from grctl.loop import run as run_loop
 from grctl_daemon.config import DaemonConfig
 from grctl_daemon.listen import ListenError, server_tls
@@ -66,7 +66,7 @@ def member_info(config: DaemonConfig) -> dict[str, str | None]:
         if host in ("", "0.0.0.0", "::"):  # every interface: the others dial our name
             host = socket.gethostname()
         address = str(Address(host, config.listen.port))
-    return {"host": socket.gethostname(), "socket": str(config.socket_path), "address": address}
+    return {"host": member_host(), "socket": str(config.socket_path), "address": address}
 
 
 async def serve(config: DaemonConfig) -> int:

@@ -22,7 +22,6 @@ import asyncio
 import dataclasses
 import logging
 import os
-import socket
 import ssl
 import time
 from collections.abc import Awaitable, Callable
@@ -32,7 +31,7 @@ from typing import Any
 from grctl import protocol as p
 from grctl._connection import Connection, Endpoint, client_tls
 from grctl.errors import DaemonUnavailableError, NotOwnerError, StorageUnavailableError
-from grctl.home import parse_address
+from grctl.home import member_host, parse_address
 from grctl_daemon.config import DaemonConfig
 from grctl_daemon.storage import base as rec
 
@@ -52,7 +51,7 @@ class Forwarder:
         self.storage = storage
         self._conns: dict[str, Connection] = {}
         self._opening: dict[str, asyncio.Lock] = {}
-        self._host = socket.gethostname()
+        self._host = member_host()
         self._tls: ssl.SSLContext | None = None
         ca = os.environ.get("GRCTL_TLS_CA") or config.tls_cert
         if ca:

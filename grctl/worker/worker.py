@@ -1,7 +1,9 @@
 """The worker loop: register workflow types, take step dispatches, run them, report.
 
-A worker holds one connection to the daemon. It survives a daemon restart by reconnecting and
-registering again; the daemon re-dispatches whatever was in flight, and replay makes that safe.
+A worker holds one connection to the daemon it is given, and, when that daemon is a member of
+a cluster (several daemons on one database), one to each other member (see ``_session``). It
+survives a daemon restart by reconnecting and registering again; the daemon re-dispatches
+whatever was in flight, and replay makes that safe.
 """
 
 from __future__ import annotations
@@ -13,21 +15,13 @@ import socket
 import traceback
 from typing import Any
 
-from grctl import _faults as faults
 from grctl import protocol as p
 from grctl._connection import Connection, Endpoint
-from grctl.errors import (
-    DaemonUnavailableError,
-    GrctlError,
-    NonDeterminismError,
-    ProtocolError,
-    StaleDispatchError,
-    StoreValueError,
-    WorkflowDefinitionError,
-)
+from grctl.errors import GrctlError, NonDeterminismError, StoreValueError, WorkflowDefinitionError
 from grctl.models.directive import Directive
 from grctl.signature import split_args
 from grctl.worker._replay import StepRun, current_step
+from grctl.worker._session import Session
 from grctl.worker.context import Context, RunInfo
 from grctl.workflow import Workflow
 
@@ -35,24 +29,22 @@ log = logging.getLogger("grctl.worker")
 
 DEFAULT_CONCURRENCY = 100
 DEFAULT_SHUTDOWN_GRACE_S = 10.0
-HEARTBEAT_INTERVAL_S = 2.0
-RECONNECT_DELAY_S = 0.2
-RECONNECT_MAX_DELAY_S = 2.0
 
 # Errors a retry cannot mend: the run fails at once whatever the step's retry policy says.
 NON_RETRYABLE = (NonDeterminismError, WorkflowDefinitionError, StoreValueError)
 
 
 class _Env:
-    """The StepEnv of one dispatch: every durable call carries its fencing token."""
+    """The StepEnv of one dispatch: every durable call carries its fencing token, and goes back
+    on the connection the dispatch came on (the daemon that issued the token)."""
 
-    def __init__(self, worker: Worker, dispatch: p.DispatchStep) -> None:
-        self._worker = worker
+    def __init__(self, conn: Connection, dispatch: p.DispatchStep) -> None:
+        self._conn = conn
         self._dispatch = dispatch
 
     async def record(self, rec: dict[str, Any]) -> None:
         did = self._dispatch.dispatch_id
-        await self._worker._request(lambda r: p.RecordOutcome(r, did, p.wrap_value(rec)))
+        await self._conn.request(lambda r: p.RecordOutcome(r, did, p.wrap_value(rec)))
 
     async def start_child(
         self,
@@ -63,7 +55,7 @@ class _Env:
         completion_event: str | None,
     ) -> dict[str, Any]:
         did = self._dispatch.dispatch_id
-        return await self._worker._request(
+        return await self._conn.request(
             lambda r: p.StartChild(
                 r,
                 did,
@@ -77,21 +69,26 @@ class _Env:
 
     async def send_to_parent(self, rec: dict[str, Any], event_name: str, payload: Any) -> None:
         did = self._dispatch.dispatch_id
-        await self._worker._request(
+        await self._conn.request(
             lambda r: p.SendToParent(r, did, p.wrap_value(rec), event_name, p.wrap_value(payload))
         )
 
     async def wait_result(self, workflow_id: str, run_id: str | None) -> dict[str, Any]:
-        return await self._worker._request(lambda r: p.GetResult(r, workflow_id, run_id, True))
+        return await self._conn.request(lambda r: p.GetResult(r, workflow_id, run_id, True))
 
 
 class Worker:
     """Runs the steps of the given workflows for the daemon.
 
-    ``concurrency`` bounds the steps in flight in this process (default 100). The daemon is
-    reached as ``Client.connect`` reaches it: on ``socket_path`` (or ``home``'s socket), or over
-    TCP at ``address`` with a token and maybe TLS; unset, from GRCTL_SOCKET / GRCTL_HOME,
-    GRCTL_ADDRESS, GRCTL_TOKEN and GRCTL_TLS_CA.
+    The daemon is reached as ``Client.connect`` reaches it: on ``socket_path`` (or ``home``'s
+    socket), or over TCP at ``address`` with a token and maybe TLS; unset, from GRCTL_SOCKET /
+    GRCTL_HOME, GRCTL_ADDRESS, GRCTL_TOKEN and GRCTL_TLS_CA. When that daemon is a member of a
+    cluster, the worker also registers with every other member it lists (each dispatches only
+    the runs it owns), on its Unix socket or TCP address (``Endpoint.for_member``).
+
+    ``concurrency`` bounds the steps in flight (default 100) that each daemon gives this worker:
+    it is registered as is with every member, and each paces itself by it. So in a cluster of N
+    members the process may run up to N × ``concurrency`` steps at once.
     """
 
     def __init__(
@@ -131,104 +128,127 @@ class Worker:
         self.concurrency = concurrency
         self.shutdown_grace_s = shutdown_grace_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
-        self._conn: Connection | None = None
-        self._running: dict[str, asyncio.Task[None]] = {}
         self._stopping = asyncio.Event()
         self._tasks: set[asyncio.Task[Any]] = set()
-        self.registered = asyncio.Event()
+        self.registered = asyncio.Event()  # set while the seed session is registered
+        self._seed = Session(self, self.endpoint)
+        self._sessions: dict[str, Session] = {}  # the other members', by member name
+        self._session_tasks: set[asyncio.Task[None]] = set()
+        self._listed: set[str] = set()  # the members the latest list names, its sender included
+        self._unreachable: set[str] = set()  # members already warned of
 
     @property
     def workflows(self) -> dict[str, Workflow]:
         return dict(self._workflows)
 
-    async def run(self) -> None:
-        """Serve until ``stop()``; reconnects when the daemon restarts."""
-        delay = RECONNECT_DELAY_S
-        first = True
-        while not self._stopping.is_set():
-            try:
-                await self._serve_once()
-                delay = RECONNECT_DELAY_S
-            except DaemonUnavailableError:
-                if first:
-                    raise
-            first = False
-            if self._stopping.is_set():
-                break
-            log.warning("lost the daemon; reconnecting")
-            try:
-                await asyncio.wait_for(self._stopping.wait(), delay)
-            except TimeoutError:
-                pass
-            delay = min(delay * 2, RECONNECT_MAX_DELAY_S)
+    @property
+    def members_connected(self) -> set[str]:
+        """The cluster members this worker is registered with now (the seed's included); empty
+        for a lone daemon."""
+        sessions = [self._seed, *self._sessions.values()]
+        return {s.member for s in sessions if s.registered and s.member is not None}
 
-    async def _serve_once(self) -> None:
-        conn = await Connection.open(self.endpoint, "worker", self.name, on_push=self._on_push)
-        self._conn = conn
+    async def run(self) -> None:
+        """Serve until ``stop()``; reconnects when the daemon restarts.
+
+        Raises DaemonUnavailableError when the daemon does not answer at first. The sessions
+        with the other members of its cluster end when this returns.
+        """
         try:
-            await conn.request(
-                lambda r: p.RegisterWorker(
-                    r, [wf.definition() for wf in self._workflows.values()], self.concurrency
-                )
-            )
-            self.registered.set()
-            log.info("worker %s registered %s", self.name, ", ".join(self._workflows))
-            heartbeat = asyncio.create_task(self._heartbeat(conn))
-            stop = asyncio.create_task(self._stopping.wait())
-            closed = asyncio.create_task(conn.wait_closed())
-            await asyncio.wait({stop, closed}, return_when=asyncio.FIRST_COMPLETED)
-            if stop.done() and not conn.closed and self._running:
-                # Graceful stop: let the steps in flight finish and report (heart still
-                # beating); whatever is left after the grace period is dispatched again.
-                log.info(
-                    "stopping: waiting up to %gs for %d running step(s)",
-                    self.shutdown_grace_s,
-                    len(self._running),
-                )
-                drained = asyncio.ensure_future(asyncio.wait(list(self._running.values())))
-                await asyncio.wait(
-                    {drained, closed},
-                    timeout=self.shutdown_grace_s,
-                    return_when=asyncio.FIRST_COMPLETED,
-                )
-                drained.cancel()
-            for t in (heartbeat, stop, closed):
-                t.cancel()
+            await self._seed.serve()
         finally:
-            self.registered.clear()
-            for t in list(self._running.values()):
-                t.cancel()
-            self._running.clear()
-            await conn.close()
-            self._conn = None
+            await self._end_sessions()
 
     async def stop(self) -> None:
         """Stop taking steps, let running ones finish (``shutdown_grace_s``), then disconnect.
 
-        A step still running after the grace period is stopped; the daemon dispatches it again
-        at once, and replay makes that safe. A second ``stop()`` skips the rest of the wait.
+        This holds for every member served. A step still running after the grace period is
+        stopped; its daemon dispatches it again at once, and replay makes that safe. A second
+        ``stop()`` skips the rest of the wait.
         """
         if self._stopping.is_set():
             self.shutdown_grace_s = 0
-            for t in list(self._running.values()):
-                t.cancel()
+            for session in [self._seed, *self._sessions.values()]:
+                session.cancel_steps()
         self._stopping.set()
 
-    async def _heartbeat(self, conn: Connection) -> None:
-        # Beat well inside the daemon's timeout, whatever it is configured to.
-        interval = min(HEARTBEAT_INTERVAL_S, conn.heartbeat_timeout_s / 4)
-        while not conn.closed:
-            await asyncio.sleep(interval)
-            try:
-                await conn.send(p.Heartbeat())
-            except GrctlError:
-                return
+    def _members_changed(self, sender: str | None, members: list[Any]) -> None:
+        """A Welcome or a Members push named the other live members: serve each of them.
 
-    async def _request(self, build: Any) -> Any:
-        conn = self._conn
-        if conn is None:
-            raise DaemonUnavailableError("the worker is not connected to the daemon")
-        return await conn.request(build)
+        The latest list wins, with its ``sender`` (a member does not list itself). Every listed
+        member but the seed's own gets a session; a session whose member is no longer listed
+        ends.
+        """
+        if self._stopping.is_set():
+            return
+        infos = {m["name"]: m for m in members if isinstance(m, dict) and m.get("name")}
+        self._listed = set(infos) | ({sender} if sender else set())
+        for name in list(self._sessions):
+            if not self._serves(name):
+                self._sessions.pop(name).retire()
+        for name, info in infos.items():
+            if self._serves(name):
+                self._serve_member(name, info)
+
+    def _serves(self, name: str) -> bool:
+        return name in self._listed and name != self._seed.member
+
+    def _serve_member(self, name: str, info: dict[str, Any]) -> None:
+        """Start the member's session, or point the one it has at where it is listed now."""
+        endpoint = self._member_endpoint(name, info)
+        if endpoint is None:
+            return
+        session = self._sessions.get(name)
+        if session is not None:
+            session.endpoint = endpoint  # taken at its next reconnect
+            return
+        session = self._sessions[name] = Session(self, endpoint, name)
+        task = asyncio.create_task(session.serve(), name=f"grctl-member-{name}")
+        self._session_tasks.add(task)
+        task.add_done_callback(lambda t: self._session_ended(name, session, t))
+
+    def _member_endpoint(self, name: str, info: dict[str, Any]) -> Endpoint | None:
+        """Where this worker reaches the member; None (said once) when it cannot."""
+        try:
+            endpoint = self.endpoint.for_member(info)
+        except ValueError as exc:
+            endpoint, why = None, str(exc)
+        else:
+            why = (
+                f"it listens on no TCP address and its socket is not on this host (it is on "
+                f"{info.get('host')!r}); start that daemon with --listen HOST:PORT"
+            )
+        if endpoint is None and name not in self._unreachable:
+            self._unreachable.add(name)
+            log.warning("worker %s cannot reach cluster member %s: %s", self.name, name, why)
+        return endpoint
+
+    def _session_ended(self, name: str, session: Session, task: asyncio.Task[None]) -> None:
+        """Forget a finished member session; the next list that names its member starts anew."""
+        self._session_tasks.discard(task)
+        if self._sessions.get(name) is session:
+            del self._sessions[name]
+        exc = None if task.cancelled() else task.exception()
+        if exc is not None:
+            log.error(
+                "worker %s stopped serving member %s: %s",
+                self.name,
+                name,
+                exc,
+                exc_info=None if isinstance(exc, GrctlError) else exc,
+            )
+
+    async def _end_sessions(self) -> None:
+        """Let the member sessions drain (a graceful stop), then stop whatever is left."""
+        tasks = set(self._session_tasks)
+        if tasks and self._stopping.is_set():
+            await asyncio.wait(tasks, timeout=self.shutdown_grace_s)
+        for t in tasks:
+            t.cancel()
+        await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _definitions(self) -> list[dict[str, Any]]:
+        return [wf.definition() for wf in self._workflows.values()]
 
     def _spawn(self, coro: Any) -> asyncio.Task[Any]:
         t = asyncio.create_task(coro)
@@ -236,49 +256,8 @@ class Worker:
         t.add_done_callback(self._tasks.discard)
         return t
 
-    def _on_push(self, msg: p.Message) -> None:
-        if isinstance(msg, p.DispatchStep):
-            if self._stopping.is_set():
-                return  # not started: it goes to another worker when this one disconnects
-            self._running[msg.dispatch_id] = self._spawn(self._execute(msg))
-        elif isinstance(msg, p.CancelStep):
-            t = self._running.pop(msg.dispatch_id, None)
-            if t is not None:
-                log.info("step dispatch %s stopped by the daemon: %s", msg.dispatch_id, msg.reason)
-                t.cancel()
-        elif isinstance(msg, p.RunQuery):
-            self._spawn(self._query(msg))
-
-    async def _execute(self, d: p.DispatchStep) -> None:
-        try:
-            outcome = await self._run_step(d)
-        except asyncio.CancelledError:
-            return
-        finally:
-            self._running.pop(d.dispatch_id, None)
-        if faults.ARMED:
-            faults.hit("step_done")
-        try:
-            await self._request(lambda r: p.CompleteStep(r, d.dispatch_id, **outcome))
-        except StaleDispatchError as exc:
-            log.warning("result of %s refused: %s", d.step_name, exc)
-        except ProtocolError as exc:
-            # The outcome (store writes and result together) did not fit in one frame, so
-            # nothing was sent: fail the step saying why rather than let it time out.
-            error = {
-                "type": "StoreValueError",
-                "message": f"workflow {d.workflow_type!r}, step {d.step_name!r}: {exc}; keep "
-                "store values and results small",
-                "non_retryable": True,
-            }
-            try:
-                await self._request(lambda r: p.CompleteStep(r, d.dispatch_id, error=error))
-            except GrctlError as again:
-                log.warning("could not report step %s: %s", d.step_name, again)
-        except GrctlError as exc:
-            log.warning("could not report step %s: %s", d.step_name, exc)
-
-    async def _run_step(self, d: p.DispatchStep) -> dict[str, Any]:
+    async def _run_step(self, d: p.DispatchStep, conn: Connection) -> dict[str, Any]:
+        """Run one dispatched step; its outcome as CompleteStep's fields (the error it raised)."""
         wf = self._workflows.get(d.workflow_type)
         fn = wf.handler(d.handler_kind, d.step_name) if wf else None
         if wf is None or fn is None:
@@ -290,11 +269,12 @@ class Worker:
                     "non_retryable": True,
                 }
             }
-        step = StepRun(d.step_name, d.records, _Env(self, d).record)
+        env = _Env(conn, d)
+        step = StepRun(d.step_name, d.records, env.record)
         run = RunInfo(
             d.run_id, d.workflow_id, d.workflow_type, d.parent_workflow_id, d.parent_run_id
         )
-        ctx = Context(wf, run, d.step_name, d.store, step, _Env(self, d))
+        ctx = Context(wf, run, d.step_name, d.store, step, env)
         token = current_step.set(step)
         try:
             args, kwargs = split_args(d.args) if d.handler_kind in ("start", "event") else ((), {})
@@ -323,7 +303,8 @@ class Worker:
         wire["result"] = p.wrap_value(directive.result)
         return {"directive": wire, "store_writes": ctx.store.pending_writes}
 
-    async def _query(self, q: p.RunQuery) -> None:
+    async def _answer_query(self, q: p.RunQuery, conn: Connection) -> p.QueryAnswer:
+        """Run a query handler on the store the daemon sent; its answer (or the error)."""
         wf = self._workflows.get(q.workflow_type)
         query = wf.queries.get(q.query_name) if wf else None
         answer: p.QueryAnswer
@@ -342,7 +323,7 @@ class Worker:
 
             step = StepRun(q.query_name, [], refuse)
             run = RunInfo(q.run_id, q.workflow_id, q.workflow_type)
-            ctx = Context(wf, run, q.query_name, q.store, step, _Env(self, None))  # type: ignore[arg-type]
+            ctx = Context(wf, run, q.query_name, q.store, step, _Env(conn, None))  # type: ignore[arg-type]
             try:
                 value = await query.fn(ctx)
                 answer = p.QueryAnswer(q.query_id, value=p.wrap_value(value))
@@ -355,8 +336,4 @@ class Worker:
                         "traceback": traceback.format_exc(),
                     },
                 )
-        if self._conn is not None:
-            try:
-                await self._conn.send(answer)
-            except GrctlError:
-                pass
+        return answer

@@ -138,7 +138,10 @@ class Ownership:
                     "partitions": len(m.partitions),
                     "lease_left_ms": m.lease_left_ms,
                     "joined_ms": m.joined_ms,
-                    "workers": m.info.get("workers"),
+                    # Ours as of now; the others' as of their last renewal.
+                    "workers": len(self.dispatcher.workers)
+                    if m.name == self.storage.holder
+                    else m.info.get("workers"),
                     "pid": m.info.get("pid"),
                     "self": m.name == self.storage.holder,
                 }

@@ -2,11 +2,12 @@
 
 from __future__ import annotations
 
+import subprocess
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
-from tests.conftest import Daemon, read_ledger, wait_until
+from tests.conftest import GRCTL, TESTS, Daemon, read_ledger, wait_until
 
 
 def reached(ledger: Path, name: str, timeout: float = 15) -> int:
@@ -47,3 +48,21 @@ def status(daemon: Daemon, workflow_id: str) -> str:
 
 def of_kind(events: list[Any], kind: str) -> list[Any]:
     return [ev for ev in events if ev.kind == kind]
+
+
+def worker_on(d: Daemon, module: str, ledger: Path) -> subprocess.Popen[bytes]:
+    """A ``grctl worker MODULE`` on ``d``'s home (kept in ``d.started``); once it registered."""
+    out = open(d.home / "worker.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [GRCTL, "worker", module, "--home", str(d.home)],
+        cwd=TESTS,
+        env=d.env({"LEDGER": str(ledger)}),
+        stdout=out,
+        stderr=out,
+        stdin=subprocess.DEVNULL,
+    )
+    out.close()
+    d.started.append(proc)
+    wait_until(lambda: proc.poll() is not None or d.status()["workers"], 15)
+    assert proc.poll() is None
+    return proc

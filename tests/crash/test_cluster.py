@@ -7,6 +7,8 @@
   and every run resumes and completes, each task's side effect recorded once.
 - A member is stopped (SIGSTOP) past its lease while its worker keeps finishing steps: its
   partitions move; resumed, it commits nothing (the fence refuses it) and stops by itself.
+- Members on (what they see as) other hosts forward and serve workers over TCP with the token
+  and TLS; garbage, missing or wrong tokens and plain TCP at a member's listener are refused.
 """
 
 from __future__ import annotations
@@ -14,6 +16,7 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import socket as socketlib
 import subprocess
 import time
 from collections import Counter
@@ -22,9 +25,11 @@ from typing import Any
 
 import pytest
 
+from grctl import protocol as p
 from grctl.client import Client
 from tests.conftest import GRCTL, TESTS, Daemon, wait_until
-from tests.crash.support import entries, result
+from tests.crash.support import entries, result, worker_on
+from tests.daemon.test_network import TOKEN, free_port, make_ca
 
 LEASE_S = 2.0
 RUNS = 30
@@ -42,7 +47,10 @@ def _cluster(d: Daemon) -> dict[str, Any]:
 def _shares(d: Daemon) -> list[int]:
     """Partitions per member, as the database shows them (one row per member)."""
     return sorted(
-        n for _, n in d.rows("SELECT holder, count(*) FROM partitions GROUP BY 1 ORDER BY 1")
+        n
+        for _, n in d.rows(
+            "SELECT holder, count(*) FROM partitions WHERE holder IS NOT NULL GROUP BY 1"
+        )
     )
 
 
@@ -101,29 +109,26 @@ def _check_ticks(ledger: Path, ids: list[str]) -> None:
     assert sum(ticks.values()) <= RUNS * STEPS + RUNS
 
 
-def _worker_on(d: Daemon, module: str, ledger: Path) -> subprocess.Popen[bytes]:
-    out = open(d.home / "worker.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [GRCTL, "worker", module, "--home", str(d.home)],
-        cwd=TESTS,
-        env=d.env({"LEDGER": str(ledger)}),
-        stdout=out,
-        stderr=out,
-        stdin=subprocess.DEVNULL,
-    )
-    out.close()
-    d.started.append(proc)
-    wait_until(lambda: proc.poll() is not None or d.status()["workers"], 15)
-    assert proc.poll() is None
-    return proc
+def _under_way(daemon: Daemon, other: Daemon, workers: Any, ledger: Path, prefix: str):
+    """Two members, a worker beside each, RUNS runs started and under way; their ids."""
+    _start_cluster(daemon, other)
+    workers("flows.fp_counter", env={"LEDGER": str(ledger)})
+    worker_on(other, "flows.fp_counter", ledger)
+    ids = _start_runs(daemon, prefix)
+    wait_until(lambda: _ticks(ledger) >= RUNS, 30, message="the runs under way")
+    return ids
 
 
 def test_two_members_share_the_runs_and_either_answers_for_every_run(
     daemon, other, workers, ledger
 ):
     _start_cluster(daemon, other)
-    members = _cluster(other)["members"]
-    assert sorted(m["partitions"] for m in members) == [32, 32]
+
+    def seen() -> list[dict[str, Any]] | None:  # as member two's last renewal saw the cluster
+        members = _cluster(other)["members"]
+        return members if sorted(m["partitions"] for m in members) == [32, 32] else None
+
+    members = wait_until(seen, 3 * LEASE_S, message="the cluster in daemon status")
     assert all(m["lease_left_ms"] > 0 for m in members)
     # One worker, on the first daemon's home: it registers with the second member too.
     workers("flows.fp_counter", env={"LEDGER": str(ledger)})
@@ -150,7 +155,11 @@ def test_two_members_share_the_runs_and_either_answers_for_every_run(
     # daemon status shows the cluster: members, partitions, leases, workers per member.
     cluster = _cluster(daemon)
     assert {m["name"] for m in cluster["members"]} == {_member(daemon), _member(other)}
-    assert all(m["workers"] == 1 for m in cluster["members"])
+    wait_until(  # what the others publish of themselves is as of their last renewal
+        lambda: [m["workers"] for m in _cluster(daemon)["members"]] == [1, 1],
+        3 * LEASE_S,
+        message="one worker on each member",
+    )
 
 
 def test_members_rebalance_when_one_joins_and_when_one_leaves(daemon, other):
@@ -168,11 +177,7 @@ def test_members_rebalance_when_one_joins_and_when_one_leaves(daemon, other):
 
 
 def test_a_killed_member_is_taken_over_and_its_runs_complete(daemon, other, workers, ledger):
-    _start_cluster(daemon, other)
-    workers("flows.fp_counter", env={"LEDGER": str(ledger)})
-    _worker_on(other, "flows.fp_counter", ledger)
-    ids = _start_runs(daemon, "kill")
-    wait_until(lambda: _ticks(ledger) >= RUNS, 30, message="the runs under way")
+    ids = _under_way(daemon, other, workers, ledger, "kill")
 
     daemon.kill9()
     killed = time.monotonic()
@@ -187,11 +192,7 @@ def test_a_killed_member_is_taken_over_and_its_runs_complete(daemon, other, work
 
 
 def test_a_member_stopped_past_its_lease_is_fenced_when_it_resumes(daemon, other, workers, ledger):
-    _start_cluster(daemon, other)
-    workers("flows.fp_counter", env={"LEDGER": str(ledger)})
-    _worker_on(other, "flows.fp_counter", ledger)
-    ids = _start_runs(daemon, "stop")
-    wait_until(lambda: _ticks(ledger) >= RUNS, 30, message="the runs under way")
+    ids = _under_way(daemon, other, workers, ledger, "stop")
     paused = _member(daemon)
 
     os.kill(daemon.pid, signal.SIGSTOP)  # its worker goes on finishing the steps it holds
@@ -214,3 +215,70 @@ def test_a_member_stopped_past_its_lease_is_fenced_when_it_resumes(daemon, other
     assert other.rows("SELECT count(*) FROM history") == batches
     _check_durable(other, ids)
     daemon.allow_tracebacks = True  # it exited by itself; nothing left to stop
+
+
+def test_members_on_other_hosts_talk_tls_with_the_token_and_refuse_bad_peers(
+    daemon, other, ledger, tmp_path
+):
+    """Two members that see each other as remote (GRCTL_MEMBER_HOST differs): requests are
+    forwarded, and a worker of one reaches the other, over TCP with the token and TLS; bad
+    peers at a member's listener are refused and the cluster keeps serving."""
+    make_ca(tmp_path, "ca")
+    token = tmp_path / "token"
+    token.write_text(TOKEN + "\n")
+    token.chmod(0o600)
+    common = {
+        **ENV,
+        "GRCTL_TOKEN_FILE": str(token),
+        "GRCTL_TLS_CERT": str(tmp_path / "ca-server.pem"),
+        "GRCTL_TLS_KEY": str(tmp_path / "ca-server.key"),
+        "GRCTL_TLS_CA": str(tmp_path / "ca.pem"),
+    }
+    addresses = {}
+    for d, host in ((daemon, "host-a"), (other, "host-b")):
+        addresses[host] = f"127.0.0.1:{free_port()}"
+        if d.proc is not None:
+            d.stop()
+        d.start(env={**common, "GRCTL_MEMBER_HOST": host, "GRCTL_LISTEN": addresses[host]})
+    wait_until(lambda: _balanced(daemon, 2), 6 * LEASE_S + 10, message="two members, balanced")
+    assert {m["address"] for m in _cluster(other)["members"]} == set(addresses.values())
+
+    # Bad peers at member A's listener: garbage, no token, a wrong token, plain TCP to TLS.
+    host, port = addresses["host-a"].rsplit(":", 1)
+    for sent in (
+        b"\x00\x00\x00\x05hello",
+        p.encode(p.Hello(p.PROTOCOL_VERSION, "client")),
+        p.encode(p.Hello(p.PROTOCOL_VERSION, "daemon", token="wrong")),
+    ):
+        with socketlib.create_connection((host, int(port)), timeout=10) as s:
+            s.sendall(sent)  # not TLS: the handshake fails, logged, connection closed
+            s.settimeout(10)
+            try:
+                while s.recv(65536):
+                    pass
+            except OSError:
+                pass
+    wait_until(lambda: "TLS handshake with 127.0.0.1" in daemon.log.read_text(), 10)
+
+    # A worker of member B's home (its seed is B's socket): it reaches A over TCP + TLS.
+    env = {"LEDGER": str(ledger), "GRCTL_MEMBER_HOST": "host-b", "GRCTL_TOKEN": TOKEN}
+    env["GRCTL_TLS_CA"] = str(tmp_path / "ca.pem")
+    out = open(other.home / "worker.log", "ab")  # noqa: SIM115
+    proc = subprocess.Popen(
+        [GRCTL, "worker", "flows.fp_counter", "--home", str(other.home)],
+        cwd=TESTS,
+        env=other.env(env),
+        stdout=out,
+        stderr=out,
+        stdin=subprocess.DEVNULL,
+    )
+    out.close()
+    other.started.append(proc)
+    wait_until(lambda: daemon.status()["workers"], 20, message="the worker reaching A by TCP")
+
+    ids = _start_runs(other, "tls")  # A's runs forwarded from B over TLS
+    for wid in ids:
+        assert result(other, wid, timeout=60) == {"count": STEPS}, wid
+    _check_durable(daemon, ids)
+    text = daemon.log.read_text()
+    assert "Traceback" not in text and TOKEN not in text, text[-3000:]

@@ -21,8 +21,8 @@ from pathlib import Path
 import pytest
 
 from grctl.client import Client
-from tests.conftest import GRCTL, TESTS, Daemon, wait_until
-from tests.crash.support import entries, result
+from tests.conftest import Daemon, wait_until
+from tests.crash.support import entries, result, worker_on
 
 RUNS = 100
 STEPS = 40  # 4,000 steps: the restart lands in the middle of them
@@ -63,7 +63,7 @@ def test_a_postgres_restart_under_load_loses_and_repeats_nothing(daemon, other, 
         await asyncio.gather(*(c.start_workflow("FpCounter", w, {"steps": STEPS}) for w in ids))
 
     workers("flows.fp_counter", env={"LEDGER": str(ledger)})
-    _worker_on(other, ledger)
+    worker_on(other, "flows.fp_counter", ledger)
     daemon.call(start_all)
     wait_until(
         lambda: sum(1 for op, _, _ in entries(ledger) if op == "tick") >= RUNS,
@@ -97,19 +97,3 @@ def _holders(d: Daemon) -> list[tuple[str, int]]:
         d.rows("SELECT coalesce(holder, ''), count(*) FROM partitions GROUP BY 1"),
         key=lambda r: r[0],
     )
-
-
-def _worker_on(d: Daemon, ledger: Path) -> None:
-    out = open(d.home / "worker.log", "ab")  # noqa: SIM115
-    proc = subprocess.Popen(
-        [GRCTL, "worker", "flows.fp_counter", "--home", str(d.home)],
-        cwd=TESTS,
-        env=d.env({"LEDGER": str(ledger)}),
-        stdout=out,
-        stderr=out,
-        stdin=subprocess.DEVNULL,
-    )
-    out.close()
-    d.started.append(proc)
-    wait_until(lambda: proc.poll() is not None or d.status()["workers"], 15)
-    assert proc.poll() is None
