@@ -74,12 +74,30 @@ def percentile(values: list[float], q: float) -> float:
     return statistics.quantiles(values, n=100, method="inclusive")[int(q) - 1]
 
 
+def fmt(value: Any) -> str:
+    """A figure for a table cell: thousands separated, fewer decimals the larger it is."""
+    if not isinstance(value, int | float):
+        return "—"
+    if isinstance(value, int):
+        return f"{value:,}"
+    if abs(value) >= 100:
+        return f"{value:,.0f}"
+    if abs(value) >= 10:
+        return f"{value:.1f}"
+    return f"{value:.2f}"
+
+
 class Stack:
     """A daemon and a worker on a fresh temp home; ``with Stack(...) as s:`` tears both down.
 
     With ``db`` a ``postgresql://`` URL the daemon writes there, in a fresh schema
     (``bench_<pid>_<n>``) that is dropped on the way out, and the server processes serving it
     are measured like the daemon and the worker (see ``bench/pg.py``).
+
+    With ``join`` another such Stack, this one's daemon joins that Stack's schema as a second
+    member of a cluster (``bench/cluster.py``), under the same ``application_name``: ``join``
+    makes, measures (every member's backends) and drops the schema. ``daemon_args`` go on the
+    daemon's command line (``--lease-timeout 1``).
     """
 
     def __init__(
@@ -89,6 +107,8 @@ class Stack:
         worker_wrapper: list[str] | None = None,
         daemon_wrapper: list[str] | None = None,
         db: str | None = None,
+        join: Stack | None = None,
+        daemon_args: list[str] | None = None,
     ) -> None:
         self.synchronous = synchronous
         self.pg: pg.PgProbe | None = None
@@ -102,6 +122,10 @@ class Stack:
             self.app_name = f"grctl-{self.schema}"
             self.db_url = pg.with_query(db, schema=self.schema, application_name=self.app_name)
             self.pg = pg.PgProbe(db)
+        elif join is not None:
+            if join.db_url is None:
+                raise ValueError("a cluster member joins a Stack on PostgreSQL")
+            self.db_url = join.db_url
         # CPU seconds last read of each server process that served the daemon: one that went
         # away keeps counting what it spent while we saw it.
         self._pg_seen: dict[str, dict[int, float]] = {"postgres": {}, "postgres_aux": {}}
@@ -113,6 +137,7 @@ class Stack:
         self.worker: subprocess.Popen[bytes] | None = None
         self.worker_wrapper = worker_wrapper or []
         self.daemon_wrapper = daemon_wrapper or []
+        self.daemon_args = daemon_args or []
 
     def env(self) -> dict[str, str]:
         env = {**os.environ, "GRCTL_HOME": str(self.home), "PYTHONPATH": str(ROOT)}
@@ -141,7 +166,7 @@ class Stack:
 
     @property
     def backend(self) -> str:
-        return "postgres" if self.pg is not None else "sqlite"
+        return "postgres" if self.db_url is not None else "sqlite"
 
     def start(self) -> None:
         self.spawn_daemon()
@@ -181,6 +206,7 @@ class Stack:
                 "--synchronous",
                 self.synchronous,
                 *(["--db", self.db_url] if self.db_url else []),
+                *self.daemon_args,
             ],
             env=self.env(),
             cwd=ROOT,

@@ -1,7 +1,8 @@
 """The benchmark suite: grctl's workloads against a real daemon and worker, optionally beside peers.
 
     scripts/bench [--only chain,latency,...] [--peers] [--durability full|normal|both]
-                  [--db postgresql://…] [--profile] [--quick] [--waiting-runs N]
+                  [--db postgresql://… [--daemons 1,2,3]] [--profile] [--quick]
+                  [--chain-runs N] [--waiting-runs N]
                   [--out bench/results/DATE.json]
 
 Prints a table (stdout) and writes a JSON file (plus the table as text, and the profiles with
@@ -19,6 +20,10 @@ selected) run on SQLite and then on PostgreSQL (one daemon, a fresh schema, drop
 the table has a column for each and their ratio; the PostgreSQL column adds the server's CPU per
 step and its transactions per step (``bench/pg.py``). ``--profile`` then profiles the daemon on
 PostgreSQL. ``idle``, ``growth`` and ``waiting`` run on SQLite only.
+
+With ``--daemons 1,2,3`` too, ``chain`` also runs on a cluster of each number of daemons on one
+fresh schema of that database, its runs started round-robin over them, and a second table gives
+each point's figures and a projection to 16 cores (``bench/cluster.py``).
 """
 
 from __future__ import annotations
@@ -40,9 +45,10 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
+from bench import cluster, pg, profiling, waiting, workloads
 from bench import growth as growth_mod
-from bench import pg, profiling, waiting, workloads
-from bench.harness import ROOT, Stack, machine_info
+from bench.harness import ROOT, Stack, fmt, machine_info
+from grctl_daemon.server import MAX_WAITS
 
 BENCH = ROOT / "bench"
 PEERS_VENV = BENCH / ".peers-venv"
@@ -311,18 +317,6 @@ ROWS: list[tuple[str, str, str, str | None, bool]] = [
 BESIDE_POSTGRES_ONLY = frozenset({"transactions_per_step"})
 
 
-def fmt(value: Any) -> str:
-    if not isinstance(value, int | float):
-        return "—"
-    if isinstance(value, int):
-        return f"{value:,}"
-    if abs(value) >= 100:
-        return f"{value:,.0f}"
-    if abs(value) >= 10:
-        return f"{value:.1f}"
-    return f"{value:.2f}"
-
-
 def table_rows(
     results: dict[str, Any], peers: list[str], normal: bool
 ) -> tuple[list[str], list[list[str]]]:
@@ -493,7 +487,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "PostgreSQL database (postgresql://…; a fresh schema each time, dropped after), beside "
         "SQLite",
     )
+    parser.add_argument(
+        "--daemons",
+        metavar="N[,N…]",
+        help="with --db: also run chain on a cluster of each number of daemons sharing one "
+        "schema, runs started round-robin over them (e.g. 1,2,3), and project it to 16 cores",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny sizes (the smoke test)")
+    parser.add_argument(
+        "--chain-runs",
+        type=int,
+        help=f"runs the chain workload starts (default {Sizes.chain_runs:,}; "
+        f"{QUICK.chain_runs:,} with --quick)",
+    )
     parser.add_argument(
         "--waiting-runs",
         type=int,
@@ -509,16 +515,28 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
             f"unknown workload(s) {', '.join(unknown)}; choose among {', '.join(WORKLOADS)}"
         )
     args.only = [w for w in WORKLOADS if w in only]
-    if args.waiting_runs is not None and args.waiting_runs < 1:
-        parser.error("--waiting-runs must be at least 1")
+    for name in ("chain_runs", "waiting_runs"):
+        if getattr(args, name) is not None and getattr(args, name) < 1:
+            parser.error(f"--{name.replace('_', '-')} must be at least 1")
+    if args.chain_runs is not None and args.chain_runs > MAX_WAITS:
+        parser.error(f"--chain-runs: one connection awaits at most {MAX_WAITS:,} results")
     if args.db is not None and not pg.is_postgres(args.db):
         parser.error(f"--db takes a postgresql:// URL (SQLite is always run), not {args.db!r}")
+    if args.daemons is not None:
+        try:
+            args.daemons = cluster.parse_counts(args.daemons)
+        except ValueError as exc:
+            parser.error(f"--daemons: {exc}")
+        if args.db is None or "chain" not in args.only:
+            parser.error("--daemons runs chain on PostgreSQL: give --db and keep chain in --only")
     return args
 
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     sz = QUICK if args.quick else Sizes()
+    if args.chain_runs is not None:
+        sz = replace(sz, chain_runs=args.chain_runs)
     if args.waiting_runs is not None:
         sz = replace(sz, waiting_runs=args.waiting_runs)
     out: Path = args.out or BENCH / "results" / f"{time.strftime('%Y%m%d-%H%M%S')}.json"
@@ -540,6 +558,8 @@ def main(argv: list[str] | None = None) -> int:
     }
     if args.db:
         results["config"]["db"] = redact(args.db)
+    if args.daemons:
+        results["config"]["daemons"] = args.daemons
     started = time.monotonic()
 
     with Stack("FULL") as stack:
@@ -572,6 +592,11 @@ def main(argv: list[str] | None = None) -> int:
             asyncio.run(workloads.chain(stack, max(sz.chain_runs // 10, 5), sz.steps, False))
             for workload in [w for w in args.only if w in STACK_WORKLOADS]:
                 results.setdefault("postgres", {})[workload] = run_ours(stack, workload, sz)
+
+    if args.daemons:
+        results["cluster"] = cluster.run(
+            args.db, args.daemons, sz.chain_runs, sz.steps, args.quick, log
+        )
 
     if "idle" in args.only:
         log(f"idle: {sz.idle_runs:,} waiting runs, {sz.idle_window_s:.0f} s window")
@@ -621,6 +646,10 @@ def main(argv: list[str] | None = None) -> int:
     console.print(build_table(results, shown_peers, normal))
     for note in results["notes"]:
         console.print(f"• {note}")
+    if "cluster" in results:
+        for table in cluster.build_tables(results["cluster"]):
+            console.print(table)
+        console.print(f"• {cluster.model_note(results['cluster']['projected_cores'])}")
     if "profile" in results:
         print_profile(console, results["profile"])
     m = results["machine"]

@@ -106,9 +106,12 @@ def test_quick_bench_on_postgres_beside_sqlite(tmp_path: Path) -> None:
         assert isinstance(chain[key], int | float) and chain[key] >= 0, key
     assert chain["pg_write_xids"] >= chain["transactions"] > 0
     assert "PostgreSQL/SQLite" in proc.stdout
-    schema = data["postgres_server"]["schema"]
     # The schema the daemon wrote is gone.
-    gone = subprocess.run(
+    assert not _schema_exists(data["postgres_server"]["schema"])
+
+
+def _schema_exists(schema: str) -> bool:
+    found = subprocess.run(
         [
             sys.executable,
             "-c",
@@ -126,4 +129,34 @@ def test_quick_bench_on_postgres_beside_sqlite(tmp_path: Path) -> None:
         text=True,
         timeout=30,
     )
-    assert gone.stdout.strip() == "0", gone.stderr
+    assert found.stdout.strip() in ("0", "1"), found.stderr
+    return found.stdout.strip() == "1"
+
+
+@pytest.mark.timeout(180)
+@pytest.mark.skipif(not _postgres_up(), reason="no PostgreSQL server (GRCTL_BENCH_PG)")
+def test_quick_bench_on_a_cluster_of_daemons(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--quick", "--only", "chain", "--db", PG_URL]
+        + ["--daemons", "1,2", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=170,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    cluster = json.loads(out.read_text())["cluster"]
+    one, two = cluster["points"]
+    assert (one["daemons"], two["daemons"]) == (1, 2)
+    assert one["partitions"] == [64] and two["partitions"] == [32, 32]
+    for point in (one, two):
+        assert point["steps_per_s"] > 0
+        for key in ("daemon_cpu_us_per_step", "postgres_cpu_us_per_step", "pg_xact_commit"):
+            assert isinstance(point[key], int | float) and point[key] >= 0, key
+        assert not _schema_exists(point["schema"])
+    assert "daemon_1_cpu_us_per_step" in two and "daemon_1_cpu_us_per_step" not in one
+    # Round-robin over two members: about half the runs were started at the other one.
+    assert one["forwarded_pct"] == 0 and 0 < two["forwarded_pct"] < 100
+    assert [q["daemons"] for q in cluster["projection"]] == [1, 2]
+    assert "projection to 16 cores" in proc.stdout
