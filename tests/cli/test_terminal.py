@@ -66,7 +66,11 @@ class Terminal:
         return ANSI.sub("", self.raw)
 
     def wait_for(self, needle: str, timeout: float = 15) -> None:
-        wait_until(lambda: needle in self.text, timeout, message=f"{needle!r} on the terminal")
+        try:
+            wait_until(lambda: needle in self.text, timeout, message=f"{needle!r} on the terminal")
+        except AssertionError as exc:  # say what the terminal did show, and whether it still runs
+            shown = self.text[-2000:]
+            raise AssertionError(f"{exc}; exit={self.proc.poll()}; terminal:\n{shown}") from None
 
     def wait(self, timeout: float = CLI_TIMEOUT_S) -> int:
         code = self.proc.wait(timeout)
