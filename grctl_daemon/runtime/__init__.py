@@ -29,7 +29,7 @@ from grctl_daemon.dispatch import Dispatcher
 from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.decide import Message, StorageFault, decide
 from grctl_daemon.engine.state import RunState, TypeDef
-from grctl_daemon.runtime.cache import RunCache
+from grctl_daemon.runtime.cache import Elsewhere, RunCache
 from grctl_daemon.runtime.cluster import Ownership
 from grctl_daemon.runtime.commit import Commits
 from grctl_daemon.runtime.queries import Queries
@@ -136,7 +136,10 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership):
         return tdef
 
     async def find(self, workflow_id: str, run_id: str | None) -> RunState:
-        state = await self.cache.find(workflow_id, run_id)
+        try:
+            state = await self.cache.find(workflow_id, run_id)
+        except Elsewhere as elsewhere:
+            raise self.not_owner(elsewhere.partition, workflow_id=workflow_id) from None
         if state is None:
             raise WorkflowNotFoundError(
                 f"workflow {workflow_id!r}{f' run {run_id}' if run_id else ''} not found; "

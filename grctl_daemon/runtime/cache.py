@@ -25,6 +25,14 @@ from grctl_daemon.storage import base as rec
 TRIM_SCAN = 32  # kept runs looked past per eviction, so a trim stays O(1)
 
 
+class Elsewhere(Exception):
+    """The run lives in a partition another daemon owns: learnt from its row, not loaded."""
+
+    def __init__(self, partition: int) -> None:
+        super().__init__(partition)
+        self.partition = partition
+
+
 class RunCache:
     """Run states by run_id, LRU, with loads from storage deduplicated per run."""
 
@@ -184,6 +192,8 @@ class RunCache:
         row = await self.storage.find_run(workflow_id, None)
         if row is None:
             return None
+        if not self.owns(row.partition):  # forwarded: loading its store and inbox is wasted
+            raise Elsewhere(row.partition)
         # A newer run may have started while we read: it would be cached now.
         state = self.latest(workflow_id) or await self.load(row.run_id)
         if state is not None and state.run_id in self._runs and workflow_id not in self._latest:
