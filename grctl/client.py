@@ -73,6 +73,38 @@ class Client:
         )
         return WorkflowHandle(self, data["workflow_id"], data["run_id"])
 
+    async def send_with_start(
+        self,
+        workflow_type: str,
+        workflow_id: str,
+        event_name: str,
+        payload: Any = None,
+        input: Any = None,
+        idempotency_key: str | None = None,
+    ) -> WorkflowHandle:
+        """Send an event to ``workflow_id``'s active run, starting one first if none is active.
+
+        The start and the event are committed together (both or neither); a concurrent start
+        of the same id is not an error: the event goes to whichever run won. The handle's
+        ``started`` says whether this call started the run, ``sent`` holds the send's reply
+        (``inbox_seq``, and ``duplicate`` when ``idempotency_key`` is given).
+        """
+        data = await self._call(
+            lambda r: p.SendWithStart(
+                r,
+                workflow_type,
+                workflow_id,
+                event_name,
+                _wrap(payload, "payload"),
+                _wrap(input, "input"),
+                idempotency_key,
+            )
+        )
+        handle = WorkflowHandle(self, data["workflow_id"], data["run_id"])
+        handle.started = bool(data.get("started"))
+        handle.sent = data
+        return handle
+
     def get_workflow_handle(self, workflow_id: str, run_id: str | None = None) -> WorkflowHandle:
         """A handle to the latest run of ``workflow_id`` (or to ``run_id``); no round trip."""
         return WorkflowHandle(self, workflow_id, run_id)
@@ -109,15 +141,29 @@ class WorkflowHandle:
         self._client = client
         self.workflow_id = workflow_id
         self.run_id = run_id
+        self.started = False  # set by Client.send_with_start: whether it started this run
+        self.sent: dict[str, Any] | None = None  # and its send's reply
 
     def __repr__(self) -> str:
         return f"WorkflowHandle(workflow_id={self.workflow_id!r}, run_id={self.run_id!r})"
 
-    async def send(self, event_name: str, payload: Any = None) -> None:
-        """Append an event to the run's inbox; acknowledged once it is durable."""
-        await self._client._call(
+    async def send(
+        self, event_name: str, payload: Any = None, idempotency_key: str | None = None
+    ) -> dict[str, Any]:
+        """Append an event to the run's inbox; acknowledged once it is durable.
+
+        With ``idempotency_key``, a second send with the same key to the same run (a retry) is
+        acknowledged with the first one's ``inbox_seq`` and ``duplicate: True``, and not stored
+        again. Returns ``inbox_seq``, ``workflow_id``, ``run_id`` (and ``duplicate``).
+        """
+        return await self._client._call(
             lambda r: p.SendEvent(
-                r, self.workflow_id, event_name, _wrap(payload, "payload"), self.run_id
+                r,
+                self.workflow_id,
+                event_name,
+                _wrap(payload, "payload"),
+                self.run_id,
+                idempotency_key,
             )
         )
 

@@ -144,11 +144,30 @@ class StartWorkflow(Message):
 @message("send")
 @dataclass
 class SendEvent(Message):
+    """Reply: ``inbox_seq``, ``workflow_id``, ``run_id``; with a key also ``duplicate``
+    (True: an event with this key was sent to the run before, and ``inbox_seq`` is its)."""
+
     req_id: int
     workflow_id: str
     event_name: str
     payload: Any = None
     run_id: str | None = None
+    idempotency_key: str | None = None
+
+
+@message("send_with_start")
+@dataclass
+class SendWithStart(Message):
+    """Send to the workflow_id's active run, or start one of ``workflow_type`` and send to it
+    in one commit. Reply: as ``send``'s, and ``started`` (whether this request started it)."""
+
+    req_id: int
+    workflow_type: str
+    workflow_id: str
+    event_name: str
+    payload: Any = None
+    workflow_input: Any = None
+    idempotency_key: str | None = None
 
 
 @message("query")

@@ -87,6 +87,7 @@ class Server:
         self._routes: dict[type[p.Message], Callable[[Any], Awaitable[Any]]] = {
             p.StartWorkflow: runtime.start_workflow,
             p.SendEvent: runtime.send,
+            p.SendWithStart: runtime.send_with_start,
             p.QueryWorkflow: runtime.query,
             p.CancelWorkflow: runtime.cancel,
             p.TerminateWorkflow: runtime.terminate,

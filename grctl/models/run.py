@@ -114,6 +114,7 @@ class InboxEvent:
     arrived_at: datetime
     state: str
     step_name: str | None = None
+    idempotency_key: str | None = None  # the sender's, when it gave one
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> InboxEvent:
@@ -124,4 +125,5 @@ class InboxEvent:
             arrived_at=ms_to_datetime(data["arrived_ms"]),
             state=data["state"],
             step_name=data.get("step_name"),
+            idempotency_key=data.get("idempotency_key"),
         )

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated
+from typing import Annotated, Any
 
 import typer
 
@@ -16,6 +16,7 @@ from grctl_cli.options import (
     TlsCaOpt,
     TokenFileOpt,
     WorkflowIdArg,
+    build_input,
     build_payload,
     connect,
     run,
@@ -36,6 +37,27 @@ def send(
             help="Read the payload JSON from a file (- for stdin).",
         ),
     ] = None,
+    key: Annotated[
+        str | None,
+        typer.Option(
+            "--key",
+            metavar="KEY",
+            help="An idempotency key: a second send with it to the same run is acknowledged "
+            "and not stored again.",
+        ),
+    ] = None,
+    start_type: Annotated[
+        str | None,
+        typer.Option(
+            "--start",
+            metavar="TYPE",
+            help="Start a run of TYPE first when none of the id is active (in one commit).",
+        ),
+    ] = None,
+    input_: Annotated[
+        str | None,
+        typer.Option("--input", metavar="JSON", help="With --start: the run's input (JSON)."),
+    ] = None,
     home: HomeOpt = None,
     socket: SocketOpt = None,
     address: AddressOpt = None,
@@ -46,22 +68,42 @@ def send(
     """Append an event to the active run's inbox; returns once it is durable.
 
     Refused when the run has ended or its workflow declares no handler for EVENT.
+    With --start TYPE, a run of TYPE is started first if none of the id is active.
 
-    Example: grctl send order-abc approve --payload '{"qty": 2}'
+    Example: grctl send order-abc approve --payload '{"qty": 2}' --key webhook-81
     """
     value = build_payload(payload, payload_file)
+    if input_ is not None and start_type is None:
+        raise typer.BadParameter(
+            "--input is the input of a run that --start TYPE starts; add --start TYPE",
+            param_hint="'--input'",
+        )
+    workflow_input = build_input(input_, None, [])
 
-    async def go() -> None:
+    async def go() -> dict[str, Any]:
         async with connect(home, socket, address, token_file, tls_ca) as client:
-            await client.get_workflow_handle(workflow_id).send(event_name, value)
+            if start_type is None:
+                handle = client.get_workflow_handle(workflow_id)
+                return await handle.send(event_name, value, idempotency_key=key)
+            started = await client.send_with_start(
+                start_type, workflow_id, event_name, value, workflow_input, key
+            )
+            return started.sent or {}
 
-    run(go())
+    reply = run(go())
     if json_:
-        render.print_json(
-            {"workflow_id": workflow_id, "event_name": event_name, "payload": value, "sent": True}
+        out = {"workflow_id": workflow_id, "event_name": event_name, "payload": value}
+        out["sent"] = True  # acknowledged: durable now, or before (duplicate)
+        out |= {k: reply[k] for k in ("run_id", "inbox_seq", "duplicate", "started") if k in reply}
+        render.print_json(out)
+    elif reply.get("duplicate"):
+        render.note(
+            f"{event_name} with key {key!r} was sent to {workflow_id} before "
+            f"(inbox #{reply.get('inbox_seq')}); not sent again"
         )
     else:
-        render.note(f"sent {event_name} to {workflow_id}")
+        started = f" (started run {reply.get('run_id')})" if reply.get("started") else ""
+        render.note(f"sent {event_name} to {workflow_id}{started}")
 
 
 def inbox(

@@ -34,8 +34,10 @@ from grctl.signature import binding_error
 from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.state import RunState, TypeDef, partition_of
 from grctl_daemon.engine.transitions import Decision
+from grctl_daemon.storage import base as rec
 
 MAX_ID_LENGTH = 256
+MAX_KEY_LENGTH = 256  # an event's idempotency key
 # A run's whole store travels in each dispatch, so it must leave room in one frame.
 MAX_STORE_BYTES = p.MAX_FRAME_BYTES - 1024 * 1024
 STORAGE_HOLD_MS = 500  # how often a step timer put off by a storage fault looks again
@@ -75,10 +77,26 @@ class Start:
 
 @dataclass(slots=True)
 class Send:
+    """Send an event; with a key, a second send of it is acknowledged and not stored again.
+
+    ``known_seq`` is the inbox seq the database holds for the key (the runtime looks it up
+    only when a key is given); keys not yet committed are in the state's ``event_keys``.
+    """
+
     tdef: TypeDef | None
     event_name: str
     payload: bytes | None
     fault: StorageFault | None = None
+    idempotency_key: str | None = None
+    known_seq: int | None = None
+
+
+@dataclass(slots=True)
+class SendWithStart:
+    """Send to the workflow_id's active run, or start one and send to it in the same unit."""
+
+    start: Start
+    send: Send
 
 
 @dataclass(slots=True)
@@ -148,6 +166,7 @@ class ChildEnded:
 Message = (
     Start
     | Send
+    | SendWithStart
     | Cancel
     | Terminate
     | DispatchTo
@@ -215,13 +234,55 @@ def _start(active: RunState | None, m: Start, now: int) -> Decision:
 
 
 def _send(state: RunState | None, m: Send, now: int) -> Decision:
+    key = m.idempotency_key
+    if key is not None:
+        _check_key(key)
+        s = _run(state)
+        seq = m.known_seq if m.known_seq is not None else s.event_keys.get(key)
+        if seq is not None:  # acknowledged again, even once the run has ended
+            reply = {"inbox_seq": seq, "workflow_id": s.workflow_id, "run_id": s.run_id}
+            return Decision(s, reply=reply | {"duplicate": True})
     s = _active(state, f"send {m.event_name!r}")
     tdef = _tdef(m.tdef, s.workflow_type)
     _check_writable(m.fault)
-    return _event(s, tdef, m.event_name, m.payload, now)
+    d = _event(s, tdef, m.event_name, m.payload, now, key)
+    if key is not None and d.error is None:
+        d.reply["duplicate"] = False
+    return d
 
 
-def _event(s: RunState, tdef: TypeDef, event_name: str, payload: bytes | None, now: int):
+def _send_with_start(active: RunState | None, m: SendWithStart, now: int) -> Decision:
+    """A send to the active run, else a start and the send as one unit (both or neither)."""
+    if active is not None and active.is_active:
+        d = _send(active, m.send, now)
+        if d.error is None:
+            d.reply = {**d.reply, "started": False}
+        return d
+    if m.send.idempotency_key is not None:
+        _check_key(m.send.idempotency_key)
+    started = _start(active, m.start, now)
+    if started.error is not None:
+        return started
+    sent = _send(started.state, m.send, now)
+    if sent.error is not None:
+        return Decision(active, error=sent.error)
+    # One new row holds both: the run is inserted as it stands after the event.
+    s = sent.state
+    ops = [rec.InsertRun(s)]
+    ops += [op for op in started.ops if type(op) is not rec.InsertRun]
+    ops += [op for op in sent.ops if type(op) is not rec.SaveRun]
+    reply = {**sent.reply, "started": True}
+    return Decision(s, ops=ops, effects=started.effects + sent.effects, reply=reply)
+
+
+def _event(
+    s: RunState,
+    tdef: TypeDef,
+    event_name: str,
+    payload: bytes | None,
+    now: int,
+    idempotency_key: str | None = None,
+):
     if event_name not in tdef.events:
         known = ", ".join(sorted(tdef.events)) or "none"
         raise UnknownEventError(
@@ -247,7 +308,7 @@ def _event(s: RunState, tdef: TypeDef, event_name: str, payload: bytes | None, n
             workflow_id=s.workflow_id,
             run_id=s.run_id,
         )
-    return tr.event_sent(s, tdef, event_name, payload, now)
+    return tr.event_sent(s, tdef, event_name, payload, now, idempotency_key)
 
 
 def _cancel(state: RunState | None, m: Cancel, now: int) -> Decision:
@@ -358,6 +419,7 @@ def _child_ended(parent: RunState | None, m: ChildEnded, now: int) -> Decision:
 _HANDLERS: dict[type, Any] = {
     Start: _start,
     Send: _send,
+    SendWithStart: _send_with_start,
     Cancel: _cancel,
     Terminate: _terminate,
     DispatchTo: _dispatch_to,
@@ -405,6 +467,14 @@ def _check_id(value: Any, what: str) -> None:
     ):
         raise InvalidInputError(
             f"{what} must be 1–{MAX_ID_LENGTH} printable characters, got {str(value)[:40]!r}"
+        )
+
+
+def _check_key(key: Any) -> None:
+    if not isinstance(key, str) or not key or len(key) > MAX_KEY_LENGTH:
+        raise InvalidInputError(
+            f"idempotency_key must be a string of 1–{MAX_KEY_LENGTH} characters, got "
+            f"{str(key)[:40]!r}{' (too long)' if isinstance(key, str) and key else ''}"
         )
 
 

@@ -11,6 +11,7 @@ from grctl.models.run import ACTIVE_STATUSES
 from grctl_daemon.storage.base import PARTITIONS, RunRecord, partition_of
 
 __all__ = [
+    "MAX_EVENT_KEYS",
     "DEFAULT_STEP_TIMEOUT_MS",
     "EMPTY",
     "PARTITIONS",
@@ -22,6 +23,7 @@ __all__ = [
     "partition_of",
 ]
 T = TypeVar("T")
+MAX_EVENT_KEYS = 256
 
 
 class Seq(Generic[T]):
@@ -109,6 +111,10 @@ class RunState(RunRecord):
     timers: dict[str, tuple[int, str]] = field(default_factory=dict)
     dispatch_id: str | None = None
     worker: str | None = None
+    # Idempotency keys of events sent since the run was loaded, newest last (at most
+    # MAX_EVENT_KEYS): a duplicate whose first send is not committed yet is caught here,
+    # an older one by the runtime's look-up in the database (Send.known_seq).
+    event_keys: dict[str, int] = field(default_factory=dict)
 
     def copy(self) -> RunState:
         # A shallow copy without dataclasses.replace's per-field introspection: this runs for

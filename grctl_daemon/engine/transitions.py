@@ -59,7 +59,7 @@ from grctl_daemon.engine.decision import (
     not_running,
 )
 from grctl_daemon.engine.scheduling import _deliver, _end, _fail, _failed, _schedule, _wait
-from grctl_daemon.engine.state import EMPTY, InboxItem, RunState, TypeDef
+from grctl_daemon.engine.state import EMPTY, MAX_EVENT_KEYS, InboxItem, RunState, TypeDef
 from grctl_daemon.storage import base as rec
 
 __all__ = [
@@ -315,7 +315,12 @@ def timer_fired(state: RunState, tdef: TypeDef, kind: str, token: str, now: int)
 
 
 def event_sent(
-    state: RunState, tdef: TypeDef, event_name: str, payload: bytes | None, now: int
+    state: RunState,
+    tdef: TypeDef,
+    event_name: str,
+    payload: bytes | None,
+    now: int,
+    idempotency_key: str | None = None,
 ) -> Decision:
     """An event joins the inbox; a waiting run takes it at once."""
     if not state.is_active:
@@ -323,15 +328,16 @@ def event_sent(
     s = state.copy()
     d = Decision(s)
     s.inbox_seq += 1
-    d.ops.append(rec.AddInbox(s.run_id, s.inbox_seq, event_name, payload, now))
+    d.ops.append(rec.AddInbox(s.run_id, s.inbox_seq, event_name, payload, now, idempotency_key))
     s.inbox = s.inbox.append(InboxItem(s.inbox_seq, event_name, payload))
-    _history(
-        s,
-        d,
-        "event_received",
-        now,
-        {"event_name": event_name, "inbox_seq": s.inbox_seq, "payload": payload},
-    )
+    data = {"event_name": event_name, "inbox_seq": s.inbox_seq, "payload": payload}
+    if idempotency_key is not None:
+        data["idempotency_key"] = idempotency_key
+        keys = {**s.event_keys, idempotency_key: s.inbox_seq}
+        while len(keys) > MAX_EVENT_KEYS:
+            del keys[next(iter(keys))]
+        s.event_keys = keys
+    _history(s, d, "event_received", now, data)
     if s.status == RunStatus.WAITING:
         _deliver(s, d, tdef, now)
     _save(s, d, now)

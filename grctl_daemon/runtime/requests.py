@@ -12,10 +12,19 @@ from ulid import ULID
 
 from grctl import _faults as faults
 from grctl import protocol as p
-from grctl.errors import WorkflowAlreadyRunningError
+from grctl.errors import WorkflowAlreadyRunningError, WorkflowNotRunningError
 from grctl.models.run import ACTIVE_STATUSES
 from grctl_daemon.engine import transitions as tr
-from grctl_daemon.engine.decide import Cancel, Send, Start, Terminate, TimerFired, decide
+from grctl_daemon.engine.decide import (
+    MAX_KEY_LENGTH,
+    Cancel,
+    Send,
+    SendWithStart,
+    Start,
+    Terminate,
+    TimerFired,
+    decide,
+)
 from grctl_daemon.engine.state import RunState
 from grctl_daemon.storage import base as rec
 from grctl_daemon.storage.base import partition_of
@@ -57,12 +66,74 @@ class Requests:
 
     async def send(self: Runtime, m: p.SendEvent) -> Any:
         state = await self.find(m.workflow_id, m.run_id)
+        return await self._send_to(
+            state.run_id, m.event_name, p.unwrap(m.payload), m.idempotency_key
+        )
+
+    async def _send_to(
+        self: Runtime, run_id: str, event_name: str, payload: bytes | None, key: str | None
+    ) -> Any:
+        """Send to one run. With a key, the database is asked for it first (only then: the
+        keyless path reads nothing); a key sent since that read is in the run's memory, and
+        the unique index refuses whatever slips past both (the key is then read again)."""
+        for _ in range(2):
+            known = None
+            if isinstance(key, str) and 0 < len(key) <= MAX_KEY_LENGTH:
+                known = await self.storage.find_event_key(run_id, key)
+
+            def message(s: RunState, known: int | None = known) -> Send:
+                tdef = self.types.get(s.workflow_type)
+                return Send(tdef, event_name, payload, self.fault(), key, known)
+
+            try:
+                return await self.on_run(run_id, message)
+            except rec.UnitRefused:
+                if key is None:
+                    raise
+        raise rec.UnitRefused(f"the send of {event_name!r} to run {run_id} was refused twice")
+
+    async def send_with_start(self: Runtime, m: p.SendWithStart) -> Any:
+        """Start the run unless one is active, and send the event to it, in one unit.
+
+        Races with a start of the same workflow_id end in the database's one-active-run
+        index: the loser's unit is refused and it sends to the winner's run instead.
+        """
+        self.check_owned(partition_of(m.workflow_id), m.workflow_id)
         payload = p.unwrap(m.payload)
-
-        def message(s: RunState) -> Send:
-            return Send(self.types.get(s.workflow_type), m.event_name, payload, self.fault())
-
-        return await self.on_run(state.run_id, message)
+        key = m.idempotency_key
+        for _ in range(3):
+            state = await self.cache.find(m.workflow_id, None)
+            if state is not None and state.is_active:
+                self.check_owned(state.partition, m.workflow_id)
+                try:
+                    reply = await self._send_to(state.run_id, m.event_name, payload, key)
+                except WorkflowNotRunningError:
+                    continue  # it ended meanwhile: start a new one
+                return {**reply, "started": False}
+            start = Start(
+                self.types.get(m.workflow_type),
+                m.workflow_type,
+                m.workflow_id,
+                str(ULID()),
+                p.unwrap(m.workflow_input),
+                fault=self.fault(),
+                known_types=self.types.keys(),
+            )
+            # No await since the look-up in memory: decided on what memory holds now.
+            latest = self.cache.latest(m.workflow_id)
+            if latest is not None and latest.is_active:
+                continue  # a start won while we read: send to its run
+            send = Send(self.types.get(m.workflow_type), m.event_name, payload, None, key)
+            d = decide(latest, SendWithStart(start, send), now_ms())
+            try:
+                return await self.commit(d)
+            except rec.UnitRefused:
+                continue  # a run of this workflow_id the memory did not hold: send to it
+        raise WorkflowAlreadyRunningError(
+            f"workflow {m.workflow_id!r} kept starting and ending while the event was sent; "
+            "send it again",
+            workflow_id=m.workflow_id,
+        )
 
     async def cancel(self: Runtime, m: p.CancelWorkflow) -> Any:
         state = await self.find(m.workflow_id, m.run_id)

@@ -77,7 +77,15 @@ WRITTEN_ONCE = frozenset(
 )
 
 HISTORY_COLUMNS = ("seq", "ts_ms", "kind", "step_name", "data")
-INBOX_COLUMNS = ("seq", "event_name", "payload", "arrived_ms", "state", "step_name")
+INBOX_COLUMNS = (
+    "seq",
+    "event_name",
+    "payload",
+    "arrived_ms",
+    "state",
+    "step_name",
+    "idempotency_key",
+)
 
 
 def as_dicts(columns: tuple[str, ...], rows: Any) -> list[dict[str, Any]]:
@@ -130,6 +138,9 @@ class AddInbox:
     event_name: str
     payload: bytes | None
     arrived_ms: int
+    # The sender's key: unique per run (a partial unique index), the last guard against a
+    # second send of one event (the runtime checks memory and the database first).
+    idempotency_key: str | None = None
 
 
 @dataclass(slots=True)
@@ -338,6 +349,10 @@ class Storage(Protocol):
         self, run_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[dict[str, Any]]:
         """Inbox rows with ``seq > after_seq`` in arrival order, at most ``limit`` of them."""
+        ...
+
+    async def find_event_key(self, run_id: str, idempotency_key: str) -> int | None:
+        """The inbox seq of the run's event sent with this idempotency key, if one was."""
         ...
 
     async def list_workflows(

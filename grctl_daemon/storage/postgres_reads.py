@@ -157,13 +157,22 @@ class PostgresReads:
         self, run_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[dict[str, Any]]:
         rows = await self._fetch(
-            "SELECT seq, event_name, payload, arrived_ms, state, step_name FROM inbox "
+            "SELECT seq, event_name, payload, arrived_ms, state, step_name, idempotency_key "
+            "FROM inbox "
             "WHERE run_id = $1 AND seq > $2 ORDER BY seq LIMIT $3",
             run_id,
             after_seq,
             limit,
         )
         return rec.as_dicts(rec.INBOX_COLUMNS, rows)
+
+    async def find_event_key(self, run_id: str, idempotency_key: str) -> int | None:
+        rows = await self._fetch(
+            "SELECT seq FROM inbox WHERE run_id = $1 AND idempotency_key = $2",
+            run_id,
+            idempotency_key,
+        )
+        return rows[0][0] if rows else None
 
     async def list_workflows(
         self,

@@ -18,7 +18,7 @@ from grctl import codec
 from grctl_daemon.storage import base as rec
 from grctl_daemon.storage.base import PARTITIONS
 
-SCHEMA_VERSION = 3
+SCHEMA_VERSION = 4
 # version → the statements that bring a database at version-1 to it; append, never edit.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Ownership under a lease: a standby daemon takes the database over when it expires.
@@ -48,6 +48,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             since_ms bigint NOT NULL DEFAULT 0)""",
         f"INSERT INTO partitions (id) SELECT generate_series(0, {PARTITIONS - 1})",
         "DROP TABLE owner",
+    ),
+    # Idempotent events: a send's key is stored with its event, at most once per run.
+    4: (
+        "ALTER TABLE inbox ADD COLUMN idempotency_key text",
+        "CREATE UNIQUE INDEX inbox_by_key ON inbox (run_id, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL",
     ),
 }
 # Lease times are the database's clock, the one clock every daemon shares.
@@ -176,10 +182,10 @@ _UPSERT_STORE = (
 # touch a row twice in one statement).
 _GROUPED: dict[type, tuple[str, Any, Any]] = {
     rec.AddInbox: (
-        "INSERT INTO inbox (run_id, seq, event_name, payload, arrived_ms, state) "
-        "SELECT r, s, e, p, a, 'pending' FROM unnest($1::text[], $2::integer[], $3::text[], "
-        "$4::bytea[], $5::bigint[]) AS v(r, s, e, p, a)",
-        lambda o: (o.run_id, o.seq, o.event_name, o.payload, o.arrived_ms),
+        "INSERT INTO inbox (run_id, seq, event_name, payload, arrived_ms, state, idempotency_key) "
+        "SELECT r, s, e, p, a, 'pending', k FROM unnest($1::text[], $2::integer[], $3::text[], "
+        "$4::bytea[], $5::bigint[], $6::text[]) AS v(r, s, e, p, a, k)",
+        lambda o: (o.run_id, o.seq, o.event_name, o.payload, o.arrived_ms, o.idempotency_key),
         None,
     ),
     rec.MarkInbox: (

@@ -81,8 +81,12 @@ CREATE TABLE IF NOT EXISTS inbox (
     arrived_ms INTEGER NOT NULL,
     state      TEXT NOT NULL,
     step_name  TEXT,
+    idempotency_key TEXT,
     PRIMARY KEY (run_id, seq)
 ) WITHOUT ROWID;
+
+CREATE UNIQUE INDEX IF NOT EXISTS inbox_by_key ON inbox (run_id, idempotency_key)
+    WHERE idempotency_key IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS step_records (
     run_id   TEXT NOT NULL,

@@ -137,11 +137,19 @@ class SqliteReads:
         self, run_id: str, after_seq: int = 0, limit: int | None = None
     ) -> list[dict[str, Any]]:
         rows = await self._fetch(
-            "SELECT seq, event_name, payload, arrived_ms, state, step_name FROM inbox "
+            "SELECT seq, event_name, payload, arrived_ms, state, step_name, idempotency_key "
+            "FROM inbox "
             "WHERE run_id = ? AND seq > ? ORDER BY seq LIMIT ?",
             (run_id, after_seq, -1 if limit is None else limit),
         )
         return rec.as_dicts(rec.INBOX_COLUMNS, rows)
+
+    async def find_event_key(self, run_id: str, idempotency_key: str) -> int | None:
+        rows = await self._fetch(
+            "SELECT seq FROM inbox WHERE run_id = ? AND idempotency_key = ?",
+            (run_id, idempotency_key),
+        )
+        return rows[0][0] if rows else None
 
     async def list_workflows(
         self,

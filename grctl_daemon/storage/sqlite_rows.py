@@ -15,7 +15,7 @@ from typing import Any
 from grctl import codec
 from grctl_daemon.storage import base as rec
 
-SCHEMA_VERSION = 5
+SCHEMA_VERSION = 6
 # version → the statements that bring a database at version-1 to it. schema.sql always holds the
 # latest schema for a new database; append here, never edit a released step.
 MIGRATIONS: dict[int, tuple[str, ...]] = {
@@ -35,6 +35,12 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # The run's partition (a cluster's unit of ownership; one SQLite daemon owns them all).
     5: ("ALTER TABLE runs ADD COLUMN partition INTEGER NOT NULL DEFAULT 0",),
+    # Idempotent events: a send's key is stored with its event, at most once per run.
+    6: (
+        "ALTER TABLE inbox ADD COLUMN idempotency_key TEXT",
+        "CREATE UNIQUE INDEX inbox_by_key ON inbox (run_id, idempotency_key) "
+        "WHERE idempotency_key IS NOT NULL",
+    ),
 }
 
 _RUN_COLUMNS = (
@@ -214,11 +220,11 @@ def apply_op(cur: sqlite3.Cursor, op: rec.Op) -> None:
             cur.executemany(_UPSERT_STORE, [(run_id, k, v) for k, v in writes.items()])
         case rec.AppendHistory(run_id, seq, ts_ms, kind, step_name, data):
             cur.execute(_INSERT_HISTORY, (run_id, seq, ts_ms, kind, step_name, pack_or_none(data)))
-        case rec.AddInbox(run_id, seq, event_name, payload, arrived_ms):
+        case rec.AddInbox(run_id, seq, event_name, payload, arrived_ms, key):
             cur.execute(
-                "INSERT INTO inbox (run_id, seq, event_name, payload, arrived_ms, state) "
-                "VALUES (?, ?, ?, ?, ?, 'pending')",
-                (run_id, seq, event_name, payload, arrived_ms),
+                "INSERT INTO inbox (run_id, seq, event_name, payload, arrived_ms, state, "
+                "idempotency_key) VALUES (?, ?, ?, ?, ?, 'pending', ?)",
+                (run_id, seq, event_name, payload, arrived_ms, key),
             )
         case rec.MarkInbox(run_id, seq, state, step_name):
             cur.execute(

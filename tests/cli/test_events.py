@@ -18,7 +18,7 @@ def _inbox(served, wid):
 def test_send_queues_events_and_inbox_shows_pending_then_dispatched(served, uid):
     wid = uid("inbox")
     barrier = served.home / wid
-    served.start_direct("CliOrder", wid, {"order_id": "i", "barrier": str(barrier)})
+    run_id = served.start_direct("CliOrder", wid, {"order_id": "i", "barrier": str(barrier)})
     served.wait_status(wid, "running")  # held in its step: events wait in the inbox
 
     sent = served.grctl("send", wid, "note", "--payload", '{"text": "first"}', "--json")
@@ -28,6 +28,8 @@ def test_send_queues_events_and_inbox_shows_pending_then_dispatched(served, uid)
         "event_name": "note",
         "payload": {"text": "first"},
         "sent": True,
+        "run_id": run_id,
+        "inbox_seq": 1,
     }
     payload_file = served.home / f"{wid}.json"
     payload_file.write_text('{"qty": 5}')

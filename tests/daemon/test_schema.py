@@ -8,9 +8,9 @@ from grctl_daemon.storage.sqlite import SCHEMA_VERSION
 from tests.conftest import Daemon, wait_until
 
 
-def _columns(db) -> set[str]:
+def _columns(db, table: str = "runs") -> set[str]:
     with sqlite3.connect(db) as conn:
-        return {row[1] for row in conn.execute("PRAGMA table_info(runs)")}
+        return {row[1] for row in conn.execute(f"PRAGMA table_info({table})")}
 
 
 def _version(db) -> int:
@@ -35,6 +35,8 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_runs(daemon, worke
         conn.execute("DROP INDEX runs_by_status")
         conn.execute("CREATE INDEX runs_by_status ON runs (status)")
         conn.execute("DROP TABLE owner")
+        conn.execute("DROP INDEX inbox_by_key")
+        conn.execute("ALTER TABLE inbox DROP COLUMN idempotency_key")
         for column in ("completion_event", "worker_losses", "version", "partition"):
             conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         conn.execute("DELETE FROM schema_version")
@@ -42,11 +44,13 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_runs(daemon, worke
     assert not {"completion_event", "version"} & set(_columns(daemon.db))
 
     daemon.start()
-    assert _version(daemon.db) == SCHEMA_VERSION == 5
+    assert _version(daemon.db) == SCHEMA_VERSION == 6
     assert {"completion_event", "worker_losses", "version", "partition"} <= set(_columns(daemon.db))
     info = daemon.call(lambda c: c.get_workflow_handle("old-run").describe())
     assert info.store == {"order_id": "1"}
-    daemon.call(lambda c: c.get_workflow_handle("old-run").send("approve"))
+    assert "idempotency_key" in _columns(daemon.db, "inbox")
+    sent = daemon.call(lambda c: c.get_workflow_handle("old-run").send("approve", None, "k"))
+    assert sent["duplicate"] is False
     assert daemon.call(lambda c: c.get_workflow_handle("old-run").result(timeout=10)) == {
         "txn": "txn-1"
     }
