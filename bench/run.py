@@ -19,7 +19,7 @@ With ``--db postgresql://…``, ``chain``, ``latency``, ``event`` (and ``tasks``
 selected) run on SQLite and then on PostgreSQL (one daemon, a fresh schema, dropped after), and
 the table has a column for each and their ratio; the PostgreSQL column adds the server's CPU per
 step and its transactions per step (``bench/pg.py``). ``--profile`` then profiles the daemon on
-PostgreSQL. ``idle``, ``growth`` and ``waiting`` run on SQLite only.
+PostgreSQL. ``idle``, ``growth``, ``waiting`` and ``retention`` run on SQLite only.
 
 With ``--daemons 1,2,3`` too, ``chain`` also runs on a cluster of each number of daemons on one
 fresh schema of that database, its runs started round-robin over them, and a second table gives
@@ -47,6 +47,7 @@ from rich.table import Table
 
 from bench import cluster, pg, profiling, waiting, workloads
 from bench import growth as growth_mod
+from bench import retention as retention_mod
 from bench.harness import ROOT, Stack, fmt, machine_info
 from grctl_daemon.server import MAX_WAITS
 
@@ -54,11 +55,21 @@ BENCH = ROOT / "bench"
 PEERS_VENV = BENCH / ".peers-venv"
 PEERS_PY = PEERS_VENV / "bin" / "python"
 PY_SPY = PEERS_VENV / "bin" / "py-spy"
-WORKLOADS = ("chain", "latency", "event", "tasks", "fanout", "idle", "growth", "waiting")
+WORKLOADS = (
+    "chain",
+    "latency",
+    "event",
+    "tasks",
+    "fanout",
+    "idle",
+    "growth",
+    "waiting",
+    "retention",
+)
 # The workloads that run on each Stack (and with --db on PostgreSQL too).
 STACK_WORKLOADS = ("chain", "latency", "event", "tasks", "fanout")
 # Run only when asked for (``--only waiting``): at 100,000 runs it takes minutes.
-OPT_IN = ("waiting",)
+OPT_IN = ("waiting", "retention")
 PEER_WORKLOADS = ("chain", "latency", "event")
 # The tuned DBOS variant is the same script with --tuned (WAL file, 1 ms notification polling).
 PEERS: dict[str, tuple[str, list[str]]] = {
@@ -92,6 +103,10 @@ class Sizes:
     waiting_timeout_s: tuple[int, int] = (5, 180)
     waiting_cold_events: int = 50
     waiting_after_restart_s: float = 30.0
+    retention_runs: int = 200_000  # under --retention 1m, started at retention_rate per second
+    retention_rate: float = 800.0
+    retention_sample_s: float = 15.0
+    retention: str = "1m"
 
 
 QUICK = Sizes(
@@ -112,6 +127,9 @@ QUICK = Sizes(
     waiting_timeout_s=(1, 5),
     waiting_cold_events=10,
     waiting_after_restart_s=2.0,
+    retention_runs=2000,
+    retention_sample_s=0.5,
+    retention="1s",
 )
 
 _T0 = time.monotonic()
@@ -310,6 +328,13 @@ ROWS: list[tuple[str, str, str, str | None, bool]] = [
     ("waiting", "wait timers fired", "timers_fired", None, True),
     ("waiting", "timer lateness p50 ms", "timer_late_p50_ms", None, False),
     ("waiting", "timer lateness max ms", "timer_late_max_ms", None, False),
+    ("retention", "runs/s under --retention", "runs_per_s", None, True),
+    ("retention", "runs deleted by retention", "pruned_runs", None, True),
+    ("retention", "delete unit mean ms (200 runs)", "delete_unit_mean_ms", None, False),
+    ("retention", "delete unit max ms", "delete_unit_max_ms", None, False),
+    ("retention", "run p99 ms (start → result)", "run_p99_ms", None, False),
+    ("retention", "database MB at the end", "file_mb_final", None, False),
+    ("retention", "database MB growth after 2 min", "file_mb_growth_after_2min", None, False),
 ]
 
 
@@ -628,6 +653,18 @@ def main(argv: list[str] | None = None) -> int:
                 )
             )
         results["notes"].append(waiting_note(results["waiting"]))
+
+    if "retention" in args.only:
+        log(
+            f"retention: {sz.retention_runs:,} runs at {sz.retention_rate:.0f}/s, "
+            f"--retention {sz.retention}"
+        )
+        results["retention"] = retention_mod.retention(
+            sz.retention_runs,
+            rate=sz.retention_rate,
+            retention=sz.retention,
+            sample_s=sz.retention_sample_s,
+        )
 
     if args.profile:
         results["profile"] = run_profile(sz, out, args.db)

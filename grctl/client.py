@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import os
 from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
 from typing import Any, Generic, TypeVar
 
 from grctl import protocol as p
@@ -124,6 +125,22 @@ class Client:
             return [RunInfo.from_wire(row) for row in data["runs"]], data["next"]
 
         return Paged(page, limit)
+
+    async def prune(
+        self,
+        older_than: timedelta,
+        status: str | None = None,
+        workflow_type: str | None = None,
+        dry_run: bool = False,
+    ) -> dict[str, Any]:
+        """Delete ended runs that ended more than ``older_than`` ago (``dry_run``: only count).
+
+        Returns ``removed`` (how many), ``by_status``, ``by_type`` and the first ``runs``.
+        """
+        older_than_ms = int(older_than / timedelta(milliseconds=1))
+        return await self._call(
+            lambda r: p.PruneRuns(r, older_than_ms, status, workflow_type, dry_run)
+        )
 
     async def daemon_status(self) -> dict[str, Any]:
         """Socket, database, uptime, workers and runs by status."""

@@ -272,6 +272,22 @@ class Abandon(Message):
     abandoned: int
 
 
+@message("prune")
+@dataclass
+class PruneRuns(Message):
+    """Delete ended runs that ended more than ``older_than_ms`` ago (``dry_run``: only count).
+
+    Replies ``{"removed", "dry_run", "before_ms", "by_status", "by_type", "runs"}``; ``runs``
+    lists the first of them (the counts cover all).
+    """
+
+    req_id: int
+    older_than_ms: int
+    status: str | None = None
+    workflow_type: str | None = None
+    dry_run: bool = False
+
+
 @message("status")
 @dataclass
 class DaemonStatus(Message):

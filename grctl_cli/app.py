@@ -14,7 +14,7 @@ import typer
 
 from grctl.errors import DaemonUnavailableError, GrctlError
 from grctl_cli import render
-from grctl_cli.commands import daemon, events, history, runs, worker
+from grctl_cli.commands import daemon, events, history, prune, runs, worker
 
 RUNS = "Runs"
 EVENTS = "Events and history"
@@ -62,6 +62,7 @@ app.command("result", rich_help_panel=RUNS)(runs.result)
 app.command("query", rich_help_panel=RUNS)(runs.query)
 app.command("cancel", rich_help_panel=RUNS)(runs.cancel)
 app.command("terminate", rich_help_panel=RUNS)(runs.terminate)
+app.command("prune", rich_help_panel=RUNS)(prune.prune)
 app.command("send", rich_help_panel=EVENTS)(events.send)
 app.command("inbox", rich_help_panel=EVENTS)(events.inbox)
 app.command("history", rich_help_panel=EVENTS)(history.history)

@@ -433,3 +433,30 @@ def inbox_row(ev: Any) -> tuple[Text, ...]:
         Text(ago(ev.arrived_at)),
         state,
     )
+
+
+def prune_summary(done: dict[str, Any], json_: bool) -> None:
+    """``grctl prune``: the runs deleted (or, with --dry-run, that would be) and their counts."""
+    if json_:
+        print_json(done)
+        return
+    removed = done["removed"]
+    verb = "would delete" if done["dry_run"] else "deleted"
+    if not removed:
+        note(f"no ended runs match; nothing {'would be ' if done['dry_run'] else ''}deleted")
+        return
+    table = _table("workflow_id", "type", "status", "ended", "run_id")
+    for r in done["runs"]:
+        ended = datetime.fromtimestamp(r["ended_ms"] / 1000, UTC)
+        table.add_row(
+            Text(r["workflow_id"]),
+            Text(r["workflow_type"]),
+            status_text(r["status"]),
+            Text(when(ended)),
+            Text(r["run_id"]),
+        )
+    console.print(_fit(table, 0))
+    if removed > len(done["runs"]):
+        console.print(Text(f"… and {removed - len(done['runs'])} more"))
+    counts = ", ".join(f"{n} {s}" for s, n in sorted(done["by_status"].items()))
+    note(f"{verb} {removed} run(s) ({counts})")

@@ -64,6 +64,13 @@ def daemon_status(data: dict[str, Any]) -> None:
             ),
         )
     grid.add_row("uptime", Text(span(data["uptime_s"])))
+    retention = data.get("retention")
+    if retention is not None:
+        kept = retention["retention_ms"]
+        text = f"ended runs deleted after {span(kept / 1000)}" if kept else "keeps every run"
+        if retention.get("runs"):
+            text += f" ({int(retention['runs'])} deleted since start)"
+        grid.add_row("retention", Text(text))
     runs = data.get("runs") or {}
     line = Text()
     for i, (status, count) in enumerate(sorted(runs.items())):

@@ -22,6 +22,9 @@ def run() -> int:
     parser.add_argument("--token-file", metavar="PATH", help="the token TCP clients present")
     parser.add_argument("--tls-cert", metavar="PATH", help="TLS certificate chain (PEM)")
     parser.add_argument("--tls-key", metavar="PATH", help="TLS private key (PEM)")
+    parser.add_argument(
+        "--retention", metavar="DURATION", help="delete runs ended longer ago (30d; 0: keep)"
+    )
     parser.add_argument("--quiet", action="store_true", help="log to daemon.log only")
     args = parser.parse_args()
     try:
@@ -37,6 +40,7 @@ def run() -> int:
             args.tls_cert,
             args.tls_key,
             args.lease_timeout,
+            args.retention,
         )
     except ValueError as exc:
         # One line the CLI can show as is (it prints the last line the daemon wrote).

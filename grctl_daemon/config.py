@@ -7,6 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from grctl.duration import duration_ms
 from grctl.home import LOG_NAME, PID_NAME, Address, db_url, home_dir, parse_address, read_token
 from grctl.home import socket_path as resolve_socket
 from grctl_daemon.engine.decide import DEFAULT_MAX_WORKER_LOSSES
@@ -20,6 +21,12 @@ DEFAULT_QUERY_TIMEOUT_S = 10.0
 # how soon a standby takes over when the owner dies or hangs.
 DEFAULT_LEASE_TIMEOUT_S = 5.0
 SYNCHRONOUS_MODES = ("FULL", "NORMAL")
+# Ended runs older than this are deleted by the daemon itself (``--retention``; 0 keeps all).
+DEFAULT_RETENTION = "30d"
+# How often the daemon looks for runs past retention: a tenth of it, within these bounds (a
+# 1-minute retention then keeps at most ~66 s of ended runs; 30 days, 30 days and a minute).
+PRUNE_INTERVAL_MIN_MS = 1_000
+PRUNE_INTERVAL_MAX_MS = 60_000
 MAKE_TOKEN = (
     "python -c 'import secrets; print(secrets.token_urlsafe(32))' > token && chmod 600 token"
 )
@@ -47,6 +54,12 @@ class DaemonConfig:
     tls_cert: Path | None = None
     tls_key: Path | None = None
     lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
+    retention_ms: int = duration_ms(DEFAULT_RETENTION)  # 0: keep every run
+
+    @property
+    def prune_interval_ms(self) -> int:
+        """How often retention runs (see PRUNE_INTERVAL_MIN_MS)."""
+        return min(PRUNE_INTERVAL_MAX_MS, max(PRUNE_INTERVAL_MIN_MS, self.retention_ms // 10))
 
     @classmethod
     def build(
@@ -62,6 +75,7 @@ class DaemonConfig:
         tls_cert: str | None = None,
         tls_key: str | None = None,
         lease_timeout_s: float | None = None,
+        retention: str | None = None,
     ) -> DaemonConfig:
         h = home_dir(home)
         sync = (synchronous or os.environ.get("GRCTL_SYNCHRONOUS") or "FULL").upper()
@@ -98,7 +112,17 @@ class DaemonConfig:
                 lease_timeout_s
                 or float(os.environ.get("GRCTL_LEASE_TIMEOUT") or DEFAULT_LEASE_TIMEOUT_S),
             ),
+            retention_ms=_duration(
+                "retention", retention or os.environ.get("GRCTL_RETENTION") or DEFAULT_RETENTION
+            ),
         )
+
+
+def _duration(name: str, text: str) -> int:
+    try:
+        return duration_ms(text)
+    except ValueError as exc:
+        raise ValueError(f"--{name}: {exc}") from None
 
 
 def _positive(name: str, value: float) -> float:

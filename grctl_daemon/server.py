@@ -94,6 +94,7 @@ class Server:
             p.DescribeWorkflow: runtime.describe,
             p.GetResult: runtime.result,
             p.ListWorkflows: runtime.list_workflows,
+            p.PruneRuns: runtime.prune,
             p.GetInbox: runtime.inbox,
             p.StartChild: runtime.start_child,
             p.SendToParent: runtime.send_to_parent,

@@ -71,6 +71,23 @@ def test_quick_bench_writes_every_workload(tmp_path: Path) -> None:
     assert "steps/s" in proc.stdout
 
 
+@pytest.mark.timeout(120)
+def test_quick_retention_bench_deletes_runs_as_it_goes(tmp_path: Path) -> None:
+    out = tmp_path / "bench.json"
+    proc = subprocess.run(
+        [str(ROOT / "scripts" / "bench"), "--quick", "--only", "retention", "--out", str(out)],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        timeout=110,
+    )
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads(out.read_text())["retention"]
+    assert data["runs"] == 2000 and data["retention"] == "1s"
+    assert 0 < data["pruned_runs"] <= 2000 and data["delete_units"] > 0
+    assert data["samples"] and all(s["file_mb"] > 0 for s in data["samples"])
+
+
 PG_URL = os.environ.get("GRCTL_BENCH_PG", "postgresql://postgres@127.0.0.1:5432/test")
 
 

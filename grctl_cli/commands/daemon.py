@@ -10,6 +10,7 @@ from typing import Annotated, Any
 
 import typer
 
+from grctl.duration import parse_duration
 from grctl.errors import DaemonUnavailableError
 from grctl.home import daemon_address, home_dir, socket_path
 from grctl_cli import render, render_daemon
@@ -93,6 +94,16 @@ def start(
             "the same database take its runs over that long after it dies [default: 5].",
         ),
     ] = None,
+    retention: Annotated[
+        str | None,
+        typer.Option(
+            "--retention",
+            metavar="DURATION",
+            help="Delete ended runs (history, inbox, store) that ended longer ago than this: "
+            "90s, 12h, 30d; 0 keeps every run (env GRCTL_RETENTION) [default: 30d].",
+            show_default=False,
+        ),
+    ] = None,
     listen: Annotated[
         str | None,
         typer.Option(
@@ -155,6 +166,12 @@ def start(
         cmd += ["--run-cache", str(run_cache)]
     if lease_timeout is not None:
         cmd += ["--lease-timeout", str(lease_timeout)]
+    if retention is not None:
+        try:
+            parse_duration(retention)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="'--retention'") from None
+        cmd += ["--retention", retention]
     if db:
         cmd += ["--db", db]
     if home:

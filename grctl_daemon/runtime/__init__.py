@@ -3,8 +3,8 @@
 ``Runtime`` is one object made of the halves in this package, each a mixin over the same
 state: ``commit`` (apply decisions, commit, effects once durable), ``requests`` (start, send,
 cancel, terminate, timers), ``workers`` (dispatch, joins and losses, step results, children),
-``reads`` (describe, list, inbox, history, result), ``queries`` and ``cluster`` (partitions
-changing hands). What they share lives here: the run cache, the type registry, the dispatcher
+``reads`` (describe, list, inbox, history, result), ``queries``, ``cluster`` (partitions
+changing hands) and ``retention`` (ended runs deleted). What they share lives here: the run cache, the type registry, the dispatcher
 and the timer heap, and the lifecycle.
 
 Start-up reads nothing per run. Types are loaded; runs that have a step to run are handed to
@@ -35,6 +35,7 @@ from grctl_daemon.runtime.commit import Commits
 from grctl_daemon.runtime.queries import Queries
 from grctl_daemon.runtime.reads import Follower, Reads
 from grctl_daemon.runtime.requests import Requests
+from grctl_daemon.runtime.retention import Retention
 from grctl_daemon.runtime.workers import Workers
 from grctl_daemon.storage import base as rec
 from grctl_daemon.timers import TimerWheel, now_ms
@@ -44,7 +45,7 @@ log = logging.getLogger("grctl.daemon")
 TIMER_WINDOW_MS = 60_000  # durable timers further out than this stay on disk until they near
 
 
-class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership):
+class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention):
     """Applies the engine's decisions to the runs it holds or reads back."""
 
     def __init__(self, config: DaemonConfig, storage: rec.Storage) -> None:
@@ -66,6 +67,7 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership):
         self.leaving: set[int] = set()
         self.watched: dict[str, int] = {}
         self.pushed_members: list[dict[str, Any]] | None = None
+        self.pruned = {"runs": 0, "units": 0, "max_unit_ms": 0.0, "total_unit_ms": 0.0}
 
     # -- lifecycle ------------------------------------------------------------------------------
 
@@ -78,6 +80,8 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership):
         self.timers.start()
         self.spawn(self._timer_windows())
         self.spawn(self.scan_ready(self.storage.owned))
+        if self.config.retention_ms > 0:
+            self.spawn(self.retention_loop())
         if self.storage.members():
             self.pushed_members = self.other_members()
             self.spawn(self.watch_members())
@@ -223,6 +227,11 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership):
                 "timers": len(self.timers),
                 "waits": sum(len(w) for w in self.waiters.values()),
                 "followers": sum(len(f) for f in self.followers.values()),
+            },
+            "retention": {
+                "retention_ms": self.config.retention_ms,
+                "interval_ms": self.config.prune_interval_ms,
+                **{k: round(v, 3) for k, v in self.pruned.items()},
             },
             "commits": {
                 "transactions": self.storage.batches,

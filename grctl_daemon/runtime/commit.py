@@ -138,12 +138,8 @@ class Commits:
                 continue
             parent = self.cache.get(s.parent_run_id or "")
             if parent is None:
-                log.warning(
-                    "parent %s of %s was not in memory when the child ended; its "
-                    "completion event follows in a unit of its own",
-                    s.parent_run_id,
-                    s.run_id,
-                )
+                # Not in memory: read back, it hears of the end in a unit of its own; a
+                # parent pruned meanwhile (it ended first) is not there to tell.
                 self.spawn(self._late_child_end(s))
                 continue
             ended = decide(parent, ChildEnded(self.types.get(parent.workflow_type), s), now_ms())
@@ -155,7 +151,14 @@ class Commits:
         def message(parent: RunState) -> ChildEnded:
             return ChildEnded(self.types.get(parent.workflow_type), child)
 
-        await self.on_run(child.parent_run_id or "", message)
+        told = await self.on_run(child.parent_run_id or "", message, missing_ok=True)
+        if told is None and await self.cache.load(child.parent_run_id or "") is None:
+            log.info(
+                "child %s ended after its parent run %s was deleted (retention); its "
+                "completion event is dropped",
+                child.run_id,
+                child.parent_run_id,
+            )
 
     async def _revive(self: Runtime, run_id: str) -> None:
         """A run dropped after a refused unit, read back; a step it still has goes out again."""

@@ -179,6 +179,39 @@ class ClearTimer:
 
 
 @dataclass(slots=True)
+class DeleteRuns:
+    """Ended runs and every row keyed by them (retention, ``grctl prune``).
+
+    Only rows still ended before ``before_ms`` go: a run that is somehow not ended (or ended
+    later) stays, so a prune decided on a read that has moved on deletes nothing it should not.
+    ``partitions`` are those of the runs (a cluster fences the commit on them).
+    """
+
+    run_ids: list[str]
+    before_ms: int
+    partitions: list[int]
+
+
+# Every table whose rows belong to one run (by ``run_id``): a pruned run leaves none behind. A
+# table added for runs joins this list.
+RUN_TABLES = ("store", "history", "inbox", "step_records", "timers")
+# The statuses of an ended run: only those are ever pruned.
+ENDED_STATUSES = ("completed", "failed", "cancelled", "terminated")
+
+
+@dataclass(frozen=True)
+class EndedRun:
+    """What a prune shows of a run it removes (or would)."""
+
+    run_id: str
+    workflow_id: str
+    workflow_type: str
+    status: str
+    ended_ms: int
+    partition: int
+
+
+@dataclass(slots=True)
 class SaveType:
     workflow_type: str
     definition: dict[str, Any]
@@ -197,6 +230,7 @@ Op = (
     | SetTimer
     | ClearTimer
     | SaveType
+    | DeleteRuns
 )
 
 
@@ -366,3 +400,16 @@ class Storage(Protocol):
         ...
 
     async def count_by_status(self) -> dict[str, int]: ...
+
+    async def ended_runs(
+        self,
+        before_ms: int,
+        status: str | None,
+        workflow_type: str | None,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        partitions: frozenset[int] | None = None,
+    ) -> list[EndedRun]:
+        """Runs that ended before ``before_ms``, oldest end first, after ``after`` (ended_ms,
+        run_id); by the index on ``ended_ms``."""
+        ...

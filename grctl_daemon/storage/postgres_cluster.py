@@ -295,6 +295,8 @@ class Cluster:
                 run = getattr(op, "run", None)
                 if run is not None:
                     touched.add(run.partition)
+                elif type(op) is rec.DeleteRuns:
+                    touched.update(op.partitions)
         missing = touched - self.epochs.keys()
         if missing:
             raise rec.Fenced(

@@ -200,3 +200,29 @@ class PostgresReads:
     async def count_by_status(self) -> dict[str, int]:
         rows = await self._fetch("SELECT status, count(*) FROM runs GROUP BY status")
         return {r[0]: r[1] for r in rows}
+
+    async def ended_runs(
+        self,
+        before_ms: int,
+        status: str | None,
+        workflow_type: str | None,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        partitions: frozenset[int] | None = None,
+    ) -> list[rec.EndedRun]:
+        rows = await self._fetch(
+            "SELECT run_id, workflow_id, workflow_type, status, ended_ms, partition FROM runs "
+            "WHERE ended_ms < $1 AND ($2::text IS NULL OR status = $2) "
+            "AND ($3::text IS NULL OR workflow_type = $3) "
+            "AND ($4::bigint IS NULL OR (ended_ms, run_id) > ($4, $5::text)) "
+            "AND ($6::int[] IS NULL OR partition = ANY($6::int[])) "
+            "ORDER BY ended_ms, run_id LIMIT $7",
+            before_ms,
+            status,
+            workflow_type,
+            None if after is None else after[0],
+            None if after is None else after[1],
+            None if partitions is None else sorted(partitions),
+            limit,
+        )
+        return [rec.EndedRun(*r) for r in rows]

@@ -49,11 +49,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
         f"INSERT INTO partitions (id) SELECT generate_series(0, {PARTITIONS - 1})",
         "DROP TABLE owner",
     ),
-    # Idempotent events: a send's key is stored with its event, at most once per run.
+    # Operating it (SPEC 7). Idempotent events: a send's key is stored with its event, at
+    # most once per run. Retention: ended runs are found, and pruned, by when they ended
+    # (partial: an active run has no entry, so starting or stepping one does not touch it).
     4: (
         "ALTER TABLE inbox ADD COLUMN idempotency_key text",
         "CREATE UNIQUE INDEX inbox_by_key ON inbox (run_id, idempotency_key) "
         "WHERE idempotency_key IS NOT NULL",
+        "CREATE INDEX runs_by_ended ON runs (ended_ms) WHERE ended_ms IS NOT NULL",
     ),
 }
 # Lease times are the database's clock, the one clock every daemon shares.
@@ -322,11 +325,32 @@ async def _save(conn: asyncpg.Connection, saves: list[tuple[rec.RunRecord, int, 
         raise Stale(f"{len(saves) - saved} run save(s) decided on a stale state")
 
 
+async def delete_runs(conn: asyncpg.Connection, run_ids: list[str], before_ms: int) -> list[str]:
+    """Delete the runs among ``run_ids`` that ended before ``before_ms``, with their rows."""
+    gone = [
+        r[0]
+        for r in await conn.fetch(
+            "DELETE FROM runs WHERE run_id = ANY($1::text[]) AND ended_ms < $2 RETURNING run_id",
+            run_ids,
+            before_ms,
+        )
+    ]
+    if gone:
+        for table in rec.RUN_TABLES:
+            await conn.execute(f"DELETE FROM {table} WHERE run_id = ANY($1::text[])", gone)
+    return gone
+
+
 async def apply_in_order(conn: asyncpg.Connection, ops: list[rec.Op]) -> None:
     """Ops in their order; a run of consecutive ops of one kind is one statement over arrays."""
     start = 0
     while start < len(ops):
         kind = type(ops[start])
+        if kind is rec.DeleteRuns:
+            op = ops[start]
+            await delete_runs(conn, op.run_ids, op.before_ms)  # type: ignore[union-attr]
+            start += 1
+            continue
         end = start
         while end < len(ops) and type(ops[end]) is kind:
             end += 1

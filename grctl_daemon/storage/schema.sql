@@ -1,4 +1,4 @@
--- grctl schema, version 5. Forward migrations live in sqlite.py (MIGRATIONS) - never edit a
+-- grctl schema, version 6. Forward migrations live in sqlite.py (MIGRATIONS) - never edit a
 -- released version in place.
 CREATE TABLE IF NOT EXISTS schema_version (
     version     INTEGER NOT NULL
@@ -55,6 +55,8 @@ CREATE INDEX IF NOT EXISTS runs_by_status ON runs (status, created_ms);
 CREATE INDEX IF NOT EXISTS runs_by_type ON runs (workflow_type, created_ms);
 -- Runs with a step to run, for the start-up scan that hands them to workers.
 CREATE INDEX IF NOT EXISTS runs_running ON runs (run_id) WHERE status = 'running';
+-- Retention: ended runs by when they ended (active runs have no entry).
+CREATE INDEX IF NOT EXISTS runs_by_ended ON runs (ended_ms) WHERE ended_ms IS NOT NULL;
 
 CREATE TABLE IF NOT EXISTS store (
     run_id TEXT NOT NULL,

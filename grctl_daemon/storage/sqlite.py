@@ -160,10 +160,17 @@ class SqliteStorage(SqliteReads, GroupCommit):
                 size += os.path.getsize(f"{self.path}{suffix}")
             except OSError:
                 pass
+        free_pages = page_size = None
+        if self._wconn is not None:  # two header reads: no transaction, no lock
+            (free_pages,) = self._wconn.execute("PRAGMA freelist_count").fetchone()
+            (page_size,) = self._wconn.execute("PRAGMA page_size").fetchone()
         return {
             "backend": "sqlite",
             "database": str(self.path),
             "database_bytes": size,
+            # Pages freed by deletes (retention) that new rows reuse before the file grows.
+            "free_pages": free_pages,
+            "page_size": page_size,
             "synchronous": self.synchronous,
             "epoch": self.epoch,
         }

@@ -175,3 +175,32 @@ class SqliteReads:
 
     async def count_by_status(self) -> dict[str, int]:
         return dict(await self._fetch("SELECT status, COUNT(*) FROM runs GROUP BY status"))
+
+    async def ended_runs(
+        self,
+        before_ms: int,
+        status: str | None,
+        workflow_type: str | None,
+        limit: int,
+        after: tuple[int, str] | None = None,
+        partitions: frozenset[int] | None = None,
+    ) -> list[rec.EndedRun]:
+        # One daemon owns every partition of a SQLite database: ``partitions`` is moot.
+        where = ["ended_ms < ?"]
+        params: list[Any] = [before_ms]
+        if status:
+            where.append("status = ?")
+            params.append(status)
+        if workflow_type:
+            where.append("workflow_type = ?")
+            params.append(workflow_type)
+        if after is not None:
+            where.append("(ended_ms, run_id) > (?, ?)")
+            params.extend(after)
+        rows = await self._fetch(
+            "SELECT run_id, workflow_id, workflow_type, status, ended_ms, partition FROM runs "
+            f"INDEXED BY runs_by_ended WHERE {' AND '.join(where)} "
+            "ORDER BY ended_ms, run_id LIMIT ?",
+            (*params, limit),
+        )
+        return [rec.EndedRun(*row) for row in rows]

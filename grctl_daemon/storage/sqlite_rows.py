@@ -35,11 +35,14 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     ),
     # The run's partition (a cluster's unit of ownership; one SQLite daemon owns them all).
     5: ("ALTER TABLE runs ADD COLUMN partition INTEGER NOT NULL DEFAULT 0",),
-    # Idempotent events: a send's key is stored with its event, at most once per run.
+    # Operating it (SPEC 7). Idempotent events: a send's key is stored with its event, at
+    # most once per run. Retention: ended runs are found, and pruned, by when they ended
+    # (partial: an active run has no entry, so starting or stepping one does not touch it).
     6: (
         "ALTER TABLE inbox ADD COLUMN idempotency_key TEXT",
         "CREATE UNIQUE INDEX inbox_by_key ON inbox (run_id, idempotency_key) "
         "WHERE idempotency_key IS NOT NULL",
+        "CREATE INDEX runs_by_ended ON runs (ended_ms) WHERE ended_ms IS NOT NULL",
     ),
 }
 
@@ -81,7 +84,9 @@ _WRITTEN_ONCE = rec.WRITTEN_ONCE
 _MUTABLE_RUN_COLUMNS = tuple(c for c in _RUN_COLUMNS if c not in _WRITTEN_ONCE)
 # A save that keeps the status leaves that column out: SQLite then rewrites none of the indexes
 # on it (the one-active-run index, the listing and ready-run indexes), which most steps skip.
-_STEP_RUN_COLUMNS = tuple(c for c in _MUTABLE_RUN_COLUMNS if c != "status")
+# ``ended_ms`` changes only with the status (a run ends), so it is left out too: SQLite would
+# otherwise visit the retention index on every step.
+_STEP_RUN_COLUMNS = tuple(c for c in _MUTABLE_RUN_COLUMNS if c not in ("status", "ended_ms"))
 
 
 def _update(columns: tuple[str, ...]) -> str:
@@ -256,8 +261,29 @@ def apply_op(cur: sqlite3.Cursor, op: rec.Op) -> None:
                 "updated_ms = excluded.updated_ms",
                 (workflow_type, pack_or_none(definition), updated_ms),
             )
+        case rec.DeleteRuns(run_ids, before_ms):
+            delete_runs(cur, run_ids, before_ms)
         case _:
             raise TypeError(f"unknown storage op {op!r}")
+
+
+def delete_runs(cur: sqlite3.Cursor, run_ids: list[str], before_ms: int) -> list[str]:
+    """Delete the runs among ``run_ids`` that ended before ``before_ms``, with their rows."""
+    if not run_ids:
+        return []
+    marks = ", ".join("?" * len(run_ids))
+    gone = [
+        r[0]
+        for r in cur.execute(
+            f"DELETE FROM runs WHERE run_id IN ({marks}) AND ended_ms < ? RETURNING run_id",
+            (*run_ids, before_ms),
+        ).fetchall()
+    ]
+    if gone:
+        marks = ", ".join("?" * len(gone))
+        for table in rec.RUN_TABLES:
+            cur.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", gone)
+    return gone
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:

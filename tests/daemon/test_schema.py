@@ -30,6 +30,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_runs(daemon, worke
     # Make the file a version-1 database, as the first release wrote it.
     with sqlite3.connect(daemon.db) as conn:
         conn.execute("DROP INDEX runs_running")
+        conn.execute("DROP INDEX runs_by_ended")
         conn.execute("DROP INDEX timers_by_due")
         conn.execute("DROP INDEX runs_by_type")
         conn.execute("DROP INDEX runs_by_status")
