@@ -60,10 +60,20 @@ class Workflow:
     steps by it.
     """
 
-    def __init__(self, workflow_type: str) -> None:
+    def __init__(self, workflow_type: str, max_concurrent_runs: int | None = None) -> None:
         if not isinstance(workflow_type, str) or not workflow_type.strip():
             raise WorkflowDefinitionError("Workflow(workflow_type=...) needs a non-empty string")
+        if max_concurrent_runs is not None and (
+            isinstance(max_concurrent_runs, bool)
+            or not isinstance(max_concurrent_runs, int)
+            or max_concurrent_runs < 1
+        ):
+            raise WorkflowDefinitionError(
+                f"workflow {workflow_type!r}: max_concurrent_runs must be a whole number of at "
+                f"least 1 (got {max_concurrent_runs!r}); leave it out for no limit"
+            )
         self.workflow_type = workflow_type
+        self.max_concurrent_runs = max_concurrent_runs
         self.start_def: StepDef | None = None
         self.steps: dict[str, StepDef] = {}
         self.events: dict[str, EventDef] = {}
@@ -269,6 +279,7 @@ class Workflow:
             },
             events={e.name: describe_params(e.fn) for e in self.events.values()},
             queries=frozenset(self.queries),
+            max_concurrent_runs=self.max_concurrent_runs,
         )
 
 

@@ -369,6 +369,15 @@ def run_row(r: Any) -> tuple[Text, ...]:
     )
 
 
+def slot_wait_text(info: Any) -> str:
+    """``waiting for a slot: 3 of 3 runs of T are executing a step; 12 ahead``."""
+    w = info.waiting_for_slot
+    return (
+        f"waiting for a slot: {w['executing']} of {w['limit']} runs of {info.workflow_type} "
+        f"are executing a step; {w['ahead']} ahead"
+    )
+
+
 def describe(info: Any) -> None:
     """``grctl describe``: everything about one run, the error's traceback included."""
     grid = _grid()
@@ -385,6 +394,8 @@ def describe(info: Any) -> None:
         grid.add_row("step", Text("waiting for an event", style="dim"))
     if info.worker:
         grid.add_row("worker", Text(info.worker))
+    if info.waiting_for_slot:
+        grid.add_row("waiting", Text(slot_wait_text(info), style="yellow"))
     grid.add_row("created", Text(when(info.created_at)))
     grid.add_row("updated", Text(when(info.updated_at)))
     if info.ended_at:

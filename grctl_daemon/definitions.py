@@ -29,6 +29,9 @@ def definition_problem(d: Any) -> str | None:
         return f"{wt}: 'steps' and 'events' must be lists"
     if not isinstance(queries, list) or not all(isinstance(q, str) for q in queries):
         return f"{wt}: 'queries' must be a list of names"
+    limit = d.get("max_concurrent_runs")
+    if limit is not None and (not _is_int(limit) or not 1 <= limit <= _MAX_MS):
+        return f"{wt}: 'max_concurrent_runs' must be a whole number of at least 1, or absent"
     handlers = [("start", start.get("params"))]
     for s in steps:
         if not isinstance(s, dict) or not isinstance(s.get("name"), str):

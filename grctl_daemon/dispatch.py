@@ -2,6 +2,12 @@
 
 A step goes to the least-loaded connected worker that serves its workflow type and has room;
 when none has, it waits in a FIFO queue per type until a worker frees a slot or connects.
+
+A type with a limit (``Workflow(max_concurrent_runs=N)``) also has a ``TypeLimit``: at most N of
+its dispatches are out at once, from dispatch until the step's outcome is committed (or the
+step is stopped, or its worker is lost). A run that finds no slot waits in the same FIFO queue,
+and a run that becomes ready while others of its type wait goes behind them. Types without a
+limit pay one dict lookup per dispatch and one truth test per release.
 """
 
 from __future__ import annotations
@@ -23,10 +29,27 @@ class WorkerSlot:
     connected_ms: int
     inflight: dict[str, str] = field(default_factory=dict)  # dispatch_id → run_id
     reserved: int = 0  # runs being read back from the database to be handed to this worker
+    limits: dict[str, int] = field(default_factory=dict)  # type → max_concurrent_runs declared
 
     @property
     def free(self) -> int:
         return self.capacity - len(self.inflight) - self.reserved
+
+
+@dataclass
+class TypeLimit:
+    """The slots of a type with ``max_concurrent_runs``: which dispatches hold one now."""
+
+    workflow_type: str
+    limit: int | None  # the smallest any connected worker declares; None once none does
+    holders: set[str] = field(default_factory=set)  # dispatch_ids holding a slot
+    reserved: int = 0  # runs taken from the queue, being read back to be dispatched
+
+    @property
+    def free(self) -> int:
+        if self.limit is None:
+            return 1 << 30
+        return self.limit - len(self.holders) - self.reserved
 
 
 class RunQueue:
@@ -44,6 +67,13 @@ class RunQueue:
     def append(self, run_id: str) -> None:
         self._runs[run_id] = None
 
+    def position(self, run_id: str) -> int | None:
+        """How many runs wait ahead of ``run_id`` (O(n): for describe, not dispatch)."""
+        for i, queued in enumerate(self._runs):
+            if queued == run_id:
+                return i
+        return None
+
     def popleft(self) -> str:
         run_id = next(iter(self._runs))
         del self._runs[run_id]
@@ -57,9 +87,15 @@ class Dispatcher:
         self.workers: dict[str, WorkerSlot] = {}
         self._queues: dict[str, RunQueue] = {}
         self._holder: dict[str, str] = {}  # dispatch_id → connection_id
+        self.limits: dict[str, TypeLimit] = {}  # only types some worker declared a limit for
+        self._limited: dict[str, TypeLimit] = {}  # dispatch_id → the limit it holds a slot of
+        # Told the type whose slot came free (the runtime then serves its queue).
+        self.on_type_free: Callable[[str], None] = lambda workflow_type: None
 
     def add(self, slot: WorkerSlot) -> None:
         self.workers[slot.connection_id] = slot
+        if slot.limits:
+            self._relimit(slot.limits)
 
     def remove(self, connection_id: str) -> list[tuple[str, str]]:
         """Forget a worker; returns the (run_id, dispatch_id) pairs it held."""
@@ -68,7 +104,39 @@ class Dispatcher:
             return []
         for dispatch_id in slot.inflight:
             self._holder.pop(dispatch_id, None)
+            if self._limited:
+                self.release_type(dispatch_id)
+        if slot.limits:
+            self._relimit(slot.limits)
         return [(run_id, did) for did, run_id in slot.inflight.items()]
+
+    def declared_limit(self, workflow_type: str) -> int | None:
+        """The smallest ``max_concurrent_runs`` a connected worker declares for the type."""
+        declared = [
+            s.limits[workflow_type] for s in self.workers.values() if workflow_type in s.limits
+        ]
+        return min(declared) if declared else None
+
+    def _relimit(self, types: dict[str, int]) -> None:
+        for workflow_type in types:
+            limit = self.declared_limit(workflow_type)
+            lim = self.limits.get(workflow_type)
+            if lim is None:
+                self.limits[workflow_type] = TypeLimit(workflow_type, limit)
+                continue
+            raised = lim.limit is not None and (limit is None or limit > lim.limit)
+            lim.limit = limit
+            if raised:
+                self.on_type_free(workflow_type)
+
+    def admits(self, workflow_type: str, from_queue: bool) -> bool:
+        """May this run of a limited type be dispatched now (a slot free, nobody ahead)?"""
+        lim = self.limits[workflow_type]
+        if lim.free <= 0:
+            return False
+        if from_queue:
+            return True
+        return not self._queues.get(workflow_type)  # others wait: this one goes behind them
 
     def pick(self, workflow_type: str) -> WorkerSlot | None:
         best: WorkerSlot | None = None
@@ -90,17 +158,37 @@ class Dispatcher:
     def queued(self, workflow_type: str) -> RunQueue:
         return self._queues.get(workflow_type) or RunQueue()
 
-    def assign(self, slot: WorkerSlot, dispatch_id: str, run_id: str) -> None:
+    def assign(
+        self, slot: WorkerSlot, dispatch_id: str, run_id: str, lim: TypeLimit | None = None
+    ) -> None:
         slot.inflight[dispatch_id] = run_id
         self._holder[dispatch_id] = slot.connection_id
+        if lim is not None:
+            lim.holders.add(dispatch_id)
+            self._limited[dispatch_id] = lim
 
-    def release(self, dispatch_id: str) -> WorkerSlot | None:
-        """The step left its worker (ended, failed, stopped); returns that worker, if still here."""
+    def release(self, dispatch_id: str, hold_type_slot: bool = False) -> WorkerSlot | None:
+        """The step left its worker (ended, failed, stopped); returns that worker, if still here.
+
+        ``hold_type_slot``: the step's outcome is being committed; its type's slot (if any) is
+        freed by ``release_type`` once that commit is over.
+        """
         conn_id = self._holder.pop(dispatch_id, None)
         slot = self.workers.get(conn_id) if conn_id else None
         if slot is not None:
             slot.inflight.pop(dispatch_id, None)
+        if self._limited and not hold_type_slot:
+            self.release_type(dispatch_id)
         return slot
+
+    def holds_type_slot(self, dispatch_id: str) -> bool:
+        return bool(self._limited) and dispatch_id in self._limited
+
+    def release_type(self, dispatch_id: str) -> None:
+        lim = self._limited.pop(dispatch_id, None)
+        if lim is not None:
+            lim.holders.discard(dispatch_id)
+            self.on_type_free(lim.workflow_type)
 
     def holder(self, dispatch_id: str) -> WorkerSlot | None:
         conn_id = self._holder.get(dispatch_id)

@@ -39,6 +39,8 @@ class TypeDef:
     steps: dict[str, StepSpec]
     events: dict[str, list[list[Any]]]
     queries: frozenset[str]
+    # At most this many runs of the type execute a step at once (None: no limit).
+    max_concurrent_runs: int | None = None
 
     @classmethod
     def from_definition(cls, data: dict[str, Any]) -> TypeDef:
@@ -54,11 +56,12 @@ class TypeDef:
             },
             events={e["name"]: e["params"] for e in data["events"]},
             queries=frozenset(data["queries"]),
+            max_concurrent_runs=data.get("max_concurrent_runs"),
         )
 
     def to_definition(self) -> dict[str, Any]:
         """The wire form (a plain map), the inverse of ``from_definition``."""
-        return {
+        definition: dict[str, Any] = {
             "workflow_type": self.workflow_type,
             "start": {"name": self.start_name, "params": self.start_params},
             "steps": [
@@ -72,6 +75,9 @@ class TypeDef:
             "events": [{"name": name, "params": params} for name, params in self.events.items()],
             "queries": sorted(self.queries),
         }
+        if self.max_concurrent_runs is not None:  # absent, not null: older daemons read it too
+            definition["max_concurrent_runs"] = self.max_concurrent_runs
+        return definition
 
     def timeout_ms(self, handler_kind: str | None, step_name: str | None) -> int:
         if handler_kind == "step" and step_name in self.steps:

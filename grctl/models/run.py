@@ -53,6 +53,9 @@ class RunInfo:
     parent_run_id: str | None = None
     cancel_requested: bool = False
     reason: str | None = None
+    # Set while the run waits for a slot of its type (max_concurrent_runs): the type's limit,
+    # how many of its runs execute a step now, how many runs wait ahead of this one.
+    waiting_for_slot: dict[str, int] | None = None
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunInfo:
@@ -76,6 +79,7 @@ class RunInfo:
             parent_run_id=data.get("parent_run_id"),
             cancel_requested=bool(data.get("cancel_requested")),
             reason=data.get("reason"),
+            waiting_for_slot=data.get("waiting_for_slot"),
         )
 
 

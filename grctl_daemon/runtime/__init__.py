@@ -56,6 +56,8 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention):
         self.cache = RunCache(storage, config.run_cache, self.owns)
         self.types: dict[str, TypeDef] = {}
         self.dispatcher = Dispatcher()
+        self.dispatcher.on_type_free = self.type_slot_free
+        self._draining_types: set[str] = set()  # types whose queue is served at the next tick
         self.timers = TimerWheel(self.on_timer, horizon_ms=0)
         self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self.followers: dict[str, set[Follower]] = {}

@@ -151,7 +151,18 @@ class Reads:
             **self.run_summary(run),
             "store": {k: p.packed(v) for k, v in run.store.items()},
             "timers": [{"kind": k, "due_ms": due} for k, (due, _) in sorted(run.timers.items())],
+            "waiting_for_slot": self.slot_wait(run.run_id, run.workflow_type),
         }
+
+    def slot_wait(self: Runtime, run_id: str, workflow_type: str) -> dict[str, Any] | None:
+        """Where a run of a limited type stands in its type's queue, if it waits for a slot."""
+        lim = self.dispatcher.limits.get(workflow_type)
+        if lim is None or lim.limit is None:
+            return None
+        ahead = self.dispatcher.queued(workflow_type).position(run_id)
+        if ahead is None:
+            return None
+        return {"limit": lim.limit, "executing": len(lim.holders), "ahead": ahead}
 
     def run_summary(self: Runtime, run: rec.RunRecord) -> dict[str, Any]:
         current = self.cache.get(run.run_id)

@@ -24,7 +24,7 @@ from grctl.errors import (
     WorkflowAlreadyRunningError,
     WorkflowNotRunningError,
 )
-from grctl_daemon.dispatch import WorkerSlot
+from grctl_daemon.dispatch import TypeLimit, WorkerSlot
 from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.decide import (
     DispatchTo,
@@ -51,44 +51,63 @@ class Workers:
 
     # -- dispatch -------------------------------------------------------------------------------
 
-    def _dispatch(self: Runtime, run_id: str) -> None:
-        """Hand the run's scheduled step to a worker once durable, or queue it for one."""
+    def _dispatch(self: Runtime, run_id: str, from_queue: bool = False) -> None:
+        """Hand the run's scheduled step to a worker once durable, or queue it for one.
+
+        ``from_queue``: the run was just taken from the head of its type's queue.
+        """
         if run_id not in self.cache:
             self.spawn(self._dispatch_loaded(run_id, None))
             return
-        prepared = self._prepare_dispatch(run_id)
+        prepared = self._prepare_dispatch(run_id, from_queue)
         if prepared is not None:
             self.apply(prepared[0], sends=[prepared[1:]])
 
-    async def _dispatch_loaded(self: Runtime, run_id: str, slot: WorkerSlot | None) -> None:
-        """Read the run back, then dispatch it; ``slot`` was reserved by the caller (``_drain``)."""
+    async def _dispatch_loaded(
+        self: Runtime, run_id: str, slot: WorkerSlot | None, lim: TypeLimit | None = None
+    ) -> None:
+        """Read the run back, then dispatch it; ``slot`` (and ``lim``'s slot) was reserved by
+        the caller (``_drain``)."""
         self.cache.hold(run_id)
         try:
             state = await self.cache.load(run_id)
         finally:
             if slot is not None:
                 slot.reserved -= 1
+            if lim is not None:
+                lim.reserved -= 1
         try:
             if state is not None and run_id in self.cache:  # not if another daemon owns it now
-                self._dispatch(run_id)
+                self._dispatch(run_id, from_queue=slot is not None)
         finally:
             self.cache.release(run_id)
+            if lim is not None:  # its slot, if not taken by this run, goes to the next
+                self.type_slot_free(lim.workflow_type)
 
-    def _prepare_dispatch(self: Runtime, run_id: str) -> Prepared | None:
+    def _prepare_dispatch(self: Runtime, run_id: str, from_queue: bool = False) -> Prepared | None:
         """Pick a worker and build the dispatch; ``None`` when nothing to send (or queued)."""
         state = self.cache.get(run_id)
         if state is None or not tr.ready(state) or not self.owns(state.partition):
             return None
-        slot = self.dispatcher.pick(state.workflow_type)
-        tdef = self.types.get(state.workflow_type)
+        workflow_type = state.workflow_type
+        lim = self.dispatcher.limits.get(workflow_type)  # all a type without a limit pays
+        if lim is not None and not (
+            self.limits_apply() and self.dispatcher.admits(workflow_type, from_queue)
+        ):
+            self.dispatcher.enqueue(workflow_type, run_id)
+            if lim.free > 0 and self.limits_apply():  # others were ahead: serve them first
+                self.type_slot_free(workflow_type)
+            return None
+        slot = self.dispatcher.pick(workflow_type)
+        tdef = self.types.get(workflow_type)
         if slot is None or tdef is None:
-            self.dispatcher.enqueue(state.workflow_type, run_id)
+            self.dispatcher.enqueue(workflow_type, run_id)
             return None
         d = decide(state, DispatchTo(tdef, slot.name), now_ms())
         s = d.state
         if s is state or s is None or s.dispatch_id is None:
             return None
-        self.dispatcher.assign(slot, s.dispatch_id, run_id)
+        self.dispatcher.assign(slot, s.dispatch_id, run_id, lim)
         msg = p.DispatchStep(
             dispatch_id=s.dispatch_id,
             workflow_id=s.workflow_id,
@@ -113,16 +132,56 @@ class Workers:
             return
         for workflow_type in slot.types:
             queue = self.dispatcher.queued(workflow_type)
-            while queue and slot.free > 0:
+            lim = self.dispatcher.limits.get(workflow_type)
+            if lim is not None and not self.limits_apply():
+                continue
+            while queue and slot.free > 0 and (lim is None or lim.free > 0):
                 run_id = queue.popleft()
                 if run_id in self.cache:
-                    self._dispatch(run_id)
+                    self._dispatch(run_id, from_queue=True)
                 else:
                     # Reserved now, not when the task starts: otherwise ``slot.free`` does not
                     # drop in this loop, which then empties the whole queue into reads (and
                     # every run past the slot's capacity is queued again, evicted, read again).
                     slot.reserved += 1
-                    self.spawn(self._dispatch_loaded(run_id, slot))
+                    if lim is not None:
+                        lim.reserved += 1
+                    self.spawn(self._dispatch_loaded(run_id, slot, lim))
+
+    def limits_apply(self: Runtime) -> bool:
+        """Whether this daemon may hand out slots of limited types: only when it is alone.
+
+        Each cluster member dispatches the runs of its own partitions, so a count kept per
+        daemon would let N runs execute on every member. Rather than exceed the limit, runs
+        of limited types wait while more than one member is live (and a worker declaring a
+        limit is refused by a cluster of several); they go on when one member is left.
+        """
+        return len(self.storage.members()) <= 1
+
+    def type_slot_free(self: Runtime, workflow_type: str) -> None:
+        """A slot of a limited type came free: serve its queue at the next tick (once)."""
+        if workflow_type not in self._draining_types:
+            self._draining_types.add(workflow_type)
+            asyncio.get_running_loop().call_soon(self._drain_type, workflow_type)
+
+    def _drain_type(self: Runtime, workflow_type: str) -> None:
+        """Give the free slots of a limited type to the runs at the head of its queue."""
+        self._draining_types.discard(workflow_type)
+        lim = self.dispatcher.limits.get(workflow_type)
+        queue = self.dispatcher.queued(workflow_type)
+        if not self.limits_apply():
+            return
+        while lim is not None and queue and lim.free > 0:
+            slot = self.dispatcher.pick(workflow_type)
+            if slot is None:
+                return  # no worker has room: its ``_drain`` serves the queue when it has
+            run_id = queue.popleft()
+            if run_id in self.cache:
+                self._dispatch(run_id, from_queue=True)
+            else:
+                slot.reserved += 1
+                lim.reserved += 1
+                self.spawn(self._dispatch_loaded(run_id, slot, lim))
 
     def drain_all(self: Runtime) -> None:
         for slot in list(self.dispatcher.workers.values()):
@@ -132,8 +191,21 @@ class Workers:
 
     def worker_joined(self: Runtime, slot: WorkerSlot, definitions: list[dict[str, Any]]):
         ops: list[rec.Op] = []
-        for definition in definitions:
-            tdef = TypeDef.from_definition(definition)
+        tdefs = [TypeDef.from_definition(definition) for definition in definitions]
+        slot.limits = {
+            t.workflow_type: t.max_concurrent_runs
+            for t in tdefs
+            if t.max_concurrent_runs is not None
+        }
+        if slot.limits and not self.limits_apply():
+            # Each member dispatches the runs of its own partitions: a count kept per daemon
+            # would let N runs execute on every member. Refused rather than exceeded.
+            raise InvalidInputError(
+                f"max_concurrent_runs (on {', '.join(sorted(slot.limits))}) is not supported by "
+                "a cluster of several daemons: each member would count its own runs and "
+                "together exceed the limit; run one daemon for these types, or remove the limit"
+            )
+        for definition, tdef in zip(definitions, tdefs, strict=True):
             self.types[tdef.workflow_type] = tdef
             ops.append(rec.SaveType(tdef.workflow_type, definition, now_ms()))
         self.dispatcher.add(slot)
@@ -207,8 +279,11 @@ class Workers:
         self: Runtime, state: RunState, dispatch_id: str, d: tr.Decision
     ) -> asyncio.Future[None]:
         self.timers.cancel(state.run_id, tr.STEP_TIMER)
-        slot = self.dispatcher.release(dispatch_id)
+        limited = self.dispatcher.holds_type_slot(dispatch_id)
+        slot = self.dispatcher.release(dispatch_id, hold_type_slot=limited)
         durable = self.apply(d)
+        if limited:  # the type's slot is held until the outcome is committed (or not)
+            durable.add_done_callback(lambda _: self.dispatcher.release_type(dispatch_id))
         if slot is not None:
 
             def drain(f: asyncio.Future[None]) -> None:
