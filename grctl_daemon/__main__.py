@@ -25,6 +25,7 @@ def run() -> int:
     parser.add_argument(
         "--retention", metavar="DURATION", help="delete runs ended longer ago (30d; 0: keep)"
     )
+    parser.add_argument("--metrics", metavar="HOST:PORT", help="serve Prometheus /metrics here")
     parser.add_argument("--quiet", action="store_true", help="log to daemon.log only")
     args = parser.parse_args()
     try:
@@ -41,6 +42,7 @@ def run() -> int:
             args.tls_key,
             args.lease_timeout,
             args.retention,
+            args.metrics,
         )
     except ValueError as exc:
         # One line the CLI can show as is (it prints the last line the daemon wrote).

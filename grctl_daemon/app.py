@@ -9,12 +9,13 @@ import os
 import signal
 import socket
 import sys
-from typing import IO
+from typing import IO, Any
 
 from grctl.home import Address, ensure_private, member_host
 from grctl.loop import run as run_loop
 from grctl_daemon.config import DaemonConfig
 from grctl_daemon.listen import ListenError, server_tls
+from grctl_daemon.metrics import Exporter, MetricsError, Tally
 from grctl_daemon.runtime import Runtime
 from grctl_daemon.server import Server
 from grctl_daemon.storage import display, open_storage
@@ -75,6 +76,18 @@ async def serve(config: DaemonConfig) -> int:
     tls = (
         server_tls(config.tls_cert, config.tls_key) if config.tls_cert and config.tls_key else None
     )
+    # So does a metrics port that is taken (or the extra missing).
+    exporter = (
+        None if config.metrics is None else Exporter(config.metrics, asyncio.get_running_loop())
+    )
+    try:
+        return await _serve(config, tls, exporter)
+    finally:
+        if exporter is not None:
+            await exporter.close()
+
+
+async def _serve(config: DaemonConfig, tls: Any, exporter: Exporter | None) -> int:
     storage = open_storage(
         config.db_url,
         synchronous=config.synchronous,
@@ -83,6 +96,10 @@ async def serve(config: DaemonConfig) -> int:
     )
     await storage.open()
     runtime = Runtime(config, storage)
+    if exporter is not None:
+        runtime.tally = Tally()
+        storage.on_batch = runtime.tally.batch
+        exporter.runtime = runtime
     stop = asyncio.Event()
     server = Server(runtime, config.socket_path, stop.set, tls)
     loop = asyncio.get_running_loop()
@@ -107,6 +124,8 @@ async def serve(config: DaemonConfig) -> int:
                 "TLS" if tls else "plain TCP, no TLS",
                 config.token_file,
             )
+        if exporter is not None:
+            log.info("grctl daemon serving Prometheus metrics at http://%s/metrics", config.metrics)
         waits = {
             asyncio.ensure_future(runtime.fatal.wait()),
             asyncio.ensure_future(stop.wait()),
@@ -122,6 +141,8 @@ async def serve(config: DaemonConfig) -> int:
         else:
             log.info("grctl daemon stopping: finishing in-flight commits")
     finally:
+        if exporter is not None:  # scrapes from now on report nothing: storage is closing
+            exporter.runtime = None
         await server.stop()
         await runtime.close()
         await storage.close()
@@ -159,7 +180,7 @@ def main(config: DaemonConfig, foreground: bool = True) -> int:
                 config.token_file,
             )
         return run_loop(serve(config))
-    except (StorageError, ListenError) as exc:
+    except (StorageError, ListenError, MetricsError) as exc:
         log.error("%s", exc)
         print(f"error: {exc}", file=sys.stderr)
         return 1

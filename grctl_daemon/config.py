@@ -55,6 +55,8 @@ class DaemonConfig:
     tls_key: Path | None = None
     lease_timeout_s: float = DEFAULT_LEASE_TIMEOUT_S
     retention_ms: int = duration_ms(DEFAULT_RETENTION)  # 0: keep every run
+    # Where Prometheus scrapes ``/metrics`` (``--metrics``); None serves no metrics.
+    metrics: Address | None = None
 
     @property
     def prune_interval_ms(self) -> int:
@@ -76,6 +78,7 @@ class DaemonConfig:
         tls_key: str | None = None,
         lease_timeout_s: float | None = None,
         retention: str | None = None,
+        metrics: str | None = None,
     ) -> DaemonConfig:
         h = home_dir(home)
         sync = (synchronous or os.environ.get("GRCTL_SYNCHRONOUS") or "FULL").upper()
@@ -90,6 +93,7 @@ class DaemonConfig:
             tls_cert or os.environ.get("GRCTL_TLS_CERT"),
             tls_key or os.environ.get("GRCTL_TLS_KEY"),
         )
+        metrics = metrics or os.environ.get("GRCTL_METRICS")
         return cls(
             home=h,
             socket_path=resolve_socket(socket, home),
@@ -115,6 +119,7 @@ class DaemonConfig:
             retention_ms=_duration(
                 "retention", retention or os.environ.get("GRCTL_RETENTION") or DEFAULT_RETENTION
             ),
+            metrics=parse_address(metrics, "--metrics") if metrics else None,
         )
 
 

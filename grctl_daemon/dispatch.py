@@ -12,6 +12,7 @@ limit pay one dict lookup per dispatch and one truth test per release.
 
 from __future__ import annotations
 
+import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -53,10 +54,14 @@ class TypeLimit:
 
 
 class RunQueue:
-    """Runs waiting for a worker, first in first out, each at most once (O(1) both ways)."""
+    """Runs waiting for a worker, first in first out, each at most once (O(1) both ways).
+
+    Each run keeps when it was queued (monotonic seconds), so the metrics can tell how long
+    the oldest has waited for a worker.
+    """
 
     def __init__(self) -> None:
-        self._runs: dict[str, None] = {}
+        self._runs: dict[str, float] = {}
 
     def __len__(self) -> int:
         return len(self._runs)
@@ -65,7 +70,12 @@ class RunQueue:
         return run_id in self._runs
 
     def append(self, run_id: str) -> None:
-        self._runs[run_id] = None
+        if run_id not in self._runs:
+            self._runs[run_id] = time.monotonic()
+
+    def oldest(self) -> float | None:
+        """When the run at the head was queued (``time.monotonic()``), None when empty."""
+        return next(iter(self._runs.values()), None)
 
     def position(self, run_id: str) -> int | None:
         """How many runs wait ahead of ``run_id`` (O(n): for describe, not dispatch)."""
@@ -157,6 +167,10 @@ class Dispatcher:
 
     def queued(self, workflow_type: str) -> RunQueue:
         return self._queues.get(workflow_type) or RunQueue()
+
+    def queues(self) -> dict[str, RunQueue]:
+        """Every type's queue of runs ready for a worker (read by the metrics)."""
+        return self._queues
 
     def assign(
         self, slot: WorkerSlot, dispatch_id: str, run_id: str, lim: TypeLimit | None = None

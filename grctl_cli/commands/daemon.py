@@ -140,12 +140,23 @@ def start(
             show_default=False,
         ),
     ] = None,
+    metrics: Annotated[
+        str | None,
+        typer.Option(
+            "--metrics",
+            metavar="HOST:PORT",
+            help="Serve Prometheus metrics at http://HOST:PORT/metrics (needs the "
+            "grctl[metrics] extra; env GRCTL_METRICS).",
+            show_default=False,
+        ),
+    ] = None,
     json_: JsonOpt = False,
 ) -> None:
     """Start the daemon in the background; returns once it accepts connections.
 
     One daemon per home: a second one is refused. With --listen it also serves TCP, to
     connections that present the token of --token-file (TLS with --tls-cert and --tls-key).
+    With --metrics it serves Prometheus metrics at http://HOST:PORT/metrics.
 
     Example: grctl daemon start --listen 0.0.0.0:7777 --token-file ~/.grctl-token
     """
@@ -183,6 +194,7 @@ def start(
         ("--token-file", token_file),
         ("--tls-cert", tls_cert),
         ("--tls-key", tls_key),
+        ("--metrics", metrics),
     ):
         if value:
             cmd += [flag, value]

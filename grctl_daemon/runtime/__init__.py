@@ -29,6 +29,7 @@ from grctl_daemon.dispatch import Dispatcher
 from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.decide import Message, StorageFault, decide
 from grctl_daemon.engine.state import RunState, TypeDef
+from grctl_daemon.metrics import Tally
 from grctl_daemon.runtime.cache import Elsewhere, RunCache
 from grctl_daemon.runtime.cluster import Ownership
 from grctl_daemon.runtime.commit import Commits
@@ -63,6 +64,8 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention):
         self.followers: dict[str, set[Follower]] = {}
         self.queries: dict[str, asyncio.Future[p.QueryAnswer]] = {}
         self.fatal: asyncio.Event = asyncio.Event()
+        # Counts for --metrics (grctl_daemon/metrics.py); None without it, so no counting.
+        self.tally: Tally | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
         # In a cluster (runtime/cluster.py): partitions being handed over, the partition of
         # each run with result waits or followers, and the members our workers were told of.

@@ -108,6 +108,8 @@ class Commits:
         for d in unit:
             self._effects(d)
             self._publish(d)
+        if self.tally is not None:
+            self.tally.committed(unit)
 
     async def commit(self: Runtime, *decisions: tr.Decision) -> Any:
         """Apply, wait until durable, return the first decision's reply (or raise its error)."""

@@ -311,6 +311,8 @@ class Storage(Protocol):
     units: int  # units committed
     write_s: float  # time spent writing batches, commit included
     commit_s: float  # of which in the commit itself (the fsync)
+    # Told of each committed batch (units, seconds to durable); set by the metrics.
+    on_batch: Callable[[int, float], None] | None
     epoch: int  # the ownership epoch this daemon holds
     lost: asyncio.Event  # set when another daemon took the database over: stop at once
     # The partitions of runs this daemon may commit for (a lone daemon: all of them). On a
@@ -412,4 +414,13 @@ class Storage(Protocol):
     ) -> list[EndedRun]:
         """Runs that ended before ``before_ms``, oldest end first, after ``after`` (ended_ms,
         run_id); by the index on ``ended_ms``."""
+
+    async def count_runs(self, status: str, partitions: list[int] | None = None) -> int:
+        """Runs in ``status`` (of ``partitions`` when given), by the status index: cheap for
+        the few runs in one status, never a scan of the table (the metrics read it per scrape).
+        """
+        ...
+
+    async def database_bytes(self) -> int | None:
+        """The database's size on disk, None when the backend cannot tell."""
         ...

@@ -226,3 +226,19 @@ class PostgresReads:
             limit,
         )
         return [rec.EndedRun(*r) for r in rows]
+
+    async def count_runs(self, status: str, partitions: list[int] | None = None) -> int:
+        if partitions is None:
+            rows = await self._fetch("SELECT count(*) FROM runs WHERE status = $1", status)
+        else:
+            rows = await self._fetch(
+                "SELECT count(*) FROM runs WHERE status = $1 AND partition = ANY($2::int[])",
+                status,
+                partitions,
+            )
+        return int(rows[0][0])
+
+    async def database_bytes(self) -> int | None:
+        # The whole database's files (every schema in it): what fills the server's disk.
+        rows = await self._fetch("SELECT pg_database_size(current_database())")
+        return int(rows[0][0])

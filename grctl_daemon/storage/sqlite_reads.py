@@ -204,3 +204,11 @@ class SqliteReads:
             (*params, limit),
         )
         return [rec.EndedRun(*row) for row in rows]
+
+    async def count_runs(self, status: str, partitions: list[int] | None = None) -> int:
+        # One daemon owns every partition of a SQLite database: ``partitions`` changes nothing.
+        rows = await self._fetch("SELECT COUNT(*) FROM runs WHERE status = ?", (status,))
+        return int(rows[0][0])
+
+    async def database_bytes(self) -> int | None:
+        return self.describe()["database_bytes"]
