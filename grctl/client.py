@@ -11,7 +11,7 @@ from typing import Any, Generic, TypeVar
 from grctl import protocol as p
 from grctl._connection import Connection, Endpoint
 from grctl.errors import StoreValueError, WorkflowCancelledError, WorkflowFailedError
-from grctl.models.run import HistoryEvent, InboxEvent, RunInfo
+from grctl.models.run import HistoryEvent, InboxEvent, ResetInfo, RunInfo
 
 T = TypeVar("T")
 
@@ -221,6 +221,18 @@ class WorkflowHandle:
         await self._client._call(
             lambda r: p.TerminateWorkflow(r, self.workflow_id, self.run_id, reason)
         )
+
+    async def reset(self, to_step: str, dry_run: bool = False) -> ResetInfo:
+        """Start a new run of this workflow_id at ``to_step``, with the store as it was
+        committed when that step last began in this run (the latest, unless the handle names
+        one) and the arguments it began with. An active run is terminated in the same commit.
+        ``dry_run`` changes nothing and says what the reset would do. Refused
+        (InvalidInputError) when the step is unknown or never began in the run.
+        """
+        data = await self._client._call(
+            lambda r: p.ResetWorkflow(r, self.workflow_id, to_step, self.run_id, dry_run)
+        )
+        return ResetInfo.from_wire(data)
 
     async def describe(self) -> RunInfo:
         """Status, current step and attempt, worker, store, timers, result or error."""

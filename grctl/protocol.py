@@ -197,6 +197,18 @@ class TerminateWorkflow(Message):
     reason: str | None = None
 
 
+@message("reset")
+@dataclass
+class ResetWorkflow(Message):
+    """A new run of ``workflow_id`` at ``to_step`` with the store as it was when it last began."""
+
+    req_id: int
+    workflow_id: str
+    to_step: str
+    run_id: str | None = None
+    dry_run: bool = False
+
+
 @message("describe")
 @dataclass
 class DescribeWorkflow(Message):

@@ -425,6 +425,35 @@ def describe(info: Any) -> None:
     console.print(Group(*parts))
 
 
+def reset(info: Any) -> None:
+    """``grctl reset``: the new run (or, dry, what a reset would do), its store, what is skipped."""
+    grid = _grid()
+    grid.add_row("workflow_id", Text(info.workflow_id))
+    grid.add_row("from run", Text(f"{info.from_run_id} ({info.from_status})"))
+    if info.dry_run:
+        grid.add_row("new run", Text("none: dry run, nothing changed", style="dim"))
+    else:
+        grid.add_row("new run", Text(info.run_id))
+    grid.add_row("starts at", Text(info.to_step))
+    if info.args is not None:
+        grid.add_row("arguments", Text(cut(compact(info.args), 200)))
+    if info.terminates:
+        verb = "would be" if info.dry_run else "was"
+        grid.add_row("old run", Text(f"{verb} terminated (it was {info.from_status})"))
+    parts: list[Any] = [grid]
+    store = _table("store key", "value")
+    for key, item in sorted(info.store.items()):
+        store.add_row(Text(key), Text(cut(compact(item), 2 * MAX_CELL)))
+    parts += [Text(""), _fit(store, flex=1) if info.store else Text("store: empty", style="dim")]
+    if info.skipped_count:
+        steps = ", ".join(f"{s['step']}" for s in info.skipped)
+        more = info.skipped_count - len(info.skipped)
+        verb = "would be skipped" if info.dry_run else "skipped"
+        text = f"{verb} ({info.skipped_count} step starts of the old run): {steps}"
+        parts += [Text(""), Text(text + (f" and {more} more" if more > 0 else ""))]
+    console.print(Group(*parts))
+
+
 # -- events -----------------------------------------------------------------------------------
 
 

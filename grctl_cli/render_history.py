@@ -57,6 +57,13 @@ def summary(kind: str, data: dict[str, Any]) -> str:
     if kind == "workflow_failed":
         err = d.get("error") or {}
         return f"{err.get('type')}: {err.get('message')}"
+    if kind == "reset":
+        return f"→ run {d.get('new_run_id')} at {d.get('to_step')}"
+    if kind == "workflow_reset":
+        text = f"from run {d.get('from_run_id')} at {d.get('to_step')}"
+        if d.get("args") is not None:
+            text += f" args={compact(d['args'])}"
+        return text + f" store={','.join(sorted(d.get('store') or {})) or '-'}"
     if kind.startswith("task_"):
         err = d.pop("error", None)
         text = f"{d.pop('name', '?')} op={d.pop('op', '?')} attempt={d.pop('attempt', '?')}"

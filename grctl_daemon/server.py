@@ -91,6 +91,7 @@ class Server:
             p.QueryWorkflow: runtime.query,
             p.CancelWorkflow: runtime.cancel,
             p.TerminateWorkflow: runtime.terminate,
+            p.ResetWorkflow: runtime.reset,
             p.DescribeWorkflow: runtime.describe,
             p.GetResult: runtime.result,
             p.ListWorkflows: runtime.list_workflows,

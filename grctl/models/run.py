@@ -1,4 +1,5 @@
-"""Run and history models the client returns: RunStatus, RunInfo, HistoryEvent, InboxEvent."""
+"""Run and history models the client returns: RunStatus, RunInfo, HistoryEvent, InboxEvent,
+ResetInfo."""
 
 from __future__ import annotations
 
@@ -105,6 +106,39 @@ class HistoryEvent:
             kind=data["kind"],
             step_name=data.get("step_name"),
             data=data.get("data") or {},
+        )
+
+
+@dataclass(frozen=True)
+class ResetInfo:
+    """A reset done (``run_id`` names the new run) or, with ``dry_run``, what it would do."""
+
+    workflow_id: str
+    run_id: str | None  # the new run; None for a dry run
+    from_run_id: str
+    from_status: str  # the old run's status before the reset
+    to_step: str
+    args: Any  # the step's arguments as it last began (the input of a start handler…)
+    store: dict[str, Any]  # the store as it was committed when the step last began
+    skipped: list[dict[str, Any]]  # steps of the old run started after that point
+    skipped_count: int
+    terminates: bool  # the old run was active: the reset ends it terminated
+    dry_run: bool
+
+    @classmethod
+    def from_wire(cls, data: dict[str, Any]) -> ResetInfo:
+        return cls(
+            workflow_id=data["workflow_id"],
+            run_id=data.get("run_id"),
+            from_run_id=data["from_run_id"],
+            from_status=data["from_status"],
+            to_step=data["to_step"],
+            args=data.get("args"),
+            store=data.get("store") or {},
+            skipped=list(data.get("skipped") or []),
+            skipped_count=int(data.get("skipped_count") or 0),
+            terminates=bool(data.get("terminates")),
+            dry_run=bool(data.get("dry_run")),
         )
 
 

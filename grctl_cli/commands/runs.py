@@ -1,4 +1,5 @@
-"""``grctl start``, ``list``, ``describe``, ``result``, ``query``, ``cancel``, ``terminate``."""
+"""``grctl start``, ``list``, ``describe``, ``result``, ``query``, ``cancel``, ``terminate``,
+``reset``."""
 
 from __future__ import annotations
 
@@ -252,6 +253,55 @@ def terminate(
     Example: grctl terminate order-abc --reason "stuck on a bad deploy"
     """
     _end_run(workflow_id, "terminate", reason, (home, socket, address, token_file, tls_ca), json_)
+
+
+ToStepOpt = Annotated[
+    str,
+    typer.Option(
+        "--to-step",
+        metavar="STEP",
+        help="The step (or start or event handler) the new run starts at; it must have run.",
+    ),
+]
+DryRunOpt = Annotated[
+    bool,
+    typer.Option("--dry-run", help="Show the store and the skipped steps; change nothing."),
+]
+
+
+def reset(
+    workflow_id: WorkflowIdArg,
+    to_step: ToStepOpt,
+    run_id: RunOpt = None,
+    dry_run: DryRunOpt = False,
+    home: HomeOpt = None,
+    socket: SocketOpt = None,
+    address: AddressOpt = None,
+    token_file: TokenFileOpt = None,
+    tls_ca: TlsCaOpt = None,
+    json_: JsonOpt = False,
+) -> None:
+    """Start a new run at STEP with the store as it was when STEP last began in the run.
+
+    The step runs again with the arguments it began with; later steps of the old run are skipped.
+
+    --dry-run shows that store and the skipped steps, and changes nothing.
+
+    An active run is terminated by the reset, in the same commit; both histories say so.
+
+    Example: grctl reset order-abc --to-step charge --dry-run
+    """
+
+    async def go() -> Any:
+        async with connect(home, socket, address, token_file, tls_ca) as client:
+            handle = client.get_workflow_handle(workflow_id, run_id)
+            return await handle.reset(to_step, dry_run=dry_run)
+
+    info = run(go())
+    if json_:
+        render.print_json(info)
+    else:
+        render.reset(info)
 
 
 def _end_run(

@@ -31,6 +31,7 @@ from grctl.errors import (
     WorkflowTypeNotRegisteredError,
 )
 from grctl.signature import binding_error
+from grctl_daemon.engine import reset as rs
 from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.state import RunState, TypeDef, partition_of
 from grctl_daemon.engine.transitions import Decision
@@ -163,6 +164,25 @@ class ChildEnded:
     child: RunState
 
 
+@dataclass(slots=True)
+class Reset:
+    """Reset the run to ``plan.to_step`` as run ``new_run_id`` (``dry_run``: only say what)."""
+
+    tdef: TypeDef | None
+    plan: rs.ResetPlan
+    new_run_id: str
+    dry_run: bool = False
+    fault: StorageFault | None = None
+
+
+@dataclass(slots=True)
+class ResetStarted:
+    """The new run of a reset: the state given is the old run, as the reset left it."""
+
+    plan: rs.ResetPlan
+    new_run_id: str
+
+
 Message = (
     Start
     | Send
@@ -175,6 +195,8 @@ Message = (
     | TimerFired
     | WorkerLost
     | ChildEnded
+    | Reset
+    | ResetStarted
 )
 
 
@@ -416,6 +438,49 @@ def _child_ended(parent: RunState | None, m: ChildEnded, now: int) -> Decision:
     return tr.event_sent(parent, m.tdef, c.completion_event, blob, now)
 
 
+def _reset(state: RunState | None, m: Reset, now: int) -> Decision:
+    """Refused when the step is unknown or never began in the run, or its store was not kept."""
+    s = _run(state)
+    tdef = _tdef(m.tdef, s.workflow_type)
+    plan = m.plan
+    step = plan.to_step
+    handlers = {tdef.start_name, *tdef.steps, *tdef.events}
+    if step not in handlers:
+        raise InvalidInputError(
+            f"workflow type {s.workflow_type!r} has no step {step!r} (handlers: "
+            f"{', '.join(sorted(handlers))}); cannot reset {s.workflow_id!r} to it",
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+        )
+    if not plan.found:
+        ran = ", ".join(sorted(plan.ran)) or "none"
+        raise InvalidInputError(
+            f"step {step!r} never ran in workflow {s.workflow_id!r} run {s.run_id} (steps that "
+            f"ran: {ran}); reset to a step that began in this run, or start a new run with: "
+            f"grctl start {s.workflow_type} --id {s.workflow_id}",
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+        )
+    if plan.unrecorded:
+        raise InvalidInputError(
+            f"workflow {s.workflow_id!r} run {s.run_id} was recorded by an older grctl that did "
+            f"not keep the store's values in its history, so its store at step {step!r} cannot "
+            "be rebuilt; reset works on runs recorded by this version",
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+        )
+    if m.dry_run:
+        return Decision(s, reply=rs.preview(s, plan) | {"run_id": None, "dry_run": True})
+    _check_writable(m.fault)
+    d = rs.reset_old(s, plan, m.new_run_id, now)
+    d.reply["dry_run"] = False
+    return d
+
+
+def _reset_started(old: RunState | None, m: ResetStarted, now: int) -> Decision:
+    return rs.reset_start(_run(old), m.plan, m.new_run_id, now)
+
+
 _HANDLERS: dict[type, Any] = {
     Start: _start,
     Send: _send,
@@ -428,6 +493,8 @@ _HANDLERS: dict[type, Any] = {
     TimerFired: _timer_fired,
     WorkerLost: _worker_lost,
     ChildEnded: _child_ended,
+    Reset: _reset,
+    ResetStarted: _reset_started,
 }
 
 

@@ -221,6 +221,8 @@ def step_completed(
             "directive": kind,
             "next_step": directive.get("step_name"),
             "store_keys": sorted(writes),
+            # The values too, so that a reset can rebuild the store as it was at any step.
+            "writes": writes,
         },
         s.step_name,
     )

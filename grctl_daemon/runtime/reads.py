@@ -20,7 +20,8 @@ from grctl_daemon.storage import base as rec
 if TYPE_CHECKING:
     from grctl_daemon.runtime import Runtime
 
-_VALUE_KEYS = ("input", "payload", "result")
+_VALUE_KEYS = ("input", "payload", "result", "args")
+_VALUE_MAPS = ("writes", "store")
 # Told the new history rows of a run and whether it ended; or (None, error) when it must stop
 # (the run's partition went to another daemon).
 Follower = Callable[[list[dict[str, Any]] | None, Any], None]
@@ -34,7 +35,10 @@ def _value_bytes(row: dict[str, Any]) -> int:
     """Roughly what a row weighs on the wire (its user values as bytes or as wrapped values)."""
     data = row.get("data")
     values = data.values() if isinstance(data, dict) else row.values()
-    return _ROW_BYTES + sum(codec.wrapped_size(v) for v in values)
+    return _ROW_BYTES + sum(
+        sum(map(codec.wrapped_size, v.values())) if isinstance(v, dict) else codec.wrapped_size(v)
+        for v in values
+    )
 
 
 def _run_bytes(run: rec.RunRecord) -> int:
@@ -67,6 +71,9 @@ class Reads:
         for key in _VALUE_KEYS:
             if isinstance(data.get(key), bytes):
                 data[key] = p.packed(data[key])
+        for key in _VALUE_MAPS:  # a step's store writes, a reset's store
+            if isinstance(data.get(key), dict):
+                data[key] = {k: p.packed(v) for k, v in data[key].items()}
         return {**row, "data": data, "workflow_id": workflow_id, "run_id": run_id}
 
     @staticmethod

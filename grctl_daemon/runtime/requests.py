@@ -1,4 +1,4 @@
-"""A client's requests that change a run: start, send, cancel, terminate; and timers firing.
+"""A client's requests that change a run: start, send, cancel, terminate, reset; and timers.
 
 Each finds the run (memory or database), then decides on it as it is once every read is done
 (``Runtime.on_run``), and answers once the unit is durable.
@@ -18,6 +18,8 @@ from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.decide import (
     MAX_KEY_LENGTH,
     Cancel,
+    Reset,
+    ResetStarted,
     Send,
     SendWithStart,
     Start,
@@ -25,6 +27,7 @@ from grctl_daemon.engine.decide import (
     TimerFired,
     decide,
 )
+from grctl_daemon.engine.reset import ResetScan
 from grctl_daemon.engine.state import RunState
 from grctl_daemon.storage import base as rec
 from grctl_daemon.storage.base import partition_of
@@ -142,6 +145,50 @@ class Requests:
     async def terminate(self: Runtime, m: p.TerminateWorkflow) -> Any:
         state = await self.find(m.workflow_id, m.run_id)
         return await self.on_run(state.run_id, lambda s: Terminate(m.reason, self.fault()))
+
+    async def reset(self: Runtime, m: p.ResetWorkflow) -> Any:
+        """Refold the run's committed history a page at a time, then end it and start anew."""
+        state = await self.find(m.workflow_id, m.run_id)
+        scan = ResetScan(m.to_step)
+        after = 0
+        while True:
+            rows = await self.storage.read_history(state.run_id, after, p.PAGE_ROWS)
+            scan.feed(rows)
+            if len(rows) < p.PAGE_ROWS:
+                break
+            after = rows[-1]["seq"]
+        new_run_id = str(ULID())
+
+        def message(s: RunState) -> Reset:
+            return Reset(
+                self.types.get(s.workflow_type), scan.plan, new_run_id, m.dry_run, self.fault()
+            )
+
+        async def commit(s: RunState, d: tr.Decision) -> None:
+            if m.dry_run:
+                return
+            # The new run is decided on the old one as the reset leaves it: the old run's end
+            # and the new run's row go in one unit, in that order (one active run per id).
+            new = decide(d.state, ResetStarted(scan.plan, new_run_id), now_ms())
+            try:
+                await self.commit(d, new)
+            except rec.UnitRefused:  # a newer run of the workflow_id is active
+                found = await self.storage.find_run(s.workflow_id, None)
+                other = found.run_id if found is not None else "?"
+                raise WorkflowAlreadyRunningError(
+                    f"workflow {s.workflow_id!r} has another active run ({other}); reset that "
+                    f"run instead (grctl reset {s.workflow_id} --to-step {m.to_step}), or end "
+                    f"it first: grctl terminate {s.workflow_id}",
+                    workflow_id=s.workflow_id,
+                    run_id=other,
+                ) from None
+
+        reply = await self.on_run(state.run_id, message, after=commit)
+        return {
+            **reply,
+            "args": p.packed(reply["args"]),
+            "store": {k: p.packed(v) for k, v in reply["store"].items()},
+        }
 
     # -- timers ---------------------------------------------------------------------------------
 

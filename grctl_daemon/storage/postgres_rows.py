@@ -366,7 +366,17 @@ async def apply_in_order(conn: asyncpg.Connection, ops: list[rec.Op]) -> None:
 
 
 async def apply_unit(conn: asyncpg.Connection, ops: list[rec.Op]) -> None:
-    """One unit on its own (inside a savepoint), for the path where some unit was refused."""
+    """One unit on its own (inside a savepoint), for the path where some unit was refused.
+
+    A unit that saves a run before it inserts one (a reset ends the old run of a workflow_id
+    and starts its new run) goes in two parts, in its order: the batch path puts inserts
+    first, which the one-active-run index refuses for such a unit.
+    """
+    cut = next((i for i, op in enumerate(ops) if type(op) is rec.InsertRun), 0)
+    if cut and any(type(op) is rec.SaveRun for op in ops[:cut]):
+        await apply_batch(conn, [ops[:cut]])
+        await apply_batch(conn, [ops[cut:]])
+        return
     await apply_batch(conn, [ops])
 
 
