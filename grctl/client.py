@@ -12,6 +12,7 @@ from grctl import protocol as p
 from grctl._connection import Connection, Endpoint
 from grctl.errors import StoreValueError, WorkflowCancelledError, WorkflowFailedError
 from grctl.models.run import HistoryEvent, InboxEvent, ResetInfo, RunInfo
+from grctl.models.schedule import FireOutcome, ScheduleInfo
 
 T = TypeVar("T")
 
@@ -141,6 +142,66 @@ class Client:
         return await self._call(
             lambda r: p.PruneRuns(r, older_than_ms, status, workflow_type, dry_run)
         )
+
+    # -- schedules --------------------------------------------------------------------------
+
+    async def create_schedule(
+        self,
+        name: str,
+        workflow_type: str,
+        cron: str,
+        workflow_input: Any = None,
+        overlap: str = "skip",
+        timezone: str = "UTC",
+    ) -> ScheduleInfo:
+        """Create a durable schedule that starts a run of ``workflow_type`` at each fire time.
+
+        Each fire starts workflow_id ``NAME-<fire time>`` (UTC, e.g.
+        ``nightly-2026-12-05T03:00:00Z``) with ``workflow_input``. ``cron`` has five fields
+        (minute hour day-of-month month day-of-week) or six with seconds first; it is read in
+        ``timezone`` (an IANA name). ``overlap="skip"`` skips (and counts) a fire while the
+        schedule's previous run is still active; ``"allow"`` starts it anyway. A fire missed
+        while the daemon was down runs once when it starts again. Raises InvalidInputError for
+        a bad expression or zone, WorkflowTypeNotRegisteredError for an unknown type, and
+        ScheduleExistsError when the name is taken.
+        """
+        data = await self._call(
+            lambda r: p.CreateSchedule(
+                r,
+                name,
+                workflow_type,
+                cron,
+                timezone,
+                _wrap(workflow_input, "workflow_input"),
+                overlap,
+            )
+        )
+        return ScheduleInfo.from_wire(data)
+
+    async def list_schedules(self) -> list[ScheduleInfo]:
+        """Every schedule, by name."""
+        data = await self._call(lambda r: p.ListSchedules(r))
+        return [ScheduleInfo.from_wire(row) for row in data["schedules"]]
+
+    async def describe_schedule(self, name: str) -> ScheduleInfo:
+        """One schedule, with the status of its last run; ScheduleNotFoundError if none."""
+        return ScheduleInfo.from_wire(await self._call(lambda r: p.DescribeSchedule(r, name)))
+
+    async def pause_schedule(self, name: str) -> ScheduleInfo:
+        """Stop firing until ``resume_schedule`` (fires due meanwhile are not made up)."""
+        return ScheduleInfo.from_wire(await self._call(lambda r: p.PauseSchedule(r, name)))
+
+    async def resume_schedule(self, name: str) -> ScheduleInfo:
+        """Fire again, from the next fire time after now."""
+        return ScheduleInfo.from_wire(await self._call(lambda r: p.ResumeSchedule(r, name)))
+
+    async def trigger_schedule(self, name: str) -> FireOutcome:
+        """Fire now, once (the overlap rule applies); the next fire time stays as it was."""
+        return FireOutcome.from_wire(await self._call(lambda r: p.TriggerSchedule(r, name)))
+
+    async def delete_schedule(self, name: str) -> None:
+        """Delete the schedule; the runs it started are left alone."""
+        await self._call(lambda r: p.DeleteSchedule(r, name))
 
     async def daemon_status(self) -> dict[str, Any]:
         """Socket, database, uptime, workers and runs by status."""

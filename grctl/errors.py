@@ -19,6 +19,8 @@ The tree::
         ├── InvalidInputError
         ├── QueryFailedError
         ├── NoWorkerError
+        ├── ScheduleNotFoundError
+        ├── ScheduleExistsError
         ├── StorageUnavailableError     the daemon cannot write its database (a full disk)
         ├── StaleDispatchError          a late result from a fenced-off dispatch
         ├── WorkflowFailedError         ``handle.result()`` of a failed run
@@ -167,6 +169,18 @@ class StorageUnavailableError(RequestError):
     """
 
     code = "storage_unavailable"
+
+
+class ScheduleNotFoundError(RequestError):
+    """No schedule of that name exists."""
+
+    code = "schedule_not_found"
+
+
+class ScheduleExistsError(RequestError):
+    """A schedule of that name exists already (delete it first to replace it)."""
+
+    code = "schedule_exists"
 
 
 class NotOwnerError(RequestError):

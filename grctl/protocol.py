@@ -227,6 +227,62 @@ class GetHistory(Message):
     after_seq: int = 0
 
 
+# -- schedules (a schedule lives in the partition of its name: its owner answers) -----------
+
+
+@message("create_schedule")
+@dataclass
+class CreateSchedule(Message):
+    req_id: int
+    name: str
+    workflow_type: str
+    cron: str
+    timezone: str = "UTC"
+    workflow_input: Any = None
+    overlap: str = "skip"
+
+
+@message("list_schedules")
+@dataclass
+class ListSchedules(Message):
+    req_id: int
+
+
+@message("describe_schedule")
+@dataclass
+class DescribeSchedule(Message):
+    req_id: int
+    name: str
+
+
+@message("pause_schedule")
+@dataclass
+class PauseSchedule(Message):
+    req_id: int
+    name: str
+
+
+@message("resume_schedule")
+@dataclass
+class ResumeSchedule(Message):
+    req_id: int
+    name: str
+
+
+@message("trigger_schedule")
+@dataclass
+class TriggerSchedule(Message):
+    req_id: int
+    name: str
+
+
+@message("delete_schedule")
+@dataclass
+class DeleteSchedule(Message):
+    req_id: int
+    name: str
+
+
 @message("history_items")
 @dataclass
 class HistoryItems(Message):

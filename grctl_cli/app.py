@@ -14,7 +14,7 @@ import typer
 
 from grctl.errors import DaemonUnavailableError, GrctlError
 from grctl_cli import render
-from grctl_cli.commands import daemon, events, history, prune, runs, worker
+from grctl_cli.commands import daemon, events, history, prune, runs, schedules, worker
 
 RUNS = "Runs"
 EVENTS = "Events and history"
@@ -68,6 +68,7 @@ app.command("send", rich_help_panel=EVENTS)(events.send)
 app.command("inbox", rich_help_panel=EVENTS)(events.inbox)
 app.command("history", rich_help_panel=EVENTS)(history.history)
 app.command("worker", rich_help_panel=PROCESSES)(worker.worker)
+app.add_typer(schedules.app, name="schedule", rich_help_panel=RUNS)
 app.add_typer(daemon.app, name="daemon", rich_help_panel=PROCESSES)
 
 

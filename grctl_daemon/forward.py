@@ -92,7 +92,7 @@ class Forwarder:
                         self._drop(owner.name)
                         if not isinstance(msg, READS):
                             raise DaemonUnavailableError(
-                                f"the daemon that owns workflow {msg.workflow_id!r} went away "
+                                f"the daemon that owns {_target(msg)!r} went away "
                                 "while answering; the request may or may not have been applied: "
                                 "check with grctl describe before trying again",
                                 workflow_id=getattr(msg, "workflow_id", None),
@@ -156,3 +156,8 @@ class Forwarder:
         conn = self._conns.pop(name, None)
         if conn is not None:
             asyncio.ensure_future(conn.close())
+
+
+def _target(msg: Any) -> str:
+    """What a forwarded request is about: a run's workflow_id or a schedule's name."""
+    return getattr(msg, "workflow_id", None) or getattr(msg, "name", "")

@@ -99,6 +99,13 @@ class Server:
             p.GetInbox: runtime.inbox,
             p.StartChild: runtime.start_child,
             p.SendToParent: runtime.send_to_parent,
+            p.CreateSchedule: runtime.create_schedule,
+            p.ListSchedules: runtime.list_schedules,
+            p.DescribeSchedule: runtime.describe_schedule,
+            p.PauseSchedule: runtime.pause_schedule,
+            p.ResumeSchedule: runtime.resume_schedule,
+            p.TriggerSchedule: runtime.trigger_schedule,
+            p.DeleteSchedule: runtime.delete_schedule,
         }
         self._hot: dict[type[p.Message], Callable[[Any], tuple[asyncio.Future[None], Any]]] = {
             p.CompleteStep: runtime.complete_step,

@@ -2,14 +2,17 @@
 
 from grctl.models.directive import Directive, ErrorDetails, RetryPolicy
 from grctl.models.run import HistoryEvent, InboxEvent, ResetInfo, RunInfo, RunStatus
+from grctl.models.schedule import FireOutcome, ScheduleInfo
 
 __all__ = [
     "Directive",
     "ErrorDetails",
+    "FireOutcome",
     "HistoryEvent",
     "InboxEvent",
     "ResetInfo",
     "RetryPolicy",
     "RunInfo",
     "RunStatus",
+    "ScheduleInfo",
 ]

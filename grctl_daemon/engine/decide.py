@@ -74,6 +74,9 @@ class Start:
     parent_tdef: TypeDef | None = None
     completion_event: str | None = None
     known_types: Collection[str] = ()  # the registered types, named when this one is not
+    # Where the run lives when not its parent's or its workflow_id's partition: a schedule's
+    # runs live in the schedule's, so its owner commits the fire and the next fire time together.
+    partition: int | None = None
 
 
 @dataclass(slots=True)
@@ -251,7 +254,9 @@ def _start(active: RunState | None, m: Start, now: int) -> Decision:
         parent.workflow_id if parent else None,
         parent.run_id if parent else None,
         m.completion_event,
-        parent.partition if parent else partition_of(m.workflow_id),
+        parent.partition
+        if parent
+        else (partition_of(m.workflow_id) if m.partition is None else m.partition),
     )
 
 

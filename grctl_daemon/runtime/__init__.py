@@ -3,8 +3,9 @@
 ``Runtime`` is one object made of the halves in this package, each a mixin over the same
 state: ``commit`` (apply decisions, commit, effects once durable), ``requests`` (start, send,
 cancel, terminate, timers), ``workers`` (dispatch, joins and losses, step results, children),
-``reads`` (describe, list, inbox, history, result), ``queries``, ``cluster`` (partitions
-changing hands) and ``retention`` (ended runs deleted). What they share lives here: the run cache, the type registry, the dispatcher
+``reads`` (describe, list, inbox, history, result), ``queries``, ``schedules`` (cron
+schedules on the timer heap), ``cluster`` (partitions changing hands) and ``retention`` (ended
+runs deleted). What they share lives here: the run cache, the type registry, the dispatcher
 and the timer heap, and the lifecycle.
 
 Start-up reads nothing per run. Types are loaded; runs that have a step to run are handed to
@@ -37,6 +38,7 @@ from grctl_daemon.runtime.queries import Queries
 from grctl_daemon.runtime.reads import Follower, Reads
 from grctl_daemon.runtime.requests import Requests
 from grctl_daemon.runtime.retention import Retention
+from grctl_daemon.runtime.schedules import Schedules
 from grctl_daemon.runtime.workers import Workers
 from grctl_daemon.storage import base as rec
 from grctl_daemon.timers import TimerWheel, now_ms
@@ -46,7 +48,7 @@ log = logging.getLogger("grctl.daemon")
 TIMER_WINDOW_MS = 60_000  # durable timers further out than this stay on disk until they near
 
 
-class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention):
+class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention, Schedules):
     """Applies the engine's decisions to the runs it holds or reads back."""
 
     def __init__(self, config: DaemonConfig, storage: rec.Storage) -> None:
@@ -67,6 +69,7 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention):
         # Counts for --metrics (grctl_daemon/metrics.py); None without it, so no counting.
         self.tally: Tally | None = None
         self._tasks: set[asyncio.Task[Any]] = set()
+        self._schedule_lock = asyncio.Lock()  # schedule changes, one at a time (schedules.py)
         # In a cluster (runtime/cluster.py): partitions being handed over, the partition of
         # each run with result waits or followers, and the members our workers were told of.
         self.leaving: set[int] = set()
@@ -82,6 +85,7 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention):
             self.types[name] = TypeDef.from_definition(definition)
         self.storage.on_ownership(self.gained, self.releasing)
         await self._load_timers()
+        await self.arm_schedules(self.storage.owned)  # an overdue fire runs once, at once
         self.timers.start()
         self.spawn(self._timer_windows())
         self.spawn(self.scan_ready(self.storage.owned))

@@ -4,7 +4,7 @@ A daemon alone owns every partition and none of this happens. In a cluster (seve
 one PostgreSQL database, ``storage/postgres_cluster.py``) the storage tells the runtime:
 
 - ``gained``: partitions it now holds. Their runs with a step to run are queued for workers
-  (read back as workers take them) and their timers armed, as at start-up.
+  (read back as workers take them) and their timers and schedules armed, as at start-up.
 - ``releasing``: partitions it hands over (rebalancing). From then on requests for their runs
   are refused with ``not_owner`` (the server forwards them to the new owner); steps in flight
   on workers may still report for a moment (``HANDOVER_WAIT``), then every unit queued is made
@@ -59,6 +59,7 @@ class Ownership:
         self.leaving -= partitions
         for t in await self.storage.due_timers(0, self.timers.horizon_ms, frozenset(partitions)):
             self.timers.arm(t.run_id, t.kind, t.due_ms, t.token)
+        await self.arm_schedules(frozenset(partitions))
         self.spawn(self.scan_ready(frozenset(partitions)))
         self.publish()
 

@@ -29,6 +29,7 @@ from grctl_daemon.engine.decide import (
 )
 from grctl_daemon.engine.reset import ResetScan
 from grctl_daemon.engine.state import RunState
+from grctl_daemon.runtime.schedules import TIMER_KIND
 from grctl_daemon.storage import base as rec
 from grctl_daemon.storage.base import partition_of
 from grctl_daemon.timers import now_ms
@@ -193,6 +194,8 @@ class Requests:
     # -- timers ---------------------------------------------------------------------------------
 
     def on_timer(self: Runtime, run_id: str, kind: str, token: str) -> None:
+        if kind == TIMER_KIND:
+            return self.on_schedule_timer(run_id, token)
         state = self.cache.get(run_id)
         if state is not None and state.timers.get(kind, (0, None))[1] != token:
             return  # void, and known so without a read: the step or wait it was for is over

@@ -218,6 +218,49 @@ class SaveType:
     updated_ms: int
 
 
+@dataclass
+class ScheduleRecord:
+    """One row of ``schedules``: a durable cron schedule that starts runs of one type.
+
+    It lives in ``partition_of(name)`` and so do the runs it starts: only that partition's
+    owner fires it, and a fire (the new run) commits with the schedule's next fire time.
+    """
+
+    name: str
+    workflow_type: str
+    cron: str
+    timezone: str
+    input: bytes | None
+    overlap: str  # "skip" or "allow": what a fire does while the last run is still active
+    paused: bool
+    next_fire_ms: int
+    created_ms: int
+    updated_ms: int
+    partition: int
+    last_fire_ms: int | None = None
+    last_workflow_id: str | None = None
+    last_run_id: str | None = None
+    skips: int = 0  # fires skipped because the last run was still active (overlap "skip")
+    last_skip_ms: int | None = None
+
+
+SCHEDULE_COLUMNS = tuple(f for f in ScheduleRecord.__dataclass_fields__)
+
+
+@dataclass(slots=True)
+class SaveSchedule:
+    """The schedule's new row (inserted or replaced)."""
+
+    schedule: ScheduleRecord
+
+
+@dataclass(slots=True)
+class RemoveSchedule:
+    """Delete the schedule (the runs it started stay)."""
+
+    schedule: ScheduleRecord
+
+
 Op = (
     SaveRun
     | InsertRun
@@ -231,6 +274,8 @@ Op = (
     | ClearTimer
     | SaveType
     | DeleteRuns
+    | SaveSchedule
+    | RemoveSchedule
 )
 
 
@@ -424,3 +469,11 @@ class Storage(Protocol):
     async def database_bytes(self) -> int | None:
         """The database's size on disk, None when the backend cannot tell."""
         ...
+
+    async def load_schedules(
+        self, partitions: frozenset[int] | None = None
+    ) -> list[ScheduleRecord]:
+        """Every schedule (of the given partitions), by name."""
+        ...
+
+    async def get_schedule(self, name: str) -> ScheduleRecord | None: ...

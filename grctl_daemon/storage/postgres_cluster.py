@@ -297,6 +297,8 @@ class Cluster:
                     touched.add(run.partition)
                 elif type(op) is rec.DeleteRuns:
                     touched.update(op.partitions)
+                elif type(op) in _SCHEDULE_OPS:  # a schedule belongs to a partition too
+                    touched.add(op.schedule.partition)
         missing = touched - self.epochs.keys()
         if missing:
             raise rec.Fenced(
@@ -305,6 +307,8 @@ class Cluster:
         ids = sorted(touched)
         return ids, [self.epochs[i] for i in ids]
 
+
+_SCHEDULE_OPS = (rec.SaveSchedule, rec.RemoveSchedule)
 
 # Inside every batch's transaction: we are still a member (the row lock orders this against a
 # takeover) and still hold each touched partition at our epoch; numbers the batch.

@@ -14,7 +14,13 @@ import asyncpg
 
 from grctl.errors import StorageUnavailableError
 from grctl_daemon.storage import base as rec
-from grctl_daemon.storage.postgres_rows import SELECT_RUN, run_from_row, unpack_or_none
+from grctl_daemon.storage.postgres_rows import (
+    SELECT_RUN,
+    SELECT_SCHEDULE,
+    run_from_row,
+    schedule_from_row,
+    unpack_or_none,
+)
 
 _GONE = (
     OSError,
@@ -242,3 +248,14 @@ class PostgresReads:
         # The whole database's files (every schema in it): what fills the server's disk.
         rows = await self._fetch("SELECT pg_database_size(current_database())")
         return int(rows[0][0])
+
+    async def load_schedules(
+        self, partitions: frozenset[int] | None = None
+    ) -> list[rec.ScheduleRecord]:
+        rows = await self._fetch(f"{SELECT_SCHEDULE} ORDER BY name")
+        found = [schedule_from_row(r) for r in rows]
+        return [s for s in found if partitions is None or s.partition in partitions]
+
+    async def get_schedule(self, name: str) -> rec.ScheduleRecord | None:
+        rows = await self._fetch(f"{SELECT_SCHEDULE} WHERE name = $1", name)
+        return schedule_from_row(rows[0]) if rows else None

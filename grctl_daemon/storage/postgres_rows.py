@@ -52,11 +52,29 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Operating it (SPEC 7). Idempotent events: a send's key is stored with its event, at
     # most once per run. Retention: ended runs are found, and pruned, by when they ended
     # (partial: an active run has no entry, so starting or stepping one does not touch it).
+    # Schedules: durable cron schedules, one row each (runtime/schedules.py).
     4: (
         "ALTER TABLE inbox ADD COLUMN idempotency_key text",
         "CREATE UNIQUE INDEX inbox_by_key ON inbox (run_id, idempotency_key) "
         "WHERE idempotency_key IS NOT NULL",
         "CREATE INDEX runs_by_ended ON runs (ended_ms) WHERE ended_ms IS NOT NULL",
+        """CREATE TABLE schedules (
+            name             text PRIMARY KEY,
+            workflow_type    text NOT NULL,
+            cron             text NOT NULL,
+            timezone         text NOT NULL,
+            input            bytea,
+            overlap          text NOT NULL,
+            paused           boolean NOT NULL DEFAULT false,
+            next_fire_ms     bigint NOT NULL,
+            created_ms       bigint NOT NULL,
+            updated_ms       bigint NOT NULL,
+            partition        integer NOT NULL,
+            last_fire_ms     bigint,
+            last_workflow_id text,
+            last_run_id      text,
+            skips            integer NOT NULL DEFAULT 0,
+            last_skip_ms     bigint)""",
     ),
 }
 # Lease times are the database's clock, the one clock every daemon shares.
@@ -183,7 +201,7 @@ _UPSERT_STORE = (
 # consecutive ops of one kind (order across kinds is kept: a records delete, then an insert);
 # statements that upsert or update by key keep the last op of a key (PostgreSQL refuses to
 # touch a row twice in one statement).
-_GROUPED: dict[type, tuple[str, Any, Any]] = {
+_GROUPED: dict[type, tuple[str, Any, Any] | None] = {
     rec.AddInbox: (
         "INSERT INTO inbox (run_id, seq, event_name, payload, arrived_ms, state, idempotency_key) "
         "SELECT r, s, e, p, a, 'pending', k FROM unnest($1::text[], $2::integer[], $3::text[], "
@@ -222,6 +240,9 @@ _GROUPED: dict[type, tuple[str, Any, Any]] = {
         lambda o: (o.run_id, o.kind),
         lambda o: (o.run_id, o.kind),
     ),
+    # Schedules change one at a time (runtime/schedules.py): no array form needed.
+    rec.SaveSchedule: None,
+    rec.RemoveSchedule: None,
     rec.SaveType: (
         "INSERT INTO workflow_types (workflow_type, definition, updated_ms) "
         "SELECT * FROM unnest($1::text[], $2::bytea[], $3::bigint[]) "
@@ -231,6 +252,26 @@ _GROUPED: dict[type, tuple[str, Any, Any]] = {
         lambda o: o.workflow_type,
     ),
 }
+
+
+_SCHEDULE_COLUMNS = rec.SCHEDULE_COLUMNS
+_SAVE_SCHEDULE = (
+    f"INSERT INTO schedules ({', '.join(_SCHEDULE_COLUMNS)}) VALUES "
+    f"({', '.join(f'${i + 1}' for i in range(len(_SCHEDULE_COLUMNS)))}) ON CONFLICT (name) DO "
+    f"UPDATE SET {', '.join(f'{c} = excluded.{c}' for c in _SCHEDULE_COLUMNS if c != 'name')}"
+)
+SELECT_SCHEDULE = f"SELECT {', '.join(_SCHEDULE_COLUMNS)} FROM schedules"
+
+
+async def _schedule_op(conn: asyncpg.Connection, op: Any) -> None:
+    if type(op) is rec.SaveSchedule:
+        await conn.execute(_SAVE_SCHEDULE, *(getattr(op.schedule, c) for c in _SCHEDULE_COLUMNS))
+    else:
+        await conn.execute("DELETE FROM schedules WHERE name = $1", op.schedule.name)
+
+
+def schedule_from_row(row: Any) -> rec.ScheduleRecord:
+    return rec.ScheduleRecord(**dict(zip(_SCHEDULE_COLUMNS, row, strict=True)))
 
 
 class Stale(Exception):
@@ -356,6 +397,11 @@ async def apply_in_order(conn: asyncpg.Connection, ops: list[rec.Op]) -> None:
             end += 1
         if kind not in _GROUPED:
             raise TypeError(f"unknown storage op {ops[start]!r}")
+        if _GROUPED[kind] is None:
+            for op in ops[start:end]:
+                await _schedule_op(conn, op)
+            start = end
+            continue
         sql, row, key = _GROUPED[kind]
         group = ops[start:end]
         if key is not None:  # the last op of a key wins

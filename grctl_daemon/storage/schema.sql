@@ -107,3 +107,23 @@ CREATE TABLE IF NOT EXISTS timers (
 ) WITHOUT ROWID;
 -- Timers are loaded by due time, a window at a time, never all at once.
 CREATE INDEX IF NOT EXISTS timers_by_due ON timers (due_ms);
+
+-- Durable cron schedules (runtime/schedules.py): each fire and the next fire time commit together.
+CREATE TABLE IF NOT EXISTS schedules (
+    name             TEXT PRIMARY KEY,
+    workflow_type    TEXT NOT NULL,
+    cron             TEXT NOT NULL,
+    timezone         TEXT NOT NULL,
+    input            BLOB,
+    overlap          TEXT NOT NULL,
+    paused           INTEGER NOT NULL DEFAULT 0,
+    next_fire_ms     INTEGER NOT NULL,
+    created_ms       INTEGER NOT NULL,
+    updated_ms       INTEGER NOT NULL,
+    partition        INTEGER NOT NULL,
+    last_fire_ms     INTEGER,
+    last_workflow_id TEXT,
+    last_run_id      TEXT,
+    skips            INTEGER NOT NULL DEFAULT 0,
+    last_skip_ms     INTEGER
+);

@@ -10,7 +10,13 @@ from typing import Any
 import aiosqlite
 
 from grctl_daemon.storage import base as rec
-from grctl_daemon.storage.sqlite_rows import SELECT_RUN, run_from_row, unpack_or_none
+from grctl_daemon.storage.sqlite_rows import (
+    SELECT_RUN,
+    SELECT_SCHEDULE,
+    run_from_row,
+    schedule_from_row,
+    unpack_or_none,
+)
 
 MAX_LOAD_BATCH = 500  # runs read back in one go (SQLite allows 32,766 parameters)
 
@@ -212,3 +218,14 @@ class SqliteReads:
 
     async def database_bytes(self) -> int | None:
         return self.describe()["database_bytes"]
+
+    async def load_schedules(
+        self, partitions: frozenset[int] | None = None
+    ) -> list[rec.ScheduleRecord]:
+        rows = await self._fetch(f"{SELECT_SCHEDULE} ORDER BY name")
+        found = [schedule_from_row(r) for r in rows]
+        return [s for s in found if partitions is None or s.partition in partitions]
+
+    async def get_schedule(self, name: str) -> rec.ScheduleRecord | None:
+        rows = await self._fetch(f"{SELECT_SCHEDULE} WHERE name = ?", (name,))
+        return schedule_from_row(rows[0]) if rows else None

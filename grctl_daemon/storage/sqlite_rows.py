@@ -38,11 +38,29 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
     # Operating it (SPEC 7). Idempotent events: a send's key is stored with its event, at
     # most once per run. Retention: ended runs are found, and pruned, by when they ended
     # (partial: an active run has no entry, so starting or stepping one does not touch it).
+    # Schedules: durable cron schedules, one row each (runtime/schedules.py).
     6: (
         "ALTER TABLE inbox ADD COLUMN idempotency_key TEXT",
         "CREATE UNIQUE INDEX inbox_by_key ON inbox (run_id, idempotency_key) "
         "WHERE idempotency_key IS NOT NULL",
         "CREATE INDEX runs_by_ended ON runs (ended_ms) WHERE ended_ms IS NOT NULL",
+        """CREATE TABLE schedules (
+            name             TEXT PRIMARY KEY,
+            workflow_type    TEXT NOT NULL,
+            cron             TEXT NOT NULL,
+            timezone         TEXT NOT NULL,
+            input            BLOB,
+            overlap          TEXT NOT NULL,
+            paused           INTEGER NOT NULL DEFAULT 0,
+            next_fire_ms     INTEGER NOT NULL,
+            created_ms       INTEGER NOT NULL,
+            updated_ms       INTEGER NOT NULL,
+            partition        INTEGER NOT NULL,
+            last_fire_ms     INTEGER,
+            last_workflow_id TEXT,
+            last_run_id      TEXT,
+            skips            INTEGER NOT NULL DEFAULT 0,
+            last_skip_ms     INTEGER)""",
     ),
 }
 
@@ -263,6 +281,10 @@ def apply_op(cur: sqlite3.Cursor, op: rec.Op) -> None:
             )
         case rec.DeleteRuns(run_ids, before_ms):
             delete_runs(cur, run_ids, before_ms)
+        case rec.SaveSchedule(schedule):
+            cur.execute(_SAVE_SCHEDULE, _schedule_params(schedule))
+        case rec.RemoveSchedule(schedule):
+            cur.execute("DELETE FROM schedules WHERE name = ?", (schedule.name,))
         case _:
             raise TypeError(f"unknown storage op {op!r}")
 
@@ -284,6 +306,23 @@ def delete_runs(cur: sqlite3.Cursor, run_ids: list[str], before_ms: int) -> list
         for table in rec.RUN_TABLES:
             cur.execute(f"DELETE FROM {table} WHERE run_id IN ({marks})", gone)
     return gone
+
+
+_SAVE_SCHEDULE = (
+    f"INSERT OR REPLACE INTO schedules ({', '.join(rec.SCHEDULE_COLUMNS)}) "
+    f"VALUES ({', '.join('?' * len(rec.SCHEDULE_COLUMNS))})"
+)
+SELECT_SCHEDULE = f"SELECT {', '.join(rec.SCHEDULE_COLUMNS)} FROM schedules"
+
+
+def _schedule_params(s: rec.ScheduleRecord) -> list[Any]:
+    return [int(v) if type(v) is bool else v for v in (getattr(s, c) for c in rec.SCHEDULE_COLUMNS)]
+
+
+def schedule_from_row(row: Any) -> rec.ScheduleRecord:
+    data = dict(zip(rec.SCHEDULE_COLUMNS, row, strict=True))
+    data["paused"] = bool(data["paused"])
+    return rec.ScheduleRecord(**data)
 
 
 def migrate(conn: sqlite3.Connection, path: Path) -> None:

@@ -38,6 +38,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_runs(daemon, worke
         conn.execute("DROP TABLE owner")
         conn.execute("DROP INDEX inbox_by_key")
         conn.execute("ALTER TABLE inbox DROP COLUMN idempotency_key")
+        conn.execute("DROP TABLE schedules")
         for column in ("completion_event", "worker_losses", "version", "partition"):
             conn.execute(f"ALTER TABLE runs DROP COLUMN {column}")
         conn.execute("DELETE FROM schema_version")
@@ -47,6 +48,7 @@ def test_a_version_1_database_is_migrated_forward_keeping_its_runs(daemon, worke
     daemon.start()
     assert _version(daemon.db) == SCHEMA_VERSION == 6
     assert {"completion_event", "worker_losses", "version", "partition"} <= set(_columns(daemon.db))
+    assert daemon.rows("SELECT name FROM sqlite_master WHERE name = 'schedules'")
     info = daemon.call(lambda c: c.get_workflow_handle("old-run").describe())
     assert info.store == {"order_id": "1"}
     assert "idempotency_key" in _columns(daemon.db, "inbox")
