@@ -19,7 +19,7 @@ With ``--db postgresql://…``, ``chain``, ``latency``, ``event`` (and ``tasks``
 selected) run on SQLite and then on PostgreSQL (one daemon, a fresh schema, dropped after), and
 the table has a column for each and their ratio; the PostgreSQL column adds the server's CPU per
 step and its transactions per step (``bench/pg.py``). ``--profile`` then profiles the daemon on
-PostgreSQL. ``idle``, ``growth``, ``waiting`` and ``retention`` run on SQLite only.
+PostgreSQL. ``idle``, ``growth``, ``waiting``, ``retention`` and ``cli`` run on SQLite only.
 
 With ``--daemons 1,2,3`` too, ``chain`` also runs on a cluster of each number of daemons on one
 fresh schema of that database, its runs started round-robin over them, and a second table gives
@@ -45,7 +45,7 @@ from rich.console import Console
 from rich.markup import escape
 from rich.table import Table
 
-from bench import cluster, pg, profiling, waiting, workloads
+from bench import cli, cluster, pg, profiling, waiting, workloads
 from bench import growth as growth_mod
 from bench import retention as retention_mod
 from bench.harness import ROOT, Stack, fmt, machine_info
@@ -65,6 +65,7 @@ WORKLOADS = (
     "growth",
     "waiting",
     "retention",
+    "cli",
 )
 # The workloads that run on each Stack (and with --db on PostgreSQL too).
 STACK_WORKLOADS = ("chain", "latency", "event", "tasks", "fanout")
@@ -107,6 +108,7 @@ class Sizes:
     retention_rate: float = 800.0
     retention_sample_s: float = 15.0
     retention: str = "1m"
+    cli_rounds: int = 11
 
 
 QUICK = Sizes(
@@ -130,6 +132,7 @@ QUICK = Sizes(
     retention_runs=2000,
     retention_sample_s=0.5,
     retention="1s",
+    cli_rounds=3,
 )
 
 _T0 = time.monotonic()
@@ -335,6 +338,9 @@ ROWS: list[tuple[str, str, str, str | None, bool]] = [
     ("retention", "run p99 ms (start → result)", "run_p99_ms", None, False),
     ("retention", "database MB at the end", "file_mb_final", None, False),
     ("retention", "database MB growth after 2 min", "file_mb_growth_after_2min", None, False),
+    ("cli", "grctl --help CPU ms (median)", "help_cpu_ms", None, False),
+    ("cli", "grctl list CPU ms (median)", "list_cpu_ms", None, False),
+    ("cli", "grctl list --json CPU ms (median)", "list_json_cpu_ms", None, False),
 ]
 
 
@@ -595,6 +601,9 @@ def main(argv: list[str] | None = None) -> int:
                 rounds += interleave_peers(stack, workload, sz, peers, results, rounds[0])
             results[workload] = median_of(rounds)
             results.setdefault("rounds", {})[workload] = rounds
+        if "cli" in args.only:
+            log(f"cli: grctl --help, list, list --json; median CPU of {sz.cli_rounds} runs each")
+            results["cli"] = cli.cli(stack, sz.cli_rounds)
 
     if normal:
         with Stack("NORMAL") as stack:

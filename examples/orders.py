@@ -28,9 +28,10 @@ async def approve(ctx: Context) -> Directive:
 
 
 @order.event()
-async def reject(ctx: Context) -> Directive:
+async def reject(ctx: Context, reason: str | None = None) -> Directive:
+    # grctl send order-abc reject --payload '{"reason": "out of stock"}'
     ctx.store.put("status", "rejected")
-    return ctx.next.complete("rejected")
+    return ctx.next.complete({"status": "rejected", "reason": reason})
 
 
 @order.step()

@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from grctl import protocol as p
 from grctl._connection import Connection, Endpoint
+from grctl.codec import not_serialisable
 from grctl.errors import StoreValueError, WorkflowCancelledError, WorkflowFailedError
 from grctl.models.run import HistoryEvent, InboxEvent, ResetInfo, RunInfo
 from grctl.models.schedule import FireOutcome, ScheduleInfo
@@ -396,8 +397,7 @@ def _wrap(value: Any, what: str) -> Any:
         return p.wrap_value(value)
     except Exception:
         raise StoreValueError(
-            f"{what} is a {type(value).__name__}, which msgpack cannot serialise; use strings, "
-            "numbers, lists, dicts, booleans or None"
+            not_serialisable(value, what, "use strings, numbers, lists, dicts, booleans or None")
         ) from None
 
 

@@ -38,6 +38,38 @@ def pack(value: Any, default: Callable[[Any], Any] | None = None) -> bytes:
     return msgpack.packb(value, use_bin_type=True, default=default)
 
 
+def not_serialisable(value: Any, what: str, fix: str) -> str:
+    """Why ``value`` (``what``: "store value for key 'k'") could not be packed, saying what to do.
+
+    A coroutine in it (found at any depth, and closed so Python does not warn about it) is a
+    forgotten ``await``, most often on ``ctx.now()``, ``ctx.uuid4()`` or ``ctx.store.get()``.
+    """
+    found = _coroutines(value, 0)
+    for coro in found:
+        coro.close()
+    if found:
+        name = getattr(found[0], "__qualname__", "a coroutine")
+        return (
+            f"{what} holds an un-awaited coroutine ({name}): did you forget await? "
+            "ctx.now(), ctx.uuid4() and ctx.store.get() are awaited, e.g. await ctx.now()"
+        )
+    return f"{what} is a {type(value).__name__}, which msgpack cannot serialise; {fix}"
+
+
+def _coroutines(value: Any, depth: int) -> list[Any]:
+    if asyncio.iscoroutine(value):
+        return [value]
+    if depth > 20:
+        return []
+    if isinstance(value, dict):
+        items: Any = [*value.keys(), *value.values()]
+    elif isinstance(value, list | tuple | set):
+        items = value
+    else:
+        return []
+    return [c for item in items for c in _coroutines(item, depth + 1)]
+
+
 def unpack(data: bytes, open_values: bool = False) -> Any:
     """msgpack bytes back to Python; with ``open_values``, wrapped user values are opened too."""
     if open_values:

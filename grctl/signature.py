@@ -1,7 +1,8 @@
 """How input and payloads become handler arguments, shared by the worker and the daemon.
 
 A dict is unpacked as keyword arguments, ``None`` means no argument, and any other value is
-passed as one positional argument. The daemon checks the binding against the parameters a
+passed as one positional argument, which only a handler with exactly one parameter (after the
+context) accepts: with more, which one it lands on would be a guess. The daemon checks the binding against the parameters a
 worker registered, so a mismatch is refused at ``start``/``send`` instead of failing a step.
 """
 
@@ -41,9 +42,16 @@ def _signature(params: list[list[Any]]) -> inspect.Signature:
 def binding_error(params: list[list[Any]], value: Any) -> str | None:
     """Why ``value`` cannot be bound to a handler with these parameters, or ``None`` if it can."""
     args, kwargs = split_args(value)
+    wanted = ", ".join(name for name, _, _ in params) or "no arguments"
+    if args and len(params) != 1:
+        example = ", ".join(f'"{name}": ...' for name, _, _ in params)
+        return (
+            f"a value that is not an object binds to a handler with exactly one parameter, "
+            f"and this one takes {wanted}"
+            + (f": give an object of them, such as {{{example}}}" if params else "")
+        )
     try:
         _signature(params).bind(*args, **kwargs)
     except TypeError as exc:
-        wanted = ", ".join(name for name, _, _ in params) or "no arguments"
         return f"{exc} (the handler takes: {wanted})"
     return None

@@ -6,19 +6,20 @@ prints it. Nothing here talks to the daemon except ``connect``.
 
 from __future__ import annotations
 
-import asyncio
 import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
 import typer
 
-from grctl.client import Client
 from grctl.errors import GrctlError
-from grctl.loop import run as run_loop
+
+if TYPE_CHECKING:
+    # Imported where used: ``grctl --help`` must not pay for the client and the protocol.
+    from grctl.client import Client
 
 T = TypeVar("T")
 
@@ -81,10 +82,6 @@ WHERE = ("home", "socket", "address", "token_file", "tls_ca")
 JsonOpt = Annotated[
     bool, typer.Option("--json", help="Print JSON for scripts (one document) instead of a table.")
 ]
-RunOpt = Annotated[
-    str | None,
-    typer.Option("--run", metavar="RUN_ID", help="A given run (default: the latest)."),
-]
 
 COMPLETION_TIMEOUT_S = 2.0
 COMPLETION_LIMIT = 200
@@ -96,6 +93,8 @@ def _ask_daemon(ctx: typer.Context, fn: Callable[[Client], Awaitable[T]]) -> T |
     async def go() -> T:
         async with connect(*(ctx.params.get(name) for name in WHERE)) as client:
             return await fn(client)
+
+    import asyncio
 
     try:
         return asyncio.run(asyncio.wait_for(go(), COMPLETION_TIMEOUT_S))
@@ -113,6 +112,86 @@ def complete_workflow_id(ctx: typer.Context, incomplete: str) -> list[tuple[str,
     return list(seen.items())
 
 
+def complete_active_workflow_id(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """<Tab> on the ID of ``send``: the workflow_ids of recent active runs only."""
+    runs = _ask_daemon(ctx, lambda c: c.list_workflows(limit=COMPLETION_LIMIT)) or []
+    seen: dict[str, str] = {}
+    for r in runs:
+        if r.status.is_active and r.workflow_id.startswith(incomplete):
+            seen.setdefault(r.workflow_id, f"{r.workflow_type} {r.status.value}")
+    return list(seen.items())
+
+
+def _given_id(ctx: typer.Context) -> str | None:
+    """The ID already typed: parsed, or (when an option waits for its value) left in ``args``."""
+    wid = ctx.params.get("workflow_id")
+    if wid is None:
+        wid = next((a for a in ctx.args if not a.startswith("-")), None)
+    return wid
+
+
+def complete_run_id(ctx: typer.Context, incomplete: str) -> list[tuple[str, str]]:
+    """<Tab> on ``--run``: the run_ids of the ID given (all recent runs without one)."""
+    wid = _given_id(ctx)
+    runs = _ask_daemon(ctx, lambda c: c.list_workflows(limit=COMPLETION_LIMIT)) or []
+    return [
+        (r.run_id, f"{r.workflow_id} {r.status.value}")
+        for r in runs
+        if (wid is None or r.workflow_id == wid) and r.run_id.startswith(incomplete)
+    ]
+
+
+def _names_of_run(ctx: typer.Context, kind: str, incomplete: str) -> list[str]:
+    """The event or query names (``kind``) of the ID's workflow type, as the daemon knows it."""
+    wid = _given_id(ctx)
+
+    async def ask(c: Client) -> list[str]:
+        status = await c.daemon_status()
+        types = status.get("types") or {}
+        if wid:
+            wanted = (await c.get_workflow_handle(wid).describe()).workflow_type
+            return list(types.get(wanted, {}).get(kind, []))
+        return sorted({n for t in types.values() for n in t.get(kind, [])})
+
+    names = _ask_daemon(ctx, ask) or []
+    return [n for n in names if n.startswith(incomplete)]
+
+
+def complete_event_name(ctx: typer.Context, incomplete: str) -> list[str]:
+    """<Tab> on an EVENT: the events the run's workflow type handles."""
+    return _names_of_run(ctx, "events", incomplete)
+
+
+def complete_query_name(ctx: typer.Context, incomplete: str) -> list[str]:
+    """<Tab> on a query NAME: the queries the run's workflow type answers."""
+    return _names_of_run(ctx, "queries", incomplete)
+
+
+def complete_module(incomplete: str) -> list[str]:
+    """<Tab> on ``grctl worker MODULE``: importable .py modules and packages under the cwd."""
+    from pathlib import Path as _Path
+
+    base, _, _ = incomplete.rpartition(".")
+    folder = _Path(*base.split(".")) if base else _Path(".")
+    out: list[str] = []
+    try:
+        entries = sorted(folder.iterdir())
+    except OSError:
+        return []
+    for entry in entries:
+        name = entry.stem if entry.suffix == ".py" else entry.name
+        if not name.isidentifier() or name == "__init__":
+            continue
+        if entry.is_dir() and not (entry / "__init__.py").exists():
+            continue
+        if entry.is_file() and entry.suffix != ".py":
+            continue
+        dotted = f"{base}.{name}" if base else name
+        if dotted.startswith(incomplete):
+            out.append(dotted)
+    return out
+
+
 def complete_workflow_type(ctx: typer.Context, incomplete: str) -> list[str]:
     """<Tab> on a TYPE: the workflow types the connected workers serve."""
     status = _ask_daemon(ctx, lambda c: c.daemon_status()) or {}
@@ -124,10 +203,27 @@ WorkflowIdArg = Annotated[
     str,
     typer.Argument(metavar="ID", help="The workflow_id.", autocompletion=complete_workflow_id),
 ]
+ActiveWorkflowIdArg = Annotated[
+    str,
+    typer.Argument(
+        metavar="ID", help="The workflow_id.", autocompletion=complete_active_workflow_id
+    ),
+]
+RunOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run",
+        metavar="RUN_ID",
+        help="A given run (default: the latest).",
+        autocompletion=complete_run_id,
+    ),
+]
 
 
 def run(coro: Coroutine[Any, Any, T]) -> T:
     """Run one coroutine to its end; errors go up to the app's one error boundary."""
+    from grctl.loop import run as run_loop
+
     return run_loop(coro)
 
 
@@ -143,6 +239,8 @@ async def connect(
 
     A malformed ``--address``, or a token or CA file that cannot be read, is bad usage.
     """
+    from grctl.client import Client
+
     try:
         client = await Client.connect(
             socket, home=home, address=address, token_file=token_file, tls_ca=tls_ca

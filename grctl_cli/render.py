@@ -18,15 +18,15 @@ from contextlib import contextmanager
 from dataclasses import fields, is_dataclass
 from datetime import UTC, datetime
 from enum import Enum
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich import box
-from rich.console import Console, Group
-from rich.json import JSON
-from rich.live import Live
-from rich.spinner import Spinner
-from rich.table import Table
+from rich.console import Console
 from rich.text import Text
+
+if TYPE_CHECKING:
+    # Imported where used, so that ``--help`` and commands that print one line stay quick.
+    from rich.live import Live
+    from rich.table import Table
 
 from grctl.errors import GrctlError, WorkflowFailedError
 
@@ -176,6 +176,8 @@ def status_text(status: str) -> Text:
 
 
 def _grid() -> Table:
+    from rich.table import Table
+
     grid = Table.grid(padding=(0, 2))
     grid.add_column(style="bold", no_wrap=True, min_width=11)
     grid.add_column(overflow="fold")
@@ -184,6 +186,9 @@ def _grid() -> Table:
 
 def _table(*columns: str, wrap: bool = False) -> Table:
     """A table with a header rule and no borders; cells are cut with "…" unless ``wrap``."""
+    from rich import box
+    from rich.table import Table
+
     table = Table(box=box.SIMPLE_HEAD, header_style="bold", pad_edge=False, show_edge=False)
     for name in columns:
         table.add_column(name, no_wrap=not wrap, overflow="fold" if wrap else "ellipsis")
@@ -222,10 +227,11 @@ def note(message: str) -> None:
 
 
 def value(data: Any) -> None:
-    """A result or query value on stdout: text as is, anything else as JSON."""
-    if isinstance(data, str):
-        console.print(Text(data))
-    elif console.is_terminal:
+    """A result or query value on stdout, always as JSON: ``"text"`` (quoted), ``null``, ``2``,
+    ``{...}``; so ``grctl result ID > out.json`` is valid JSON whatever the value."""
+    if console.is_terminal:
+        from rich.json import JSON
+
         console.print(JSON.from_data(to_jsonable(data), ensure_ascii=False))
     else:
         _write(json.dumps(to_jsonable(data), ensure_ascii=False, indent=2, default=str))
@@ -278,6 +284,9 @@ def live_status(text: str) -> Iterator[StatusLine]:
     if target is None:
         yield StatusLine(None, label)
         return
+    from rich.live import Live
+    from rich.spinner import Spinner
+
     live = Live(
         Spinner("dots", text=label),
         console=target,
@@ -334,13 +343,15 @@ async def print_pages(
     json_: bool,
     table: PagedTable,
     row: Callable[[Any], tuple[Text, ...]],
+    as_json: Callable[[Any], Any] | None = None,
 ) -> None:
-    """A paged listing printed as its pages arrive: a table, or with ``json_`` one JSON array."""
+    """A paged listing printed as its pages arrive: a table, or with ``json_`` one JSON array
+    (of ``as_json(item)`` when given)."""
     out = JsonArray() if json_ else None
     try:
         async for page in pages:
             if out is not None:
-                out.items(page)
+                out.items([as_json(item) for item in page] if as_json else page)
             else:
                 table.rows([row(item) for item in page])
     finally:
@@ -359,10 +370,13 @@ def runs_printer() -> PagedTable:
 
 def run_row(r: Any) -> tuple[Text, ...]:
     step = f"{r.step_name} #{r.attempt}" if r.step_name else ""
+    status = status_text(r.status)
+    if r.served is False:
+        status.append(" (no worker)", style="yellow")
     return (
         Text(r.workflow_id),
         Text(r.workflow_type),
-        status_text(r.status),
+        status,
         Text(step),
         Text(ago(r.created_at)),
         Text(r.run_id),
@@ -376,6 +390,21 @@ def slot_wait_text(info: Any) -> str:
         f"waiting for a slot: {w['executing']} of {w['limit']} runs of {info.workflow_type} "
         f"are executing a step; {w['ahead']} ahead"
     )
+
+
+def unserved_text(workflow_type: str) -> str:
+    return (
+        f"no worker serves {workflow_type}: the run waits until one connects "
+        "(start one with: grctl worker MODULE)"
+    )
+
+
+def listed_run(info: Any) -> dict[str, Any]:
+    """A run as ``list --json`` gives it: ``describe --json`` without store and timers, which a
+    listing does not read (keeping it cheap); ``describe`` has them."""
+    out = to_jsonable(info)
+    del out["store"], out["timers"]
+    return out
 
 
 def describe(info: Any) -> None:
@@ -396,6 +425,8 @@ def describe(info: Any) -> None:
         grid.add_row("worker", Text(info.worker))
     if info.waiting_for_slot:
         grid.add_row("waiting", Text(slot_wait_text(info), style="yellow"))
+    elif info.served is False:
+        grid.add_row("worker", Text(unserved_text(info.workflow_type), style="yellow"))
     grid.add_row("created", Text(when(info.created_at)))
     grid.add_row("updated", Text(when(info.updated_at)))
     if info.ended_at:
@@ -422,6 +453,8 @@ def describe(info: Any) -> None:
         parts += [Text(""), _fit(store, flex=1)]
     if error.get("traceback"):
         parts += [Text(""), Text("traceback", style="bold"), Text(error["traceback"].rstrip())]
+    from rich.console import Group
+
     console.print(Group(*parts))
 
 
@@ -451,6 +484,8 @@ def reset(info: Any) -> None:
         verb = "would be skipped" if info.dry_run else "skipped"
         text = f"{verb} ({info.skipped_count} step starts of the old run): {steps}"
         parts += [Text(""), Text(text + (f" and {more} more" if more > 0 else ""))]
+    from rich.console import Group
+
     console.print(Group(*parts))
 
 

@@ -159,6 +159,11 @@ class Dispatcher:
     def serves(self, workflow_type: str) -> list[WorkerSlot]:
         return [s for s in self.workers.values() if workflow_type in s.types]
 
+    def served(self, workflow_type: str) -> bool:
+        """Whether any connected worker serves this type (in a cluster every worker registers
+        with every member, so this daemon's workers are the cluster's)."""
+        return any(workflow_type in s.types for s in self.workers.values())
+
     def enqueue(self, workflow_type: str, run_id: str) -> None:
         queue = self._queues.get(workflow_type)
         if queue is None:

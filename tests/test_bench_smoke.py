@@ -18,7 +18,7 @@ from urllib.parse import urlsplit
 import pytest
 
 ROOT = Path(__file__).resolve().parent.parent
-WORKLOADS = "chain,latency,event,tasks,fanout,idle,growth,waiting"
+WORKLOADS = "chain,latency,event,tasks,fanout,idle,growth,waiting,cli"
 
 
 @pytest.mark.timeout(180)
@@ -49,6 +49,7 @@ def test_quick_bench_writes_every_workload(tmp_path: Path) -> None:
             "rss_after_restart_mb",
             "cold_event_p50_ms",
         ],
+        "cli": ["help_cpu_ms", "list_cpu_ms", "list_json_cpu_ms"],
     }
     for workload, keys in positive.items():
         for key in keys:

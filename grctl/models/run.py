@@ -57,6 +57,9 @@ class RunInfo:
     # Set while the run waits for a slot of its type (max_concurrent_runs): the type's limit,
     # how many of its runs execute a step now, how many runs wait ahead of this one.
     waiting_for_slot: dict[str, int] | None = None
+    # For an active run, whether a connected worker serves its type (False: it cannot move until
+    # one connects); None for a run that has ended, or from a daemon that does not say.
+    served: bool | None = None
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunInfo:
@@ -81,6 +84,7 @@ class RunInfo:
             cancel_requested=bool(data.get("cancel_requested")),
             reason=data.get("reason"),
             waiting_for_slot=data.get("waiting_for_slot"),
+            served=data.get("served"),
         )
 
 

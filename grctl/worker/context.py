@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
-from grctl.codec import ExtType
+from grctl.codec import ExtType, not_serialisable
 from grctl.errors import StoreValueError, WorkflowDefinitionError
 from grctl.models.directive import Directive, ErrorDetails
 from grctl.protocol import MAX_FRAME_BYTES, wrap_value
@@ -64,8 +64,7 @@ def _check_serialisable(value: Any, what: str) -> ExtType:
         packed = wrap_value(value)
     except Exception:
         raise StoreValueError(
-            f"{what} is a {type(value).__name__}, which msgpack cannot serialise; use strings, "
-            "numbers, lists, dicts, booleans or None"
+            not_serialisable(value, what, "use strings, numbers, lists, dicts, booleans or None")
         ) from None
     if len(packed.data) > MAX_FRAME_BYTES:
         raise StoreValueError(

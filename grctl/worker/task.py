@@ -121,8 +121,11 @@ async def _run_task(
             codec.pack(value)
         except Exception:
             raise StoreValueError(
-                f"task {name!r} returned a {type(value).__name__}, which msgpack cannot "
-                "serialise; return strings, numbers, lists, dicts, booleans or None"
+                codec.not_serialisable(
+                    value,
+                    f"the value task {name!r} returned",
+                    "return strings, numbers, lists, dicts, booleans or None",
+                )
             ) from None
         await step.record(
             {

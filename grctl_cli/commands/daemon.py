@@ -202,7 +202,10 @@ def start(
         os.execv(sys.executable, cmd)
     h = home_dir(home)
     h.mkdir(parents=True, exist_ok=True, mode=0o700)
-    with open(h / "daemon.out", "ab") as out:
+    # 0600 like the rest of the home (the umask would give 0644): the output may hold secrets.
+    fd = os.open(h / "daemon.out", os.O_WRONLY | os.O_CREAT | os.O_APPEND, 0o600)
+    os.fchmod(fd, 0o600)  # an older daemon.out made with the umask's mode
+    with os.fdopen(fd, "ab") as out:
         proc = subprocess.Popen(
             [*cmd, "--quiet"],
             stdin=subprocess.DEVNULL,

@@ -8,6 +8,7 @@ import typer
 
 from grctl_cli import render
 from grctl_cli.options import (
+    ActiveWorkflowIdArg,
     AddressOpt,
     HomeOpt,
     JsonOpt,
@@ -18,16 +19,28 @@ from grctl_cli.options import (
     WorkflowIdArg,
     build_input,
     build_payload,
+    complete_event_name,
     connect,
     run,
 )
 
 
 def send(
-    workflow_id: WorkflowIdArg,
-    event_name: Annotated[str, typer.Argument(metavar="EVENT", help="The event's name.")],
+    workflow_id: ActiveWorkflowIdArg,
+    event_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="EVENT", help="The event's name.", autocompletion=complete_event_name
+        ),
+    ],
     payload: Annotated[
-        str | None, typer.Option("--payload", metavar="JSON", help="The payload, as JSON.")
+        str | None,
+        typer.Option(
+            "--payload",
+            metavar="JSON",
+            help="The payload, as JSON: an object gives the handler's keyword arguments; any "
+            "other value is its one argument, refused unless it takes exactly one.",
+        ),
     ] = None,
     payload_file: Annotated[
         str | None,
@@ -70,7 +83,7 @@ def send(
     Refused when the run has ended or its workflow declares no handler for EVENT.
     With --start TYPE, a run of TYPE is started first if none of the id is active.
 
-    Example: grctl send order-abc approve --payload '{"qty": 2}' --key webhook-81
+    Example: grctl send order-abc reject --payload '{"reason": "out of stock"}' --key webhook-81
     """
     value = build_payload(payload, payload_file)
     if input_ is not None and start_type is None:

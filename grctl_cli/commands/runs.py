@@ -3,15 +3,13 @@
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from grctl.client import WorkflowHandle
 from grctl.errors import GrctlError, WorkflowCancelledError, WorkflowFailedError
-from grctl.models import RunStatus
+from grctl.models.run import RunStatus
 from grctl_cli import render, render_history
 from grctl_cli.options import (
     AddressOpt,
@@ -24,10 +22,14 @@ from grctl_cli.options import (
     TokenFileOpt,
     WorkflowIdArg,
     build_input,
+    complete_query_name,
     complete_workflow_type,
     connect,
     run,
 )
+
+if TYPE_CHECKING:
+    from grctl.client import WorkflowHandle
 
 DEFAULT_LIST_LIMIT = 20
 
@@ -50,7 +52,12 @@ def start(
     ],
     input_: Annotated[
         str | None,
-        typer.Option("--input", metavar="JSON", help="The input, a JSON object of arguments."),
+        typer.Option(
+            "--input",
+            metavar="JSON",
+            help="The input: a JSON object gives the start handler's keyword arguments; any "
+            "other JSON value is its one argument, refused unless it takes exactly one.",
+        ),
     ] = None,
     input_file: Annotated[
         str | None,
@@ -97,9 +104,12 @@ def start(
                 return
             if not json_:
                 render.fields_grid(list(ids.items()))
+            info = await handle.describe()
+            if info.served is False:
+                render.note(render.unserved_text(workflow_type))
             await _report_outcome(handle, json_, as_fields=True)
 
-    run(go())
+    _waiting(go(), workflow_id, wait)
 
 
 def list_runs(
@@ -121,13 +131,19 @@ def list_runs(
 ) -> None:
     """List runs, newest first.
 
+    With --json, each run as describe --json gives it but without store and timers (a
+    listing does not read them: use describe). A run that no connected worker serves shows
+    "(no worker)" beside its status, and "served": false in JSON.
+
     Example: grctl list --status failed --type ProcessOrder --limit 5
     """
 
     async def go() -> None:
         async with connect(home, socket, address, token_file, tls_ca) as client:
             runs = client.list_workflows(status.value if status else None, workflow_type, limit)
-            await render.print_pages(runs.pages(), json_, render.runs_printer(), render.run_row)
+            await render.print_pages(
+                runs.pages(), json_, render.runs_printer(), render.run_row, render.listed_run
+            )
 
     run(go())
 
@@ -189,14 +205,35 @@ def result(
                     workflow_id=workflow_id,
                     run_id=info.run_id,
                 )
+            if info.served is False:
+                render.note(render.unserved_text(info.workflow_type))
             await _report_outcome(handle, json_, as_fields=False)
 
-    run(go())
+    _waiting(go(), workflow_id, wait)
+
+
+def _waiting(coro: Any, workflow_id: str, wait: bool) -> None:
+    """Run a command that may wait for a run's end; Ctrl-C then says the run goes on (exit 130)."""
+    try:
+        run(coro)
+    except KeyboardInterrupt:
+        if not wait:
+            raise
+        render.note(
+            f"stopped waiting; the run goes on in the daemon. Follow it with: grctl result "
+            f"{workflow_id} --wait (or grctl history {workflow_id} --follow)"
+        )
+        raise typer.Exit(130) from None
 
 
 def query(
     workflow_id: WorkflowIdArg,
-    query_name: Annotated[str, typer.Argument(metavar="NAME", help="The query's name.")],
+    query_name: Annotated[
+        str,
+        typer.Argument(
+            metavar="NAME", help="The query's name.", autocompletion=complete_query_name
+        ),
+    ],
     run_id: RunOpt = None,
     home: HomeOpt = None,
     socket: SocketOpt = None,
@@ -378,6 +415,8 @@ async def _report_outcome(handle: WorkflowHandle, json_: bool, as_fields: bool) 
 
 async def _wait_with_status(handle: WorkflowHandle) -> Any:
     """``handle.result()`` while a live line tells where the run is (from its history)."""
+    import asyncio
+
     with render.live_status(render_history.wait_text(handle.workflow_id, None)) as line:
 
         async def track() -> None:

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import asyncio
 import importlib.util
-import logging
 import os
 import shlex
 import signal
@@ -15,9 +13,6 @@ from typing import Annotated, Any
 import typer
 
 from grctl.errors import ModuleLoadError
-from grctl.worker import Worker
-from grctl.worker._loader import load_workflows
-from grctl.worker.worker import DEFAULT_CONCURRENCY, DEFAULT_SHUTDOWN_GRACE_S
 from grctl_cli import render, render_daemon
 from grctl_cli.options import (
     AddressOpt,
@@ -25,15 +20,23 @@ from grctl_cli.options import (
     SocketOpt,
     TlsCaOpt,
     TokenFileOpt,
+    complete_module,
     run,
 )
+
+# The same values as grctl.worker.worker's defaults (a test checks they agree), written out here
+# so that registering the command does not import the worker and the protocol.
+DEFAULT_CONCURRENCY = 100
+DEFAULT_SHUTDOWN_GRACE_S = 10.0
 
 
 def worker(
     modules: Annotated[
         list[str],
         typer.Argument(
-            metavar="MODULE", help="Import paths of workflow modules, e.g. myapp.flows."
+            metavar="MODULE",
+            help="Import paths of workflow modules, e.g. myapp.flows.",
+            autocompletion=complete_module,
         ),
     ],
     concurrency: Annotated[
@@ -75,6 +78,12 @@ def worker(
     if reload:
         _supervise(modules, concurrency, where)
         return
+    import asyncio
+    import logging
+
+    from grctl.worker import Worker
+    from grctl.worker._loader import load_workflows
+
     workflows = load_workflows(modules)
     try:
         w = Worker(
@@ -118,7 +127,18 @@ def _supervise(modules: list[str], concurrency: int, where: dict[str, str | None
     from watchfiles import PythonFilter, run_process
 
     dirs = _source_dirs(modules)
-    cmd = [sys.executable, "-m", "grctl_cli", "worker", *modules, "--concurrency", str(concurrency)]
+    # -P: no cwd in front of sys.path at start-up, so the child imports grctl (and the workflow
+    # modules, which load_workflows finds via the cwd appended then) exactly as a plain worker.
+    cmd = [
+        sys.executable,
+        "-P",
+        "-m",
+        "grctl_cli",
+        "worker",
+        *modules,
+        "--concurrency",
+        str(concurrency),
+    ]
     for flag, value in where.items():
         if value:
             cmd += [flag, value]

@@ -227,6 +227,11 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention, 
                 for s in self.dispatcher.workers.values()
             ],
             "runs": await self.storage.count_by_status(),
+            # What each registered type takes: shell completion offers these names.
+            "types": {
+                name: {"events": sorted(t.events), "queries": sorted(t.queries)}
+                for name, t in sorted(self.types.items())
+            },
             "cluster": self.cluster_status(),
             "memory": {
                 "cached_runs": len(self.cache),

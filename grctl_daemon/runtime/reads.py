@@ -191,6 +191,13 @@ class Reads:
             "parent_run_id": run.parent_run_id,
             "cancel_requested": run.cancel_requested,
             "worker": current.worker if current is not None else None,
+            # Only for an active run: False tells "no connected worker serves its type", so it
+            # does not look like it is moving (a dict lookup per worker: listings stay cheap).
+            "served": (
+                self.dispatcher.served(run.workflow_type)
+                if run.status in ("running", "waiting")
+                else None
+            ),
         }
 
     async def list_workflows(self: Runtime, m: p.ListWorkflows) -> dict[str, Any]:

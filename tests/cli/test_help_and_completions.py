@@ -5,6 +5,7 @@ from __future__ import annotations
 import importlib.util
 import os
 import subprocess
+import sys
 from pathlib import Path
 
 import typer
@@ -87,3 +88,76 @@ def test_bash_completion_completes_commands_options_and_ids(served, uid):
     assert "opt: --follow" in out, out
     assert f"id: {wid}" in out, out
     assert "type: CliQuick" in out, out
+
+
+def test_bash_completion_of_event_and_query_names_run_ids_modules_and_active_ids(
+    served, uid, tmp_path
+):
+    active, ended = uid("complete-active"), uid("complete-ended")
+    served.start_direct("CliOrder", active, {"order_id": "c"})
+    served.start_direct("CliQuick", ended)
+    served.wait_status(active, "waiting")
+    served.wait_status(ended, "completed")
+    run_id = served.grctl("describe", active, "--json").json()["run_id"]
+    (tmp_path / "shop").mkdir()
+    (tmp_path / "shop" / "__init__.py").write_text("")
+    (tmp_path / "shop" / "flows.py").write_text("")
+    prefix = active.split("-")[0]
+    script = f"""
+        source {generate.path("bash")}
+        cd {tmp_path}
+        COMP_WORDS=(grctl send {active} ap); COMP_CWORD=3; _grctl_completion grctl
+        echo "event: ${{COMPREPLY[*]}}"
+        COMP_WORDS=(grctl query {active} st); COMP_CWORD=3; _grctl_completion grctl
+        echo "query: ${{COMPREPLY[*]}}"
+        COMP_WORDS=(grctl describe {active} --run {run_id[:6]}); COMP_CWORD=4
+        _grctl_completion grctl; echo "run: ${{COMPREPLY[*]}}"
+        COMP_WORDS=(grctl worker shop.); COMP_CWORD=2; _grctl_completion grctl
+        echo "module: ${{COMPREPLY[*]}}"
+        COMP_WORDS=(grctl send {prefix}); COMP_CWORD=2; _grctl_completion grctl
+        echo "send: ${{COMPREPLY[*]}}"
+    """
+    env = cli_env(served.home, {"PATH": f"{Path(GRCTL).parent}{os.pathsep}{os.environ['PATH']}"})
+    out = subprocess.run(
+        ["bash", "-c", script], env=env, capture_output=True, text=True, timeout=30
+    ).stdout
+    assert "event: approve" in out, out
+    assert "query: status" in out, out
+    assert f"run: {run_id}" in out, out
+    assert "module: shop.flows" in out, out
+    send_line = next(line for line in out.splitlines() if line.startswith("send:"))
+    assert active in send_line and ended not in send_line, out
+
+
+def test_help_and_a_command_import_neither_the_worker_nor_pydantic(home):
+    """What keeps ``grctl`` quick to start (docs/performance.md): ``--help`` loads no client,
+    worker, protocol, msgpack or asyncio, and no command loads pydantic (typer 0.20+ did)."""
+    probe = (
+        "import sys, runpy\n"
+        "sys.argv = ['grctl', *sys.argv[1:]]\n"
+        "try:\n"
+        "    runpy.run_module('grctl_cli', run_name='__main__')\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "heavy = ('grctl.client', 'grctl.worker', 'grctl.protocol', 'msgpack', 'asyncio', "
+        "'pydantic')\n"
+        "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
+    )
+    env = cli_env(home)
+    run = subprocess.run(
+        [sys.executable, "-c", probe, "--help"], env=env, capture_output=True, text=True
+    )
+    assert run.returncode == 0 and run.stderr.strip().splitlines()[-1] == "[]", run.stderr
+    listing = subprocess.run(
+        [sys.executable, "-c", probe, "list"], env=env, capture_output=True, text=True
+    )
+    assert "pydantic" not in listing.stderr.strip().splitlines()[-1], listing.stderr
+
+
+def test_the_worker_command_defaults_are_the_worker_defaults():
+    # Written out in the CLI so that registering the command does not import the worker.
+    from grctl.worker import worker as sdk
+    from grctl_cli.commands import worker as cli
+
+    assert cli.DEFAULT_CONCURRENCY == sdk.DEFAULT_CONCURRENCY
+    assert cli.DEFAULT_SHUTDOWN_GRACE_S == sdk.DEFAULT_SHUTDOWN_GRACE_S

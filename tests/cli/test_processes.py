@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import signal
+import stat
 import subprocess
 from pathlib import Path
 
@@ -25,10 +26,13 @@ async def begin(ctx: Context) -> Directive:
 
 
 def test_daemon_start_status_stop(home):
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "daemon.out").touch(mode=0o644)  # left by an older grctl: made 0600 at start
     started = run_grctl("daemon", "start", "--home", str(home), "--json", home=home)
     assert started.code == 0, started
     pid = started.json()["pid"]
     try:
+        assert stat.S_IMODE((home / "daemon.out").stat().st_mode) == 0o600
         status = run_grctl("daemon", "status", "--json", home=home)
         assert status.code == 0, status
         data = status.json()
@@ -79,6 +83,10 @@ def test_worker_reload_restarts_on_a_source_change(served, uid, tmp_path):
     (package / "__init__.py").write_text("")
     source = package / "flows.py"
     source.write_text(RELOADABLE.format(workflow_type=before))
+    # A folder in the cwd named like an installed package must not hide it from the reload
+    # child, as it does not from a plain worker (the cwd joins sys.path only for the modules).
+    (tmp_path / "rich").mkdir()
+    (tmp_path / "rich" / "__init__.py").write_text("raise ImportError('the cwd hid rich')\n")
     with open(tmp_path / "worker.log", "ab") as log:
         proc = subprocess.Popen(
             [GRCTL, "worker", "reloadable.flows", "--reload", "--home", str(served.home)],
@@ -124,3 +132,82 @@ def _alive(pid: int) -> bool:
         return False
     stat = Path(f"/proc/{pid}/stat")
     return not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] != "Z"
+
+
+WAITER = """
+from grctl.models import Directive
+from grctl.worker.context import Context
+from grctl.workflow import Workflow
+
+flow = Workflow(workflow_type="{workflow_type}")
+
+
+@flow.start()
+async def begin(ctx: Context) -> Directive:
+    return ctx.next.wait_for_event()
+
+
+@flow.event()
+async def go(ctx: Context) -> Directive:
+    return ctx.next.complete("went")
+"""
+
+
+def test_a_run_no_worker_serves_says_so_and_ctrl_c_on_wait_says_it_goes_on(served, uid, tmp_path):
+    workflow_type = uid("CliOrphan").replace("-", "_")
+    (tmp_path / "orphan_flows.py").write_text(WAITER.format(workflow_type=workflow_type))
+    with open(tmp_path / "worker.log", "ab") as log:
+        worker = subprocess.Popen(
+            [GRCTL, "worker", "orphan_flows", "--home", str(served.home)],
+            cwd=tmp_path,
+            env=cli_env(served.home),
+            stdout=log,
+            stderr=log,
+            stdin=subprocess.DEVNULL,
+        )
+    wid = uid("orphan")
+    try:
+        wait_until(lambda: _serves(served, workflow_type), 20, message="worker serving")
+        assert served.grctl("start", workflow_type, "--id", wid).code == 0
+        served.wait_status(wid, "waiting")
+        assert served.grctl("describe", wid, "--json").json()["served"] is True
+    finally:
+        worker.send_signal(signal.SIGTERM)
+        worker.wait(15)
+    wait_until(lambda: not _serves(served, workflow_type), 10, message="the worker gone")
+
+    described = served.grctl("describe", wid, "--json")
+    assert described.code == 0 and described.json()["served"] is False, described
+    assert f"no worker serves {workflow_type}" in served.grctl("describe", wid).out
+    listed = served.grctl("list", "--type", workflow_type, "--json")
+    assert listed.code == 0, listed
+    [row] = listed.json()
+    assert row["served"] is False and "store" not in row and "timers" not in row
+    assert "(no worker)" in served.grctl("list", "--type", workflow_type).out
+
+    err_file = tmp_path / "wait.err"
+    with open(err_file, "w") as err_out:
+        waiting = subprocess.Popen(
+            [GRCTL, "result", wid, "--wait"],
+            env=cli_env(served.home),
+            stdout=subprocess.DEVNULL,
+            stderr=err_out,
+            stdin=subprocess.DEVNULL,
+        )
+    try:
+        wait_until(
+            lambda: "no worker serves" in err_file.read_text(),
+            10,
+            message="result --wait saying no worker serves the type",
+        )
+        waiting.send_signal(signal.SIGINT)
+        code = waiting.wait(10)
+    finally:
+        if waiting.poll() is None:
+            waiting.kill()
+    err = err_file.read_text()
+    assert code == 130, err
+    assert "the run goes on" in err and f"grctl result {wid} --wait" in err, err
+    assert "Traceback" not in err
+    assert served.daemon.status()["runs"]  # the daemon is fine; the run still waits
+    assert served.grctl("describe", wid, "--json").json()["status"] == "waiting"

@@ -150,7 +150,7 @@ def test_query_answers_from_the_store(served, uid):
     r = served.grctl("query", wid, "status", "--json")
     assert r.code == 0, r
     assert r.json() == {"workflow_id": wid, "query_name": "status", "value": "new"}
-    assert served.grctl("query", wid, "status").out.strip() == "new"
+    assert served.grctl("query", wid, "status").out.strip() == '"new"'  # always JSON
     unknown = served.grctl("query", wid, "nope")
     assert unknown.code == 1 and "nope" in unknown.err and "Traceback" not in unknown.output
 
@@ -177,3 +177,19 @@ def test_cancel_and_terminate_end_active_runs_and_refuse_ended_ones(served, uid)
         "status": "cancelled",
         "reason": "not needed",
     }
+
+
+def test_a_non_object_input_binds_only_to_a_handler_of_one_parameter(served, uid):
+    wid = uid("order")
+    # CliOrder's start handler takes order_id, qty, barrier: a bare string would be a guess.
+    refused = served.grctl("start", "CliOrder", "--id", wid, "--input", '"abc"', "--json")
+    assert refused.code == 1, refused
+    assert "exactly one parameter" in refused.err and "order_id, qty, barrier" in refused.err
+    assert '"order_id": ...' in refused.err and "Traceback" not in refused.output
+    assert served.grctl("describe", wid).code == 1  # no run was created
+    # Its approve event takes one parameter (qty): a bare number is that argument.
+    served.start_direct("CliOrder", wid, {"order_id": "n"})
+    served.wait_status(wid, "waiting")
+    assert served.grctl("send", wid, "approve", "--payload", "3").code == 0
+    r = served.grctl("result", wid, "--wait", "--json")
+    assert r.code == 0 and r.json()["result"]["txn"] == "txn-n-3", r

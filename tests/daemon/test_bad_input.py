@@ -363,6 +363,16 @@ def test_a_value_msgpack_cannot_serialise_fails_the_run_naming_it(daemon, worker
     assert_keeper_intact(daemon, 11)
 
 
+def test_a_forgotten_await_on_ctx_now_fails_the_run_saying_so(daemon, workers):
+    start_keeper(daemon, workers)
+    daemon.call(lambda c: c.start_workflow("GdBad", "forgot", {"mode": "forgot_await"}))
+    error = failure(daemon, "forgot")
+    assert error["details"]["cause"] == "StoreValueError", error
+    message = error["message"]
+    assert "'stamp'" in message and "did you forget await?" in message, message
+    assert "ctx.now()" in message and "msgpack" not in message, message
+
+
 @pytest.mark.parametrize("mode", ["unregistered_step", "unregistered_timeout_step"])
 def test_a_transition_to_an_unregistered_step_fails_the_run_naming_workflow_and_handler(
     daemon, workers, mode

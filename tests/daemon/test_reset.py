@@ -61,6 +61,8 @@ def test_a_failed_run_reset_to_step_two_completes_with_the_store_as_it_was(
     assert plan["store"] == {"flag": str(flag), "trail": ["start"], "twos": 0}
     assert [s["step"] for s in plan["skipped"]] == ["three"] and plan["skipped_count"] == 1
     assert plan["terminates"] is False
+    table = run_grctl("reset", "rs-1", "--to-step", "two", "--dry-run", home=daemon.home)
+    assert table.code == 0 and "dry run" in table.out and "three" in table.out, table
     # A dry run changes nothing.
     assert describe(daemon, "rs-1").run_id == old
     assert [(e.seq, e.kind) for e in history(daemon, "rs-1")] == before

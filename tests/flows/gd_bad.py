@@ -19,6 +19,8 @@ async def bad_start(ctx: Context, mode: str) -> Directive:
         ctx.store.put("when", object())
     if mode == "bad_result":
         return ctx.next.complete({1, 2})
+    if mode == "forgot_await":
+        ctx.store.put("stamp", {"at": ctx.now()})  # a forgotten await
     if mode == "oversized_store":
         ctx.store.put("blob", b"x" * (MAX_FRAME_BYTES + 1))
     if mode == "oversized_total":
