@@ -34,7 +34,10 @@ if TYPE_CHECKING:
 log = logging.getLogger("grctl.daemon")
 
 PRUNE_BATCH_RUNS = 200  # runs deleted per unit: their rows take a few ms to delete
-SHOWN_RUNS = 100  # runs a prune lists in its reply (the counts cover them all)
+SHOWN_RUNS = 100
+MAX_OLDER_THAN_MS = (
+    100 * 365 * 86_400_000
+)  # past it, nothing could have ended: a typo  # runs a prune lists in its reply (the counts cover them all)
 
 
 class Retention:
@@ -67,8 +70,13 @@ class Retention:
                 )
 
     async def prune(self: Runtime, m: p.PruneRuns) -> dict[str, Any]:
-        if m.older_than_ms < 0:
-            raise InvalidInputError("--older-than must be a duration of 0 or more")
+        if type(m.older_than_ms) is not int or not 0 <= m.older_than_ms <= MAX_OLDER_THAN_MS:
+            raise InvalidInputError(
+                "--older-than must be a duration from 0 to 100 years (e.g. 30d, 12h, 90m)"
+            )
+        for name, value in (("--status", m.status), ("--type", m.workflow_type)):
+            if value is not None and not isinstance(value, str):
+                raise InvalidInputError(f"{name} must be a string")
         if m.status is not None and m.status not in rec.ENDED_STATUSES:
             raise InvalidInputError(
                 f"prune deletes ended runs only; --status must be one of "
