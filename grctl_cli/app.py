@@ -13,8 +13,10 @@ from typing import Annotated
 import typer
 
 from grctl.errors import DaemonUnavailableError, GrctlError
-from grctl_cli import render
+from grctl_cli import lazy_help, render
 from grctl_cli.commands import daemon, events, history, prune, runs, schedules, worker
+
+lazy_help.install()  # help screens without rich.markdown/rich.traceback (~35 ms)
 
 RUNS = "Runs"
 EVENTS = "Events and history"

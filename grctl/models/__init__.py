@@ -1,8 +1,31 @@
-"""Data the SDK, the client and the wire share: directives, errors, runs and history."""
+"""Data the SDK, the client and the wire share: directives, errors, runs and history.
 
-from grctl.models.directive import Directive, ErrorDetails, RetryPolicy
-from grctl.models.run import HistoryEvent, InboxEvent, ResetInfo, RunInfo, RunStatus
-from grctl.models.schedule import FireOutcome, ScheduleInfo
+The names are loaded on first use (PEP 562), so importing one submodule (the CLI needs only
+``grctl.models.run``'s ``RunStatus`` to build its options) does not import the others.
+"""
+
+from __future__ import annotations
+
+from importlib import import_module
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from grctl.models.directive import Directive, ErrorDetails, RetryPolicy
+    from grctl.models.run import HistoryEvent, InboxEvent, ResetInfo, RunInfo, RunStatus
+    from grctl.models.schedule import FireOutcome, ScheduleInfo
+
+_LAZY = {
+    "Directive": "grctl.models.directive",
+    "ErrorDetails": "grctl.models.directive",
+    "RetryPolicy": "grctl.models.directive",
+    "HistoryEvent": "grctl.models.run",
+    "InboxEvent": "grctl.models.run",
+    "ResetInfo": "grctl.models.run",
+    "RunInfo": "grctl.models.run",
+    "RunStatus": "grctl.models.run",
+    "FireOutcome": "grctl.models.schedule",
+    "ScheduleInfo": "grctl.models.schedule",
+}
 
 __all__ = [
     "Directive",
@@ -16,3 +39,16 @@ __all__ = [
     "RunStatus",
     "ScheduleInfo",
 ]
+
+
+def __getattr__(name: str) -> Any:
+    module = _LAZY.get(name)
+    if module is None:
+        raise AttributeError(f"module 'grctl.models' has no attribute {name!r}")
+    value = getattr(import_module(module), name)
+    globals()[name] = value
+    return value
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *_LAZY})

@@ -12,7 +12,6 @@ import typer
 
 from grctl.duration import parse_duration
 from grctl.errors import DaemonUnavailableError
-from grctl.home import daemon_address, home_dir, socket_path
 from grctl_cli import render, render_daemon
 from grctl_cli.options import (
     AddressOpt,
@@ -162,6 +161,8 @@ def start(
     """
     if synchronous.upper() not in ("FULL", "NORMAL"):
         raise typer.BadParameter("choose FULL or NORMAL", param_hint="'--synchronous'")
+    from grctl.home import home_dir, socket_path  # socket/stat: only for this command
+
     # The daemon of this machine's home, whatever GRCTL_ADDRESS names.
     local = str(socket_path(socket, home))
     status = run(_status(home, local))
@@ -260,6 +261,8 @@ def stop(
     run(shutdown())
     pid = status["pid"]
     # Over TCP the daemon may run on another machine: it is gone once it stops answering.
+    from grctl.home import daemon_address
+
     remote = daemon_address(address, socket, home) is not None
     deadline = time.monotonic() + STOP_TIMEOUT_S
     while time.monotonic() < deadline:

@@ -6,7 +6,7 @@ from typing import Annotated
 
 import typer
 
-from grctl_cli import render, render_history
+from grctl_cli import render
 from grctl_cli.options import (
     AddressOpt,
     HomeOpt,
@@ -41,6 +41,8 @@ def history(
 
     Example: grctl history order-abc --follow
     """
+
+    from grctl_cli import render_history  # rich.table: only for this command
 
     async def go() -> None:
         async with connect(home, socket, address, token_file, tls_ca) as client:

@@ -10,7 +10,7 @@ import typer
 
 from grctl.errors import GrctlError, WorkflowCancelledError, WorkflowFailedError
 from grctl.models.run import RunStatus
-from grctl_cli import render, render_history
+from grctl_cli import render
 from grctl_cli.options import (
     AddressOpt,
     HomeOpt,
@@ -416,6 +416,8 @@ async def _report_outcome(handle: WorkflowHandle, json_: bool, as_fields: bool) 
 async def _wait_with_status(handle: WorkflowHandle) -> Any:
     """``handle.result()`` while a live line tells where the run is (from its history)."""
     import asyncio
+
+    from grctl_cli import render_history
 
     with render.live_status(render_history.wait_text(handle.workflow_id, None)) as line:
 

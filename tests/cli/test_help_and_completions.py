@@ -131,7 +131,8 @@ def test_bash_completion_of_event_and_query_names_run_ids_modules_and_active_ids
 
 def test_help_and_a_command_import_neither_the_worker_nor_pydantic(home):
     """What keeps ``grctl`` quick to start (docs/performance.md): ``--help`` loads no client,
-    worker, protocol, msgpack or asyncio, and no command loads pydantic (typer 0.20+ did)."""
+    worker, protocol, msgpack or asyncio, nor typer's unused markdown/traceback renderers
+    (markdown_it, pygments), and no command loads pydantic (typer 0.20+ did)."""
     probe = (
         "import sys, runpy\n"
         "sys.argv = ['grctl', *sys.argv[1:]]\n"
@@ -140,7 +141,8 @@ def test_help_and_a_command_import_neither_the_worker_nor_pydantic(home):
         "except SystemExit:\n"
         "    pass\n"
         "heavy = ('grctl.client', 'grctl.worker', 'grctl.protocol', 'msgpack', 'asyncio', "
-        "'pydantic')\n"
+        "'pydantic', 'rich.markdown', 'markdown_it', 'rich.traceback', 'pygments', "
+        "'grctl.models.directive')\n"
         "print(sorted(m for m in heavy if m in sys.modules), file=sys.stderr)\n"
     )
     env = cli_env(home)
@@ -152,6 +154,24 @@ def test_help_and_a_command_import_neither_the_worker_nor_pydantic(home):
         [sys.executable, "-c", probe, "list"], env=env, capture_output=True, text=True
     )
     assert "pydantic" not in listing.stderr.strip().splitlines()[-1], listing.stderr
+
+
+def test_typers_deferred_markdown_and_traceback_are_the_real_classes_on_use():
+    """lazy_help's stand-ins in typer.rich_utils import and hand over the real rich classes."""
+    probe = (
+        "import sys\n"
+        "import grctl_cli.app\n"
+        "import typer.rich_utils as ru\n"
+        "assert 'rich.markdown' not in sys.modules and 'rich.traceback' not in sys.modules\n"
+        "md = ru.Markdown('*hi*')\n"
+        "import rich.markdown, rich.traceback\n"
+        "assert type(md) is rich.markdown.Markdown, type(md)\n"
+        "tb = ru.Traceback.from_exception(ValueError, ValueError('x'), None)\n"
+        "assert type(tb) is rich.traceback.Traceback, type(tb)\n"
+        "print('ok')\n"
+    )
+    run = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True)
+    assert run.returncode == 0 and run.stdout.strip() == "ok", run.stderr
 
 
 def test_the_worker_command_defaults_are_the_worker_defaults():
