@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import gc
 import importlib.util
 import os
 import shlex
@@ -13,7 +14,7 @@ from typing import Annotated, Any
 import typer
 
 from grctl.errors import ModuleLoadError
-from grctl_cli import render, render_daemon
+from grctl_cli import DEFAULT_GC_THRESHOLD, render, render_daemon
 from grctl_cli.options import (
     AddressOpt,
     HomeOpt,
@@ -85,6 +86,7 @@ def worker(
     from grctl.worker._loader import load_workflows
 
     workflows = load_workflows(modules)
+    gc.set_threshold(*DEFAULT_GC_THRESHOLD)  # a long-lived process: the usual collection pace
     try:
         w = Worker(
             workflows,
