@@ -8,6 +8,11 @@ its dispatches are out at once, from dispatch until the step's outcome is commit
 step is stopped, or its worker is lost). A run that finds no slot waits in the same FIFO queue,
 and a run that becomes ready while others of its type wait goes behind them. Types without a
 limit pay one dict lookup per dispatch and one truth test per release.
+
+On PostgreSQL (``shared``: the daemons of a cluster share the limit) a slot is a row of
+``type_slots``: the runtime claims rows for the runs waiting here (``spare``, not yet attached
+to a dispatch) and each dispatch takes one; when it is over, the row goes back
+(``on_slot_back``), so N counts across every member.
 """
 
 from __future__ import annotations
@@ -45,11 +50,16 @@ class TypeLimit:
     limit: int | None  # the smallest any connected worker declares; None once none does
     holders: set[str] = field(default_factory=set)  # dispatch_ids holding a slot
     reserved: int = 0  # runs taken from the queue, being read back to be dispatched
+    shared: bool = False  # slots are rows of type_slots, claimed from the database
+    spare: list[int] = field(default_factory=list)  # shared: rows claimed, not yet dispatched
+    slot_of: dict[str, int] = field(default_factory=dict)  # shared: dispatch_id → its row
 
     @property
     def free(self) -> int:
         if self.limit is None:
             return 1 << 30
+        if self.shared:
+            return min(len(self.spare), self.limit - len(self.holders)) - self.reserved
         return self.limit - len(self.holders) - self.reserved
 
 
@@ -93,7 +103,8 @@ class RunQueue:
 class Dispatcher:
     """Tracks workers and queued steps; decides, the runtime sends."""
 
-    def __init__(self) -> None:
+    def __init__(self, shared_limits: bool = False) -> None:
+        self.shared_limits = shared_limits
         self.workers: dict[str, WorkerSlot] = {}
         self._queues: dict[str, RunQueue] = {}
         self._holder: dict[str, str] = {}  # dispatch_id → connection_id
@@ -101,6 +112,8 @@ class Dispatcher:
         self._limited: dict[str, TypeLimit] = {}  # dispatch_id → the limit it holds a slot of
         # Told the type whose slot came free (the runtime then serves its queue).
         self.on_type_free: Callable[[str], None] = lambda workflow_type: None
+        # Told a shared slot (a row of type_slots) that is no longer needed.
+        self.on_slot_back: Callable[[str, int], None] = lambda workflow_type, row: None
 
     def add(self, slot: WorkerSlot) -> None:
         self.workers[slot.connection_id] = slot
@@ -132,7 +145,9 @@ class Dispatcher:
             limit = self.declared_limit(workflow_type)
             lim = self.limits.get(workflow_type)
             if lim is None:
-                self.limits[workflow_type] = TypeLimit(workflow_type, limit)
+                self.limits[workflow_type] = TypeLimit(
+                    workflow_type, limit, shared=self.shared_limits
+                )
                 continue
             raised = lim.limit is not None and (limit is None or limit > lim.limit)
             lim.limit = limit
@@ -185,6 +200,8 @@ class Dispatcher:
         if lim is not None:
             lim.holders.add(dispatch_id)
             self._limited[dispatch_id] = lim
+            if lim.spare:
+                lim.slot_of[dispatch_id] = lim.spare.pop(0)
 
     def release(self, dispatch_id: str, hold_type_slot: bool = False) -> WorkerSlot | None:
         """The step left its worker (ended, failed, stopped); returns that worker, if still here.
@@ -207,6 +224,10 @@ class Dispatcher:
         lim = self._limited.pop(dispatch_id, None)
         if lim is not None:
             lim.holders.discard(dispatch_id)
+            if lim.shared:
+                row = lim.slot_of.pop(dispatch_id, None)
+                if row is not None:
+                    self.on_slot_back(lim.workflow_type, row)
             self.on_type_free(lim.workflow_type)
 
     def holder(self, dispatch_id: str) -> WorkerSlot | None:

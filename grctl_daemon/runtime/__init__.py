@@ -58,9 +58,13 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention, 
         self.pid = os.getpid()
         self.cache = RunCache(storage, config.run_cache, self.owns)
         self.types: dict[str, TypeDef] = {}
-        self.dispatcher = Dispatcher()
+        # On PostgreSQL the slots of limited types are rows shared by every member.
+        self.dispatcher = Dispatcher(shared_limits=hasattr(storage, "claim_type_slots"))
         self.dispatcher.on_type_free = self.type_slot_free
+        self.dispatcher.on_slot_back = self.type_slot_back
         self._draining_types: set[str] = set()  # types whose queue is served at the next tick
+        self._claiming: set[str] = set()  # types whose runs wait for rows of type_slots
+        self._giving: dict[str, int] = {}  # type → rows of type_slots being given back
         self.timers = TimerWheel(self.on_timer, horizon_ms=0)
         self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self.followers: dict[str, set[Follower]] = {}

@@ -24,6 +24,7 @@ from typing import TYPE_CHECKING, Any
 
 from grctl import protocol as p
 from grctl.errors import NotOwnerError
+from grctl_daemon.engine import transitions as tr
 from grctl_daemon.storage import base as rec
 from grctl_daemon.timers import now_ms
 
@@ -69,7 +70,10 @@ class Ownership:
         while True:
             page = await self.storage.ready_runs(after, READY_SCAN_PAGE, partitions)
             for run_id, workflow_type in page:
-                if run_id not in self.cache:  # a cached one is already handled
+                # A cached one is handled, unless a request read it in since the takeover
+                # (reads do not dispatch): then it waits here too.
+                state = self.cache.get(run_id)
+                if state is None or tr.ready(state):
                     self.dispatcher.enqueue(workflow_type, run_id)
                     queued += 1
             self.drain_all()

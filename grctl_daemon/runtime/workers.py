@@ -10,6 +10,7 @@ worker can take.
 from __future__ import annotations
 
 import asyncio
+import logging
 from typing import TYPE_CHECKING, Any
 
 from ulid import ULID
@@ -43,6 +44,9 @@ from grctl_daemon.timers import now_ms
 if TYPE_CHECKING:
     from grctl_daemon.runtime import Runtime
 
+log = logging.getLogger("grctl.daemon")
+
+SLOT_POLL_S = 0.1  # a member whose runs wait for a shared slot asks the database again
 Prepared = tuple[tr.Decision, WorkerSlot, p.DispatchStep]
 
 
@@ -91,12 +95,12 @@ class Workers:
             return None
         workflow_type = state.workflow_type
         lim = self.dispatcher.limits.get(workflow_type)  # all a type without a limit pays
-        if lim is not None and not (
-            self.limits_apply() and self.dispatcher.admits(workflow_type, from_queue)
-        ):
+        if lim is not None and not self.dispatcher.admits(workflow_type, from_queue):
             self.dispatcher.enqueue(workflow_type, run_id)
-            if lim.free > 0 and self.limits_apply():  # others were ahead: serve them first
+            if lim.free > 0:  # others were ahead: serve them first
                 self.type_slot_free(workflow_type)
+            elif lim.shared:
+                self.want_type_slots(workflow_type)
             return None
         slot = self.dispatcher.pick(workflow_type)
         tdef = self.types.get(workflow_type)
@@ -133,8 +137,8 @@ class Workers:
         for workflow_type in slot.types:
             queue = self.dispatcher.queued(workflow_type)
             lim = self.dispatcher.limits.get(workflow_type)
-            if lim is not None and not self.limits_apply():
-                continue
+            if lim is not None and lim.shared and queue and lim.free <= 0:
+                self.want_type_slots(workflow_type)
             while queue and slot.free > 0 and (lim is None or lim.free > 0):
                 run_id = queue.popleft()
                 if run_id in self.cache:
@@ -148,16 +152,6 @@ class Workers:
                         lim.reserved += 1
                     self.spawn(self._dispatch_loaded(run_id, slot, lim))
 
-    def limits_apply(self: Runtime) -> bool:
-        """Whether this daemon may hand out slots of limited types: only when it is alone.
-
-        Each cluster member dispatches the runs of its own partitions, so a count kept per
-        daemon would let N runs execute on every member. Rather than exceed the limit, runs
-        of limited types wait while more than one member is live (and a worker declaring a
-        limit is refused by a cluster of several); they go on when one member is left.
-        """
-        return len(self.storage.members()) <= 1
-
     def type_slot_free(self: Runtime, workflow_type: str) -> None:
         """A slot of a limited type came free: serve its queue at the next tick (once)."""
         if workflow_type not in self._draining_types:
@@ -169,8 +163,6 @@ class Workers:
         self._draining_types.discard(workflow_type)
         lim = self.dispatcher.limits.get(workflow_type)
         queue = self.dispatcher.queued(workflow_type)
-        if not self.limits_apply():
-            return
         while lim is not None and queue and lim.free > 0:
             slot = self.dispatcher.pick(workflow_type)
             if slot is None:
@@ -182,6 +174,69 @@ class Workers:
                 slot.reserved += 1
                 lim.reserved += 1
                 self.spawn(self._dispatch_loaded(run_id, slot, lim))
+        if lim is not None and lim.shared:
+            if queue:
+                self.want_type_slots(workflow_type)
+            elif lim.spare and lim.free > 0:  # claimed for runs that went elsewhere
+                extra = lim.spare[len(lim.spare) - lim.free :]
+                del lim.spare[len(lim.spare) - lim.free :]
+                self.spawn(self._give_back(workflow_type, extra))
+
+    # -- slots shared by a cluster (PostgreSQL: rows of type_slots) -----------------------------
+    # A member claims rows for the runs queued here, in one statement, and gives each back once
+    # the step's outcome is committed. Rows of a member that died come back when it is taken
+    # over (a row whose holder is no member is free). Within a member runs keep their order;
+    # across members the order is approximate: a member waiting for a row asks again every
+    # SLOT_POLL_S.
+
+    def want_type_slots(self: Runtime, workflow_type: str) -> None:
+        if workflow_type not in self._claiming:
+            self._claiming.add(workflow_type)
+            self.spawn(self._claim_type_slots(workflow_type))
+
+    async def _claim_type_slots(self: Runtime, workflow_type: str) -> None:
+        try:
+            while not self.storage.lost.is_set():
+                lim = self.dispatcher.limits.get(workflow_type)
+                queue = self.dispatcher.queued(workflow_type)
+                if lim is None or lim.limit is None or not queue or lim.free > 0:
+                    return
+                if self._giving.get(workflow_type):
+                    return  # the row given back now is asked for again once it is back
+                count = min(len(queue), lim.limit - len(lim.holders) - len(lim.spare))
+                got: list[int] = []
+                if count > 0:
+                    try:
+                        got = await self.storage.claim_type_slots(workflow_type, lim.limit, count)
+                    except Exception as exc:  # the database is away: ask again
+                        log.warning("could not claim a slot of %s: %s", workflow_type, exc)
+                if got:
+                    lim.spare.extend(got)
+                    self._claiming.discard(workflow_type)
+                    self._drain_type(workflow_type)
+                    return
+                await asyncio.sleep(SLOT_POLL_S)
+        finally:
+            self._claiming.discard(workflow_type)
+
+    def type_slot_back(self: Runtime, workflow_type: str, row: int) -> None:
+        self.spawn(self._give_back(workflow_type, [row]))
+
+    async def _give_back(self: Runtime, workflow_type: str, rows: list[int]) -> None:
+        self._giving[workflow_type] = self._giving.get(workflow_type, 0) + 1
+        try:
+            while not self.storage.lost.is_set():
+                try:
+                    await self.storage.release_type_slots(workflow_type, rows)
+                    break
+                except Exception as exc:  # held until given back: ask again
+                    log.warning("could not give back a slot of %s: %s", workflow_type, exc)
+                    await asyncio.sleep(SLOT_POLL_S)
+        finally:
+            self._giving[workflow_type] -= 1
+        queue = self.dispatcher.queued(workflow_type)
+        if queue and workflow_type not in self._claiming:
+            self.want_type_slots(workflow_type)
 
     def drain_all(self: Runtime) -> None:
         for slot in list(self.dispatcher.workers.values()):
@@ -197,14 +252,6 @@ class Workers:
             for t in tdefs
             if t.max_concurrent_runs is not None
         }
-        if slot.limits and not self.limits_apply():
-            # Each member dispatches the runs of its own partitions: a count kept per daemon
-            # would let N runs execute on every member. Refused rather than exceeded.
-            raise InvalidInputError(
-                f"max_concurrent_runs (on {', '.join(sorted(slot.limits))}) is not supported by "
-                "a cluster of several daemons: each member would count its own runs and "
-                "together exceed the limit; run one daemon for these types, or remove the limit"
-            )
         for definition, tdef in zip(definitions, tdefs, strict=True):
             self.types[tdef.workflow_type] = tdef
             ops.append(rec.SaveType(tdef.workflow_type, definition, now_ms()))

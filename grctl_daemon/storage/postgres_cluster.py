@@ -77,6 +77,7 @@ class Cluster:
         self._releasing: Ownership = _ignore
         self._tick_lock = asyncio.Lock()
         self._no_takeover_until = 0.0  # monotonic: after an outage, let the others renew first
+        self._slot_rows: dict[str, int] = {}  # type → rows of type_slots known to exist
 
     def on_ownership(self, gained: Ownership, releasing: Ownership) -> None:
         self._gained, self._releasing = gained, releasing
@@ -130,6 +131,9 @@ class Cluster:
                     self.holder,
                 )
                 await conn.execute("DELETE FROM members WHERE holder = $1", self.holder)
+                await conn.execute(
+                    "UPDATE type_slots SET holder = NULL WHERE holder = $1", self.holder
+                )
         except (OSError, asyncpg.PostgresError, TimeoutError):
             pass
 
@@ -284,6 +288,44 @@ class Cluster:
     def owner_of(self, partition: int) -> rec.Member | None:
         holder = self._holders.get(partition)
         return next((m for m in self._members if m.name == holder), None)
+
+    # -- slots of types with max_concurrent_runs, shared by the members -----------------------
+
+    async def claim_type_slots(self, workflow_type: str, limit: int, count: int) -> list[int]:
+        """Take up to ``count`` free rows of the type's ``limit`` (free: no holder, or a holder
+        that is no member: taken over, or gone); returns their numbers."""
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            if self._slot_rows.get(workflow_type, 0) < limit:
+                await conn.execute(
+                    "INSERT INTO type_slots (workflow_type, slot) "
+                    "SELECT $1, generate_series(0, $2 - 1) ON CONFLICT DO NOTHING",
+                    workflow_type,
+                    limit,
+                )
+                self._slot_rows[workflow_type] = limit
+            rows = await conn.fetch(
+                "UPDATE type_slots SET holder = $3 WHERE workflow_type = $1 AND slot IN "
+                "(SELECT slot FROM type_slots WHERE workflow_type = $1 AND slot < $2 AND "
+                "(holder IS NULL OR holder NOT IN (SELECT holder FROM members)) "
+                "ORDER BY slot LIMIT $4 FOR UPDATE SKIP LOCKED) RETURNING slot",
+                workflow_type,
+                limit,
+                self.holder,
+                count,
+            )
+        return [r["slot"] for r in rows]
+
+    async def release_type_slots(self, workflow_type: str, slots: list[int]) -> None:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                "UPDATE type_slots SET holder = NULL "
+                "WHERE workflow_type = $1 AND slot = ANY($2::int[]) AND holder = $3",
+                workflow_type,
+                slots,
+                self.holder,
+            )
 
     # -- the fence ------------------------------------------------------------------------------
 

@@ -75,6 +75,13 @@ MIGRATIONS: dict[int, tuple[str, ...]] = {
             last_run_id      text,
             skips            integer NOT NULL DEFAULT 0,
             last_skip_ms     bigint)""",
+        # max_concurrent_runs across a cluster: N rows per limited type, each held by the
+        # member that dispatched a run with it; a holder that is no member holds nothing.
+        """CREATE TABLE type_slots (
+            workflow_type text NOT NULL,
+            slot          integer NOT NULL,
+            holder        text,
+            PRIMARY KEY (workflow_type, slot))""",
     ),
 }
 # Lease times are the database's clock, the one clock every daemon shares.
