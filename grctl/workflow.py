@@ -3,6 +3,7 @@
 Signatures are checked when the decorator runs (at import), so a bad handler fails at once and
 names itself. ``Workflow.validate()``, called when a worker starts, checks the whole graph: one
 start handler, and every ``ctx.next.step(...)`` / ``timeout_step_name`` naming a registered step.
+It reads ``Workflow.graph()``, which ``grctl graph`` draws: one analysis for both.
 """
 
 from __future__ import annotations
@@ -51,6 +52,48 @@ class QueryDef:
 
     name: str
     fn: Handler
+
+
+@dataclass(frozen=True)
+class GraphNode:
+    """One node of a workflow's graph; ``id`` is ``kind:name`` (``wait``/``complete``/``fail``)."""
+
+    id: str
+    kind: str  # start | step | event | query | wait | complete | fail | child | dynamic
+    name: str
+
+
+@dataclass(frozen=True)
+class GraphEdge:
+    """A transition a handler names: ``kind`` is step, timeout, wait, event, complete, fail, child."""
+
+    source: str
+    target: str
+    kind: str
+    line: int | None
+    label: str = ""
+    known: bool = True
+
+
+@dataclass(frozen=True)
+class WorkflowGraph:
+    """What ``Workflow.graph()`` returns: the check's view of one workflow type."""
+
+    workflow_type: str
+    nodes: tuple[GraphNode, ...]
+    edges: tuple[GraphEdge, ...]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "workflow_type": self.workflow_type,
+            "nodes": [{"id": n.id, "kind": n.kind, "name": n.name} for n in self.nodes],
+            "edges": [
+                {"source": e.source, "target": e.target, "kind": e.kind, "line": e.line}
+                | ({"label": e.label} if e.label else {})
+                for e in self.edges
+                if e.known
+            ],
+        }
 
 
 class Workflow:
@@ -228,39 +271,98 @@ class Workflow:
                 )
 
     def validate(self) -> None:
-        """Check the whole definition; raises WorkflowDefinitionError naming the culprit."""
+        """Check the whole definition; raises WorkflowDefinitionError naming the culprit.
+
+        The check reads the same transitions that ``graph()`` draws (one analysis for both).
+        """
         if self.start_def is None:
             raise WorkflowDefinitionError(
                 f"workflow {self.workflow_type!r} has no start handler; add one with "
                 "@<workflow>.start()"
             )
-        handlers: list[tuple[str, Handler]] = [("start", self.start_def.fn)]
-        handlers += [("step", s.fn) for s in self.steps.values()]
-        handlers += [("event", e.fn) for e in self.events.values()]
-        for role, fn in handlers:
-            # A local or closure variable (``ctx.next.step(next_fn)``) is only known when the
-            # step returns; ctx.next checks it then.
+        fn_names = {f"start:{self.start_def.name}": self.start_def.fn.__name__}
+        fn_names |= {f"step:{s.name}": s.fn.__name__ for s in self.steps.values()}
+        fn_names |= {f"event:{e.name}": e.fn.__name__ for e in self.events.values()}
+        for edge in self.graph().edges:
+            if not edge.known:
+                role, fn_name = edge.source.partition(":")[0], fn_names[edge.source]
+                raise WorkflowDefinitionError(
+                    f"workflow {self.workflow_type!r}, {role} handler {fn_name!r} "
+                    f"(line {edge.line}) transitions to {edge.label!r}, which is not a registered "
+                    "step; decorate it with @<workflow>.step() or fix the name "
+                    f"(steps: {', '.join(sorted(self.steps)) or 'none'})"
+                )
+
+    def graph(self) -> WorkflowGraph:
+        """Nodes (start, steps, events, queries, ends) and the transitions each handler names.
+
+        Read from the handlers' source: ``ctx.next.step/wait_for_event/complete/fail`` and
+        ``ctx.start(...)`` (a child). A target held in a local or closure variable is only known
+        when the step returns, so it is drawn as a ``dynamic`` target. An edge with
+        ``known=False`` names no registered step: ``validate()`` refuses it.
+        """
+        if self.start_def is None:
+            raise WorkflowDefinitionError(
+                f"workflow {self.workflow_type!r} has no start handler; add one with "
+                "@<workflow>.start()"
+            )
+        nodes: dict[str, GraphNode] = {}
+        edges: dict[tuple[str, str, str], GraphEdge] = {}
+
+        def node(node_id: str, kind: str, name: str) -> str:
+            nodes.setdefault(node_id, GraphNode(node_id, kind, name))
+            return node_id
+
+        def edge(source: str, target: str, kind: str, line: int | None, label: str = "") -> None:
+            edges.setdefault((source, target, kind), GraphEdge(source, target, kind, line, label))
+
+        start_id = node(f"start:{self.start_def.name}", "start", self.start_def.name)
+        handlers: list[tuple[str, Handler]] = [(start_id, self.start_def.fn)]
+        for s in self.steps.values():
+            handlers.append((node(f"step:{s.name}", "step", s.name), s.fn))
+        for e in self.events.values():
+            handlers.append((node(f"event:{e.name}", "event", e.name), e.fn))
+        for q in self.queries.values():
+            node(f"query:{q.name}", "query", q.name)
+        unknown: list[GraphEdge] = []
+        waits = bool(self.events)
+        for source, fn in handlers:
             dynamic = set(fn.__code__.co_varnames) | set(fn.__code__.co_freevars)
-            for target, line in _static_targets(fn):
-                if not isinstance(target, str):
-                    if target.id in dynamic:
-                        continue
-                    resolved = fn.__globals__.get(target.id)
-                    if resolved is None:
-                        ok = target.id in self.steps
-                    else:
-                        ok = self.step_name_of(resolved) is not None
-                    shown = target.id
+            for kind, target, line in _transitions(fn):
+                if kind in ("complete", "fail"):
+                    edge(source, node(kind, kind, kind), kind, line)
+                elif kind == "wait":
+                    waits = True
+                    edge(source, node("wait", "wait", "wait for event"), kind, line)
+                elif kind == "child":
+                    child = target if isinstance(target, str) else "?"
+                    edge(source, node(f"child:{child}", "child", child), kind, line)
+                elif isinstance(target, ast.Name) and target.id in dynamic:
+                    shown = f"from variable {target.id}"
+                    edge(source, node("dynamic", "dynamic", "?"), kind, line, shown)
                 else:
-                    ok = target in self.steps
-                    shown = target
-                if not ok:
-                    raise WorkflowDefinitionError(
-                        f"workflow {self.workflow_type!r}, {role} handler {fn.__name__!r} "
-                        f"(line {line}) transitions to {shown!r}, which is not a registered step; "
-                        "decorate it with @<workflow>.step() or fix the name "
-                        f"(steps: {', '.join(sorted(self.steps)) or 'none'})"
-                    )
+                    name = self._resolve(target, fn)
+                    shown = target.id if isinstance(target, ast.Name) else str(target)
+                    if name is None:
+                        unknown.append(GraphEdge(source, "", kind, line, shown, known=False))
+                    else:
+                        edge(source, f"step:{name}", kind, line)
+        if waits:
+            wait_id = node("wait", "wait", "wait for event")
+            for e in self.events.values():
+                edge(wait_id, f"event:{e.name}", "event", None)
+        return WorkflowGraph(self.workflow_type, tuple(nodes.values()), (*edges.values(), *unknown))
+
+    def _resolve(self, target: ast.Name | str | None, fn: Handler) -> str | None:
+        """The step a literal target names (a string, or a module-level function), if any."""
+        if isinstance(target, str):
+            return target if target in self.steps else None
+        if target is None:
+            return None
+        resolved = fn.__globals__.get(target.id)
+        if resolved is None:
+            return target.id if target.id in self.steps else None
+        return self.step_name_of(resolved)
 
     def definition(self) -> dict[str, Any]:
         """What a worker registers with the daemon for this workflow type."""
@@ -283,30 +385,49 @@ class Workflow:
         )
 
 
-def _static_targets(fn: Handler) -> list[tuple[ast.Name | str, int]]:
-    """The step targets a handler names literally: ``ctx.next.step(x)`` and ``timeout_step_name=``."""
+def _transitions(fn: Handler) -> list[tuple[str, ast.Name | str | None, int]]:
+    """What a handler names literally, as ``(kind, target, line)``.
+
+    Kinds: ``step`` (``ctx.next.step(x)``), ``timeout`` (``wait_for_event(timeout_step_name=)``),
+    ``wait``, ``complete``, ``fail`` and ``child`` (``ctx.start(type, ...)``, target the type).
+    """
     try:
         source = textwrap.dedent(inspect.getsource(fn))
         tree = ast.parse(source)
     except (OSError, TypeError, SyntaxError):
         return []
     first_line = fn.__code__.co_firstlineno
-    found: list[tuple[ast.Name | str, int]] = []
-    for node in ast.walk(tree):
-        if not isinstance(node, ast.Call) or not isinstance(node.func, ast.Attribute):
+    ctx_name = fn.__code__.co_varnames[0] if fn.__code__.co_argcount else None
+    found: list[tuple[str, ast.Name | str | None, int]] = []
+    calls = [n for n in ast.walk(tree) if isinstance(n, ast.Call)]
+    for node in sorted(calls, key=lambda n: (n.lineno, n.col_offset)):
+        if not isinstance(node.func, ast.Attribute):
             continue
         owner = node.func.value
-        is_next = isinstance(owner, ast.Attribute) and owner.attr == "next"
+        attr = node.func.attr
         line = first_line + node.lineno - 1
-        if is_next and node.func.attr == "step" and node.args:
+        if isinstance(owner, ast.Name) and owner.id == ctx_name and attr == "start":
+            kind_arg = node.args[0] if node.args else None
+            for kw in node.keywords:
+                if kw.arg == "workflow_type":
+                    kind_arg = kw.value
+            literal = isinstance(kind_arg, ast.Constant) and isinstance(kind_arg.value, str)
+            found.append(("child", kind_arg.value if literal else None, line))  # type: ignore[union-attr]
+            continue
+        if not (isinstance(owner, ast.Attribute) and owner.attr == "next"):
+            continue
+        if attr == "step" and node.args:
             arg = node.args[0]
             if isinstance(arg, ast.Name):
-                found.append((arg, line))
+                found.append(("step", arg, line))
             elif isinstance(arg, ast.Constant) and isinstance(arg.value, str):
-                found.append((arg.value, line))
-        if is_next and node.func.attr == "wait_for_event":
+                found.append(("step", arg.value, line))
+        elif attr == "wait_for_event":
+            found.append(("wait", None, line))
             for kw in node.keywords:
                 if kw.arg == "timeout_step_name" and isinstance(kw.value, ast.Constant):
                     if isinstance(kw.value.value, str):
-                        found.append((kw.value.value, line))
+                        found.append(("timeout", kw.value.value, line))
+        elif attr in ("complete", "fail"):
+            found.append((attr, None, line))
     return found

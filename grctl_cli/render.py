@@ -1,5 +1,5 @@
-"""Everything the CLI prints: rich tables for people, JSON for scripts (with ``render_history``
-and ``render_daemon``, the only printing modules).
+"""Everything the CLI prints: rich tables for people, JSON for scripts (with ``render_history``,
+``render_daemon``, ``render_schedules`` and ``render_graph``, the only printing modules).
 
 stdout carries data (tables, values, JSON); stderr carries status lines, spinners and errors, so
 ``grctl list --json | jq`` works. Colour follows ``NO_COLOR`` and the terminal: piped output is

@@ -174,6 +174,16 @@ BAD_DEFINITIONS = [
         """,
         ["event handler 'wf'", "same name as the variable holding the workflow"],
     ),
+    (
+        "named_event_handler_to_a_name_that_is_not_a_step",
+        START
+        + """
+        @wf.event(name="go")
+        async def on_go(ctx: Context) -> Directive:
+            return ctx.next.step("nowhere")
+        """,
+        ["event handler 'on_go'", "'nowhere'", "not a registered step"],
+    ),
 ]
 
 
@@ -216,6 +226,10 @@ def test_a_transition_through_a_variable_is_left_to_ctx_next(load):
     assert builder.step("charge").step_name == "charge"
     with pytest.raises(WorkflowDefinitionError, match="'Bad', handler 'route'.*'not_a_step'"):
         builder.step(sys.modules["dynamic_transition"].not_a_step)
+    # The check and ``grctl graph`` read one analysis: the variable is a run-time target there.
+    [edge] = [e for e in wf.graph().edges if e.source == "event:route"]
+    assert (edge.target, edge.kind, edge.known) == ("dynamic", "step", True)
+    assert edge.label == "from variable next_fn"
 
 
 def test_wait_for_event_with_a_timeout_needs_a_timeout_step(load):
