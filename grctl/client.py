@@ -11,7 +11,13 @@ from typing import Any, Generic, TypeVar
 from grctl import protocol as p
 from grctl._connection import Connection, Endpoint
 from grctl.codec import not_serialisable
-from grctl.errors import StoreValueError, WorkflowCancelledError, WorkflowFailedError
+from grctl.duration import run_timeout_ms
+from grctl.errors import (
+    RunTimeout,
+    StoreValueError,
+    WorkflowCancelledError,
+    WorkflowFailedError,
+)
 from grctl.models.run import HistoryEvent, InboxEvent, ResetInfo, RunInfo
 from grctl.models.schedule import FireOutcome, ScheduleInfo
 
@@ -66,12 +72,21 @@ class Client:
         return await self._conn.request(build)
 
     async def start_workflow(
-        self, workflow_type: str, workflow_id: str, workflow_input: Any = None
+        self,
+        workflow_type: str,
+        workflow_id: str,
+        workflow_input: Any = None,
+        run_timeout: timedelta | None = None,
     ) -> WorkflowHandle:
-        """Start a run; raises WorkflowAlreadyRunningError if ``workflow_id`` has an active one."""
+        """Start a run; raises WorkflowAlreadyRunningError if ``workflow_id`` has an active one.
+
+        With ``run_timeout``, the run fails with ``RunTimeout`` if it has not ended that long
+        after its start, whatever it is doing (its running step is stopped on its worker).
+        """
+        timeout_ms = run_timeout_ms(run_timeout, workflow_id)
         data = await self._call(
             lambda r: p.StartWorkflow(
-                r, workflow_type, workflow_id, _wrap(workflow_input, "workflow_input")
+                r, workflow_type, workflow_id, _wrap(workflow_input, "workflow_input"), timeout_ms
             )
         )
         return WorkflowHandle(self, data["workflow_id"], data["run_id"])
@@ -84,14 +99,17 @@ class Client:
         payload: Any = None,
         input: Any = None,
         idempotency_key: str | None = None,
+        run_timeout: timedelta | None = None,
     ) -> WorkflowHandle:
         """Send an event to ``workflow_id``'s active run, starting one first if none is active.
 
         The start and the event are committed together (both or neither); a concurrent start
         of the same id is not an error: the event goes to whichever run won. The handle's
         ``started`` says whether this call started the run, ``sent`` holds the send's reply
-        (``inbox_seq``, and ``duplicate`` when ``idempotency_key`` is given).
+        (``inbox_seq``, and ``duplicate`` when ``idempotency_key`` is given). ``run_timeout``
+        applies to the run this call starts, as in ``start_workflow`` (not to an active one).
         """
+        timeout_ms = run_timeout_ms(run_timeout, workflow_id)
         data = await self._call(
             lambda r: p.SendWithStart(
                 r,
@@ -101,6 +119,7 @@ class Client:
                 _wrap(payload, "payload"),
                 _wrap(input, "input"),
                 idempotency_key,
+                timeout_ms,
             )
         )
         handle = WorkflowHandle(self, data["workflow_id"], data["run_id"])
@@ -409,7 +428,8 @@ def outcome_value(data: dict[str, Any]) -> Any:
         return data.get("result")
     if status == "failed":
         error = data.get("error") or {}
-        raise WorkflowFailedError(
+        cls = RunTimeout if error.get("type") == "RunTimeout" else WorkflowFailedError
+        raise cls(
             f"workflow {wid!r} failed: {error.get('type', 'Error')}: {error.get('message', '')}",
             workflow_id=wid,
             run_id=rid,

@@ -34,3 +34,20 @@ def parse_duration(text: str) -> timedelta:
 def duration_ms(text: str) -> int:
     """``parse_duration`` in whole milliseconds, as the wire and the database count time."""
     return int(parse_duration(text) / timedelta(milliseconds=1))
+
+
+def run_timeout_ms(run_timeout: timedelta | None, workflow_id: str) -> int | None:
+    """A start's ``run_timeout`` as the wire carries it (ms), or InvalidInputError saying what
+    to pass; the daemon checks the upper bound (10 years)."""
+    if run_timeout is None:
+        return None
+    if not isinstance(run_timeout, timedelta) or run_timeout <= timedelta(0):
+        from grctl.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"run_timeout must be a positive datetime.timedelta, got {run_timeout!r}; "
+            "pass e.g. run_timeout=timedelta(hours=1)",
+            workflow_id=workflow_id,
+        )
+    # A sub-millisecond remainder rounds up, so a tiny positive timeout stays positive.
+    return -(-run_timeout // timedelta(milliseconds=1))

@@ -223,6 +223,12 @@ class WorkflowFailedError(RequestError):
     code = "workflow_failed"
 
 
+class RunTimeout(WorkflowFailedError):
+    """The run failed because it had not ended by its ``run_timeout`` (``details``: its error)."""
+
+    code = "run_timeout"
+
+
 class WorkflowCancelledError(RequestError):
     """The run ended ``cancelled`` or ``terminated``."""
 

@@ -139,6 +139,7 @@ class StartWorkflow(Message):
     workflow_type: str
     workflow_id: str
     workflow_input: Any = None
+    run_timeout_ms: int | None = None  # fail the run with RunTimeout when not ended by then
 
 
 @message("send")
@@ -168,6 +169,7 @@ class SendWithStart(Message):
     payload: Any = None
     workflow_input: Any = None
     idempotency_key: str | None = None
+    run_timeout_ms: int | None = None  # for the run this request starts, if it starts one
 
 
 @message("query")
@@ -444,6 +446,7 @@ class StartChild(Message):
     workflow_id: str
     workflow_input: Any = None
     completion_event: str | None = None
+    run_timeout_ms: int | None = None  # the child fails with RunTimeout when not ended by then
 
 
 @message("send_to_parent")

@@ -403,7 +403,7 @@ def listed_run(info: Any) -> dict[str, Any]:
     """A run as ``list --json`` gives it: ``describe --json`` without store and timers, which a
     listing does not read (keeping it cheap); ``describe`` has them."""
     out = to_jsonable(info)
-    del out["store"], out["timers"]
+    del out["store"], out["timers"], out["run_deadline_at"]
     return out
 
 
@@ -435,7 +435,12 @@ def describe(info: Any) -> None:
         grid.add_row("parent", Text(f"{info.parent_workflow_id} (run {info.parent_run_id})"))
     if info.input is not None:
         grid.add_row("input", Text(cut(compact(info.input), 200)))
+    if info.run_deadline_at is not None:
+        deadline = info.run_deadline_at
+        grid.add_row("deadline", Text(f"{stamp(deadline)} ({time_left(deadline)}): run timeout"))
     for timer in info.timers:
+        if timer["kind"] == "run":
+            continue  # the deadline row above
         due = datetime.fromtimestamp(timer["due_ms"] / 1000, tz=UTC)
         grid.add_row("timer", Text(f"{timer['kind']}: due {stamp(due)} ({time_left(due)})"))
     if info.status == "completed":

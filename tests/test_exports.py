@@ -21,6 +21,7 @@ def test_exported_members():
             "RetryPolicy",
             "RunInfo",
             "RunStatus",
+            "RunTimeout",
             "UnknownEventError",
             "Worker",
             "WorkflowAlreadyRunningError",

@@ -60,6 +60,9 @@ class RunInfo:
     # For an active run, whether a connected worker serves its type (False: it cannot move until
     # one connects); None for a run that has ended, or from a daemon that does not say.
     served: bool | None = None
+    # When the run fails with RunTimeout unless it ends first (start's ``run_timeout``);
+    # None without one, and once the run has ended. Only ``describe`` reads it.
+    run_deadline_at: datetime | None = None
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunInfo:
@@ -85,6 +88,7 @@ class RunInfo:
             reason=data.get("reason"),
             waiting_for_slot=data.get("waiting_for_slot"),
             served=data.get("served"),
+            run_deadline_at=ms_to_datetime(data.get("run_deadline_ms")),
         )
 
 

@@ -18,6 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from grctl.codec import ExtType, not_serialisable
+from grctl.duration import run_timeout_ms
 from grctl.errors import StoreValueError, WorkflowDefinitionError
 from grctl.models.directive import Directive, ErrorDetails
 from grctl.protocol import MAX_FRAME_BYTES, wrap_value
@@ -41,6 +42,7 @@ class StepEnv(Protocol):
         workflow_id: str,
         workflow_input: Any,
         completion_event: str | None,
+        run_timeout_ms: int | None = None,
     ) -> dict[str, Any]: ...
 
     async def send_to_parent(self, rec: dict[str, Any], event_name: str, payload: Any) -> None: ...
@@ -274,13 +276,15 @@ class Context:
         workflow_id: str,
         workflow_input: Any = None,
         completion_event: str | None = None,
+        run_timeout: timedelta | None = None,
     ) -> WorkflowHandle:
         """Start a child workflow (recorded: a replay does not start it twice).
 
         With ``completion_event``, the daemon appends that event to this run's inbox when the
         child ends, with the payload ``{workflow_id, run_id, status, result, error}`` — in the
         same transaction as the child's end. Otherwise await ``handle.result()`` in a step, or
-        let the child call ``ctx.send_to_parent()``.
+        let the child call ``ctx.send_to_parent()``. With ``run_timeout`` the child fails with
+        ``RunTimeout`` if it has not ended that long after its start (as a top-level run).
         """
         op, prior = self._step.begin("child_start", workflow_type, workflow_id)
         if prior:
@@ -289,9 +293,12 @@ class Context:
                 raise rebuild_error(rec["error"])
             return WorkflowHandle(self, workflow_id, rec["value"]["run_id"], workflow_type)
         _check_serialisable(workflow_input, "the child workflow input")
+        timeout_ms = run_timeout_ms(run_timeout, workflow_id)
         rec = {"op": op, "kind": "child_start", "name": workflow_type, "digest": workflow_id}
+        # Passed only when set, so an environment written before run timeouts still works.
+        extra = {} if timeout_ms is None else {"run_timeout_ms": timeout_ms}
         reply = await self._env.start_child(
-            rec, workflow_type, workflow_id, workflow_input, completion_event
+            rec, workflow_type, workflow_id, workflow_input, completion_event, **extra
         )
         return WorkflowHandle(self, workflow_id, reply["run_id"], workflow_type)
 
@@ -316,6 +323,8 @@ class Context:
             return outcome.get("result")
         error = outcome.get("error") or {}
         code = "workflow_failed" if outcome["status"] == "failed" else "workflow_cancelled"
+        if error.get("type") == "RunTimeout":
+            code = "run_timeout"  # RunTimeout, a WorkflowFailedError: catching either works
         raise error_from_wire(
             code,
             f"child workflow {workflow_id!r} ended {outcome['status']}: "

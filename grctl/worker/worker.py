@@ -53,6 +53,7 @@ class _Env:
         workflow_id: str,
         workflow_input: Any,
         completion_event: str | None,
+        run_timeout_ms: int | None = None,
     ) -> dict[str, Any]:
         did = self._dispatch.dispatch_id
         return await self._conn.request(
@@ -64,6 +65,7 @@ class _Env:
                 workflow_id,
                 p.wrap_value(workflow_input),
                 completion_event,
+                run_timeout_ms,
             )
         )
 

@@ -4,10 +4,12 @@
 from __future__ import annotations
 
 import contextlib
+from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
+from grctl.duration import parse_duration
 from grctl.errors import GrctlError, WorkflowCancelledError, WorkflowFailedError
 from grctl.models.run import RunStatus
 from grctl_cli import render
@@ -76,6 +78,15 @@ def start(
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the run to end and print its result.")
     ] = False,
+    run_timeout: Annotated[
+        str | None,
+        typer.Option(
+            "--run-timeout",
+            metavar="DURATION",
+            help="Fail the run with RunTimeout if it has not ended this long after its start: "
+            "90s, 15m, 1h, 7d (at most 3650d).",
+        ),
+    ] = None,
     home: HomeOpt = None,
     socket: SocketOpt = None,
     address: AddressOpt = None,
@@ -86,14 +97,18 @@ def start(
     """Start a run of a workflow type; prints its workflow_id and run_id.
 
     Refused when ID already has an active run, or no worker ever registered TYPE.
+    With --run-timeout the run fails with RunTimeout when it has not ended in time.
 
     Example: grctl start ProcessOrder --id order-abc -i order_id=abc --wait
     """
     workflow_input = build_input(input_, input_file, items or [])
+    timeout = _run_timeout(run_timeout)
 
     async def go() -> None:
         async with connect(home, socket, address, token_file, tls_ca) as client:
-            handle = await client.start_workflow(workflow_type, workflow_id, workflow_input)
+            handle = await client.start_workflow(
+                workflow_type, workflow_id, workflow_input, run_timeout=timeout
+            )
             ids = {"workflow_id": handle.workflow_id, "run_id": handle.run_id}
             if not wait:
                 if json_:
@@ -110,6 +125,20 @@ def start(
             await _report_outcome(handle, json_, as_fields=True)
 
     _waiting(go(), workflow_id, wait)
+
+
+def _run_timeout(text: str | None) -> timedelta | None:
+    if text is None:
+        return None
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--run-timeout") from None
+    if value <= timedelta(0):
+        raise typer.BadParameter(
+            "must be a positive duration, such as 90s, 1h or 7d", param_hint="--run-timeout"
+        )
+    return value
 
 
 def list_runs(

@@ -39,6 +39,7 @@ from grctl_daemon.storage import base as rec
 
 MAX_ID_LENGTH = 256
 MAX_KEY_LENGTH = 256  # an event's idempotency key
+MAX_RUN_TIMEOUT_MS = 10 * 365 * 86_400_000  # ten years: a longer deadline is a mistake
 # A run's whole store travels in each dispatch, so it must leave room in one frame.
 MAX_STORE_BYTES = p.MAX_FRAME_BYTES - 1024 * 1024
 STORAGE_HOLD_MS = 500  # how often a step timer put off by a storage fault looks again
@@ -77,6 +78,7 @@ class Start:
     # Where the run lives when not its parent's or its workflow_id's partition: a schedule's
     # runs live in the schedule's, so its owner commits the fire and the next fire time together.
     partition: int | None = None
+    run_timeout_ms: int | None = None  # the run fails with RunTimeout when not ended by then
 
 
 @dataclass(slots=True)
@@ -231,6 +233,7 @@ def _start(active: RunState | None, m: Start, now: int) -> Decision:
             f"{tdef.start_name!r}: {problem}",
             workflow_id=m.workflow_id,
         )
+    _check_run_timeout(m.run_timeout_ms, m.workflow_id)
     parent = m.parent
     if parent is not None and m.completion_event is not None:
         params = m.parent_tdef.events.get(m.completion_event) if m.parent_tdef else None
@@ -257,7 +260,19 @@ def _start(active: RunState | None, m: Start, now: int) -> Decision:
         parent.partition
         if parent
         else (partition_of(m.workflow_id) if m.partition is None else m.partition),
+        m.run_timeout_ms,
     )
+
+
+def _check_run_timeout(ms: object, workflow_id: str) -> None:
+    if ms is None:
+        return
+    if type(ms) is not int or not 0 < ms <= MAX_RUN_TIMEOUT_MS:
+        raise InvalidInputError(
+            f"run_timeout must be a positive duration of at most 10 years (3650d), got "
+            f"{ms!r} ms; pass e.g. run_timeout=timedelta(hours=1) or --run-timeout 1h",
+            workflow_id=workflow_id,
+        )
 
 
 def _send(state: RunState | None, m: Send, now: int) -> Decision:
@@ -398,6 +413,11 @@ def _step_returned(state: RunState | None, m: StepReturned, now: int) -> Decisio
 
 def _timer_fired(state: RunState | None, m: TimerFired, now: int) -> Decision:
     s = _run(state)
+    if m.kind == tr.RUN_TIMER and s.timers.get(m.kind, (0, None))[1] == m.token:
+        # A run's deadline needs no type definition (no worker may be connected), only a disk.
+        if m.fault is not None:
+            return _rearm(s, m.kind, now + STORAGE_HOLD_MS, m.token)
+        return tr.run_timed_out(s, now)
     if s.timers.get(m.kind, (0, None))[1] != m.token or m.tdef is None:
         return Decision(s)  # void: the run ended, or the step or wait it was for is over
     if m.kind == tr.STEP_TIMER:

@@ -24,10 +24,12 @@ from grctl_daemon.storage import base as rec
 STEP_TIMER = "step"
 WAIT_TIMER = "wait"
 RETRY_TIMER = "retry"
+# A run's deadline (``run_timeout``): its token is the run_id, its row lives until the run ends.
+RUN_TIMER = "run"
 # A step's deadline lives in memory only: after a daemon restart every running step is
 # dispatched again with a fresh deadline, so a stored one would never be read. Not storing it
 # saves two writes per step.
-DURABLE_TIMERS = frozenset({WAIT_TIMER, RETRY_TIMER})
+DURABLE_TIMERS = frozenset({WAIT_TIMER, RETRY_TIMER, RUN_TIMER})
 
 
 # Effects, like storage ops, are values nobody changes; slotted rather than frozen dataclasses

@@ -42,6 +42,7 @@ from grctl.models.run import RunStatus
 from grctl_daemon.engine.decision import (
     DURABLE_TIMERS,
     RETRY_TIMER,
+    RUN_TIMER,
     STEP_TIMER,
     WAIT_TIMER,
     ArmTimer,
@@ -65,6 +66,7 @@ from grctl_daemon.storage import base as rec
 __all__ = [
     "DURABLE_TIMERS",
     "RETRY_TIMER",
+    "RUN_TIMER",
     "STEP_TIMER",
     "WAIT_TIMER",
     "ArmTimer",
@@ -79,6 +81,7 @@ __all__ = [
     "not_running",
     "ready",
     "recorded",
+    "run_timed_out",
     "start_run",
     "step_completed",
     "step_failed",
@@ -101,8 +104,13 @@ def start_run(
     parent_run_id: str | None = None,
     completion_event: str | None = None,
     partition: int = 0,
+    run_timeout_ms: int | None = None,
 ) -> Decision:
-    """A new run: its row, ``workflow_started`` and the start handler scheduled."""
+    """A new run: its row, ``workflow_started`` and the start handler scheduled.
+
+    With ``run_timeout_ms`` the run's deadline is a durable ``run`` timer (token: the run_id);
+    ``_end`` clears it with the run's other timers, so a run that ends in time leaves none.
+    """
     s = RunState(
         run_id=run_id,
         workflow_id=workflow_id,
@@ -118,13 +126,13 @@ def start_run(
         version=1,
     )
     d = Decision(s)
-    _history(
-        s,
-        d,
-        "workflow_started",
-        now,
-        {"input": input_blob, "parent_workflow_id": parent_workflow_id},
-    )
+    data: dict[str, Any] = {"input": input_blob, "parent_workflow_id": parent_workflow_id}
+    if run_timeout_ms is not None:
+        data["run_timeout_ms"] = run_timeout_ms
+        data["deadline_ms"] = now + run_timeout_ms
+    _history(s, d, "workflow_started", now, data)
+    if run_timeout_ms is not None:
+        _arm(s, d, RUN_TIMER, now + run_timeout_ms, run_id)
     _schedule(s, d, tdef.start_name, "start", input_blob)
     d.ops.insert(0, rec.InsertRun(s))
     d.reply = {"workflow_id": workflow_id, "run_id": run_id}
@@ -293,6 +301,8 @@ def timer_fired(state: RunState, tdef: TypeDef, kind: str, token: str, now: int)
     """A due timer: a step timeout, the end of a retry back-off, or an event wait that expired."""
     if state.timers.get(kind, (None, None))[1] != token or not state.is_active:
         return Decision(state)  # void: the wait was ended by an event, the step moved on…
+    if kind == RUN_TIMER:
+        return run_timed_out(state, now)
     if kind == STEP_TIMER and state.timers[kind][0] > now:
         return Decision(state)  # void: a ctx.sleep moved this step's deadline later
     if kind == STEP_TIMER:
@@ -314,6 +324,48 @@ def timer_fired(state: RunState, tdef: TypeDef, kind: str, token: str, now: int)
         _schedule(s, d, s.wait_timeout_step, "step", None)
     _save(s, d, now)
     return d
+
+
+def run_timed_out(state: RunState, now: int) -> Decision:
+    """The run's deadline passed: it fails with ``RunTimeout`` whatever it was doing.
+
+    A step in flight is stopped on its worker (as on terminate); a wait or a sleep simply ends
+    with the run; children keep running, as when their parent is terminated or cancelled.
+    """
+    if not state.is_active:
+        return Decision(state)
+    s = state.copy()
+    d = Decision(s)
+    step = s.step_name
+    if s.dispatch_id is not None:
+        d.effects.append(StopStep(s.dispatch_id, "run timed out"))
+    due = state.timers.get(RUN_TIMER, (now, ""))[0]
+    timeout_ms = due - s.created_ms
+    _fail(
+        s,
+        d,
+        "RunTimeout",
+        f"run timed out after {format_ms(timeout_ms)}",
+        None,
+        now,
+        {"run_timeout_ms": timeout_ms, "step_name": step, "status": str(state.status)},
+    )
+    _save(s, d, now)
+    return d
+
+
+def format_ms(ms: int) -> str:
+    """``ms`` as people write a duration: ``1h``, ``1h30m``, ``2s``, ``250ms``."""
+    if ms <= 0:
+        return "0s"
+    parts = []
+    for unit, size in (("d", 86_400_000), ("h", 3_600_000), ("m", 60_000), ("s", 1000)):
+        if ms >= size:
+            parts.append(f"{ms // size}{unit}")
+            ms %= size
+    if ms or not parts:
+        parts.append(f"{ms}ms")
+    return "".join(parts)
 
 
 def event_sent(

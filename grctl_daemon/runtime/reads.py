@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any
 from grctl import codec
 from grctl import protocol as p
 from grctl.errors import InvalidInputError, ResultTimeoutError
+from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.state import RunState
 from grctl_daemon.storage import base as rec
 
@@ -158,6 +159,7 @@ class Reads:
             **self.run_summary(run),
             "store": {k: p.packed(v) for k, v in run.store.items()},
             "timers": [{"kind": k, "due_ms": due} for k, (due, _) in sorted(run.timers.items())],
+            "run_deadline_ms": run.timers.get(tr.RUN_TIMER, (None, None))[0],
             "waiting_for_slot": self.slot_wait(run.run_id, run.workflow_type),
         }
 

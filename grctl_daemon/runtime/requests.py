@@ -51,6 +51,7 @@ class Requests:
             p.unwrap(m.workflow_input),
             fault=self.fault(),
             known_types=self.types.keys(),
+            run_timeout_ms=m.run_timeout_ms,
         )
         # A run of this workflow_id that memory does not hold is caught by the database's
         # one-active-run index, which refuses the unit.
@@ -122,6 +123,7 @@ class Requests:
                 p.unwrap(m.workflow_input),
                 fault=self.fault(),
                 known_types=self.types.keys(),
+                run_timeout_ms=m.run_timeout_ms,
             )
             # No await since the look-up in memory: decided on what memory holds now.
             latest = self.cache.latest(m.workflow_id)

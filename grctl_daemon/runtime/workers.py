@@ -356,6 +356,7 @@ class Workers:
             parent_tdef=self.types.get(parent.workflow_type),
             completion_event=m.completion_event,
             known_types=self.types.keys(),
+            run_timeout_ms=m.run_timeout_ms,
         )
         child = decide(self.cache.latest(m.workflow_id), start, now_ms())
         if child.error is not None:
