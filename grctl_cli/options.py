@@ -10,6 +10,7 @@ import json
 import sys
 from collections.abc import AsyncIterator, Awaitable, Callable, Coroutine
 from contextlib import asynccontextmanager
+from datetime import timedelta
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
@@ -346,3 +347,31 @@ def build_payload(text: str | None, file: str | None) -> Any:
     if file is not None:
         return read_json_file(file, "--payload-file")
     return None
+
+
+RunTimeoutOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--run-timeout",
+        metavar="DURATION",
+        help="Fail the run with RunTimeout if it has not ended this long after its start: "
+        "90s, 15m, 1h, 7d (at most 3650d).",
+    ),
+]
+
+
+def parse_run_timeout(text: str | None) -> timedelta | None:
+    """``--run-timeout``: a positive duration, or None when not given (exit 2 otherwise)."""
+    if text is None:
+        return None
+    from grctl.duration import parse_duration
+
+    try:
+        value = parse_duration(text)
+    except ValueError as exc:
+        raise typer.BadParameter(str(exc), param_hint="--run-timeout") from None
+    if value <= timedelta(0):
+        raise typer.BadParameter(
+            "must be a positive duration, such as 90s, 1h or 7d", param_hint="--run-timeout"
+        )
+    return value

@@ -13,6 +13,7 @@ from grctl_cli.options import (
     HomeOpt,
     JsonOpt,
     RunOpt,
+    RunTimeoutOpt,
     SocketOpt,
     TlsCaOpt,
     TokenFileOpt,
@@ -21,6 +22,7 @@ from grctl_cli.options import (
     build_payload,
     complete_event_name,
     connect,
+    parse_run_timeout,
     run,
 )
 
@@ -71,6 +73,7 @@ def send(
         str | None,
         typer.Option("--input", metavar="JSON", help="With --start: the run's input (JSON)."),
     ] = None,
+    run_timeout: RunTimeoutOpt = None,
     home: HomeOpt = None,
     socket: SocketOpt = None,
     address: AddressOpt = None,
@@ -91,7 +94,13 @@ def send(
             "--input is the input of a run that --start TYPE starts; add --start TYPE",
             param_hint="'--input'",
         )
+    if run_timeout is not None and start_type is None:
+        raise typer.BadParameter(
+            "--run-timeout is the deadline of a run that --start TYPE starts; add --start TYPE",
+            param_hint="'--run-timeout'",
+        )
     workflow_input = build_input(input_, None, [])
+    timeout = parse_run_timeout(run_timeout)
 
     async def go() -> dict[str, Any]:
         async with connect(home, socket, address, token_file, tls_ca) as client:
@@ -99,7 +108,7 @@ def send(
                 handle = client.get_workflow_handle(workflow_id)
                 return await handle.send(event_name, value, idempotency_key=key)
             started = await client.send_with_start(
-                start_type, workflow_id, event_name, value, workflow_input, key
+                start_type, workflow_id, event_name, value, workflow_input, key, timeout
             )
             return started.sent or {}
 

@@ -4,12 +4,10 @@
 from __future__ import annotations
 
 import contextlib
-from datetime import timedelta
 from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 
-from grctl.duration import parse_duration
 from grctl.errors import GrctlError, WorkflowCancelledError, WorkflowFailedError
 from grctl.models.run import RunStatus
 from grctl_cli import render
@@ -19,6 +17,7 @@ from grctl_cli.options import (
     JsonOpt,
     RefusedError,
     RunOpt,
+    RunTimeoutOpt,
     SocketOpt,
     TlsCaOpt,
     TokenFileOpt,
@@ -27,6 +26,7 @@ from grctl_cli.options import (
     complete_query_name,
     complete_workflow_type,
     connect,
+    parse_run_timeout,
     run,
 )
 
@@ -78,15 +78,7 @@ def start(
     wait: Annotated[
         bool, typer.Option("--wait", help="Wait for the run to end and print its result.")
     ] = False,
-    run_timeout: Annotated[
-        str | None,
-        typer.Option(
-            "--run-timeout",
-            metavar="DURATION",
-            help="Fail the run with RunTimeout if it has not ended this long after its start: "
-            "90s, 15m, 1h, 7d (at most 3650d).",
-        ),
-    ] = None,
+    run_timeout: RunTimeoutOpt = None,
     home: HomeOpt = None,
     socket: SocketOpt = None,
     address: AddressOpt = None,
@@ -102,7 +94,7 @@ def start(
     Example: grctl start ProcessOrder --id order-abc -i order_id=abc --wait
     """
     workflow_input = build_input(input_, input_file, items or [])
-    timeout = _run_timeout(run_timeout)
+    timeout = parse_run_timeout(run_timeout)
 
     async def go() -> None:
         async with connect(home, socket, address, token_file, tls_ca) as client:
@@ -125,20 +117,6 @@ def start(
             await _report_outcome(handle, json_, as_fields=True)
 
     _waiting(go(), workflow_id, wait)
-
-
-def _run_timeout(text: str | None) -> timedelta | None:
-    if text is None:
-        return None
-    try:
-        value = parse_duration(text)
-    except ValueError as exc:
-        raise typer.BadParameter(str(exc), param_hint="--run-timeout") from None
-    if value <= timedelta(0):
-        raise typer.BadParameter(
-            "must be a positive duration, such as 90s, 1h or 7d", param_hint="--run-timeout"
-        )
-    return value
 
 
 def list_runs(

@@ -68,3 +68,19 @@ def test_send_start_of_an_unknown_event_starts_nothing(served, uid):
     assert r.code != 0 and "no handler for event 'nope'" in r.output, r
     missing = served.grctl("describe", wid, "--json")
     assert missing.code != 0
+
+
+def test_send_start_with_a_run_timeout_gives_the_started_run_its_deadline(served, uid):
+    wid = uid("swsdeadline")
+    r = served.grctl(
+        "send", wid, "note", "--payload", '{"text": "t"}', "--start", "CliOrder",
+        "--input", '{"order_id": "d"}', "--run-timeout", "1h", "--json",
+    )  # fmt: skip
+    assert r.code == 0 and r.json()["started"] is True, r
+    info = served.describe(wid)
+    assert info.run_deadline_at is not None
+    assert 3500 < (info.run_deadline_at - info.created_at).total_seconds() <= 3600
+    alone = served.grctl("send", uid("x"), "note", "--run-timeout", "1h")
+    assert alone.code == 2 and "add --start TYPE" in alone.output, alone
+    bad = served.grctl("send", uid("x"), "note", "--start", "CliOrder", "--run-timeout", "0")
+    assert bad.code == 2 and "positive duration" in bad.output, bad
