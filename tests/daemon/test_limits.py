@@ -93,7 +93,10 @@ def test_at_most_n_in_arrival_order_smallest_limit_wins(
         want = min(i + 3, len(ids))
         wait_until(lambda want=want: len(begins(daemon)) == want, message=f"{want} begins")
     assert results(daemon, ids) == [{"done": i} for i in ids]
-    assert [wf_id for wf_id, _ in begins(daemon)] == ids
+    order = [wf_id for wf_id, _ in begins(daemon)]
+    # The first two got their slots together and run on different workers: either may write
+    # its ``begin`` first. Each later one got the slot its predecessor's release freed.
+    assert sorted(order[:2]) == ids[:2] and order[2:] == ids[2:], order
     assert max_overlap(daemon) == 2
     assert len({pid for _, pid in begins(daemon)}) >= 2  # the runs really spread over workers
 
