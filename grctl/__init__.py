@@ -3,6 +3,7 @@
 The contents page — what users import::
 
     from grctl import Workflow, Context, task, Directive, ErrorDetails, RetryPolicy, Client, Worker
+    from grctl import Resource  # Annotated[Pool, Resource(make_pool)]: filled by the worker
 
 The documented module paths work too: ``grctl.workflow.Workflow``,
 ``grctl.worker.context.Context``, ``grctl.worker.task.task``, ``grctl.models.Directive``,
@@ -29,7 +30,8 @@ if TYPE_CHECKING:
         WorkflowNotRunningError,
         WorkflowTypeNotRegisteredError,
     )
-    from grctl.models import Directive, ErrorDetails, RetryPolicy, RunInfo, RunStatus
+    from grctl.models import ChildResult, Directive, ErrorDetails, RetryPolicy, RunInfo, RunStatus
+    from grctl.resources import Resource
     from grctl.worker import Context, Worker, task
     from grctl.workflow import Workflow
 
@@ -38,11 +40,13 @@ if TYPE_CHECKING:
 _LAZY = {
     "Client": "grctl.client",
     "WorkflowHandle": "grctl.client",
+    "ChildResult": "grctl.models",
     "Directive": "grctl.models",
     "ErrorDetails": "grctl.models",
     "RetryPolicy": "grctl.models",
     "RunInfo": "grctl.models",
     "RunStatus": "grctl.models",
+    "Resource": "grctl.resources",
     "Context": "grctl.worker",
     "Worker": "grctl.worker",
     "task": "grctl.worker",
@@ -82,6 +86,7 @@ def __dir__() -> list[str]:
 __version__ = "0.1.0"
 
 __all__ = [
+    "ChildResult",
     "Client",
     "Context",
     "DaemonUnavailableError",
@@ -89,6 +94,7 @@ __all__ = [
     "ErrorDetails",
     "GrctlError",
     "NonDeterminismError",
+    "Resource",
     "RetryPolicy",
     "RunInfo",
     "RunTimeout",

@@ -18,6 +18,7 @@ from grctl.errors import (
     WorkflowCancelledError,
     WorkflowFailedError,
 )
+from grctl.models.progress import ProgressEvent
 from grctl.models.run import HistoryEvent, InboxEvent, ResetInfo, RunInfo
 from grctl.models.schedule import FireOutcome, ScheduleInfo
 
@@ -333,9 +334,46 @@ class WorkflowHandle:
 
         return Paged(page, None)
 
-    def history(self, follow: bool = False, after_seq: int = 0) -> _History:
-        """``await handle.history()`` for a list; ``async for ev in handle.history(follow=True)``."""
-        return _History(self, follow, after_seq)
+    async def inspect(self, after_op: int = -1, limit: int = p.PAGE_ROWS) -> dict[str, Any]:
+        """What ``grctl check`` reads of a run: where it stands and a page of its step's records.
+
+        A map with ``handler_kind``, ``step_name``, ``wait_timeout_step``, ``records`` (the
+        in-flight step's operations after ``after_op``: ``{op, kind, name}``), ``next`` (the
+        ``after_op`` of the next page, None after the last), ``pending_events`` (names
+        waiting in the inbox) and ``deployed`` (the steps, events and queries of the type as
+        its workers last registered it, or None).
+        """
+        return await self._client._call(
+            lambda r: p.InspectRun(r, self.workflow_id, self.run_id, after_op, limit)
+        )
+
+    def history(self, follow: bool = False, after_seq: int = 0, progress: bool = False) -> _History:
+        """``await handle.history()`` for a list; ``async for ev in handle.history(follow=True)``.
+
+        With ``follow`` and ``progress``, the run's live progress events (``ProgressEvent``)
+        come in among its history events, as ``grctl history --follow`` shows them.
+        """
+        return _History(self, follow, after_seq, progress)
+
+    async def stream(self) -> AsyncIterator[ProgressEvent]:
+        """The run's progress events (``ctx.emit``) as its steps emit them, until it ends.
+
+        Coming in mid-step, it begins with the latest event of each name that step emitted
+        (earlier steps' are in the history); the stream of an ended run ends at once. A reader
+        slower than the steps misses older events, never a name's latest (``ev.dropped``).
+        """
+        chunks = self._client._conn.stream(
+            lambda r: p.GetHistory(
+                r, self.workflow_id, self.run_id, follow=True, progress=True, only_progress=True
+            )
+        )
+        try:
+            async for chunk in chunks:
+                for row in chunk:
+                    if row.get("seq") is None:
+                        yield ProgressEvent.from_wire(row)
+        finally:
+            await chunks.aclose()  # type: ignore[attr-defined]
 
 
 _TIMEOUT_SLACK_S = 5.0
@@ -381,32 +419,42 @@ class Paged(Generic[T]):
 class _History:
     """Awaitable (a list of events) and async-iterable (a stream, live with ``follow``)."""
 
-    def __init__(self, handle: WorkflowHandle, follow: bool, after_seq: int) -> None:
+    def __init__(
+        self, handle: WorkflowHandle, follow: bool, after_seq: int, progress: bool = False
+    ) -> None:
         self._handle = handle
         self._follow = follow
         self._after = after_seq
+        self._progress = progress
 
     def __await__(self):  # type: ignore[no-untyped-def]
         return self._collect().__await__()
 
-    async def _collect(self) -> list[HistoryEvent]:
+    async def _collect(self) -> list[HistoryEvent | ProgressEvent]:
         return [ev async for ev in self]
 
-    async def __aiter__(self) -> AsyncIterator[HistoryEvent]:
+    async def __aiter__(self) -> AsyncIterator[HistoryEvent | ProgressEvent]:
         async for page in self.pages():
             for ev in page:
                 yield ev
 
-    async def pages(self) -> AsyncIterator[list[HistoryEvent]]:
+    async def pages(self) -> AsyncIterator[list[HistoryEvent | ProgressEvent]]:
         """The events as the daemon sends them, a page at a time."""
         h = self._handle
         chunks = h._client._conn.stream(
-            lambda r: p.GetHistory(r, h.workflow_id, h.run_id, self._follow, self._after)
+            lambda r: p.GetHistory(
+                r, h.workflow_id, h.run_id, self._follow, self._after, self._progress
+            )
         )
         try:
             async for chunk in chunks:
                 if chunk:
-                    yield [HistoryEvent.from_wire(row) for row in chunk]
+                    yield [
+                        HistoryEvent.from_wire(row)
+                        if row.get("seq") is not None
+                        else ProgressEvent.from_wire(row)
+                        for row in chunk
+                    ]
         finally:
             await chunks.aclose()  # type: ignore[attr-defined]
 

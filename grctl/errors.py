@@ -9,6 +9,8 @@ The tree::
     ├── WorkflowDefinitionError         a workflow definition is invalid (found at import/worker start)
     ├── NonDeterminismError             replay diverged from the recorded history
     ├── StoreValueError                 a store value or result is not msgpack-serialisable
+    ├── ResourceError                   a Resource's factory raised (the step fails; retries apply)
+    ├── InvalidProgressError            ``ctx.emit`` got a bad name or data
     └── RequestError                    the daemon refused a request
         ├── WorkflowAlreadyRunningError
         ├── WorkflowNotFoundError
@@ -99,6 +101,22 @@ class StoreValueError(GrctlError, TypeError):
     """A value given to the store or as a result cannot be serialised with msgpack."""
 
     code = "store_value"
+
+
+class ResourceError(GrctlError):
+    """A ``Resource`` factory raised while the worker filled a step's or task's parameters.
+
+    The step fails as if it had raised, so its retry policy applies (match ``ResourceError``);
+    a cached resource is made again on the next use after a failure.
+    """
+
+    code = "resource_failed"
+
+
+class InvalidProgressError(GrctlError, ValueError):
+    """``ctx.emit(name, data)`` got an empty or long name, or data too large or not serialisable."""
+
+    code = "invalid_progress"
 
 
 class RequestError(GrctlError):

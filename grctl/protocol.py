@@ -41,7 +41,7 @@ __all__ = [
     "wrap_value",
 ]
 
-PROTOCOL_VERSION = 2
+PROTOCOL_VERSION = 3  # 3: progress (the ``progress`` message, its fields on history and steps)
 
 
 @dataclass
@@ -222,11 +222,20 @@ class DescribeWorkflow(Message):
 @message("history")
 @dataclass
 class GetHistory(Message):
+    """The run's history rows from ``after_seq``; with ``follow``, live until the run ends.
+
+    ``progress`` adds the run's live progress events (``ctx.emit``) to a followed stream, as
+    rows of kind ``progress`` with no ``seq`` (see ``Progress``); ``only_progress`` leaves the
+    committed rows out (``handle.stream()``): the stream then carries progress and its end.
+    """
+
     req_id: int
     workflow_id: str
     run_id: str | None = None
     follow: bool = False
     after_seq: int = 0
+    progress: bool = False
+    only_progress: bool = False
 
 
 # -- schedules (a schedule lives in the partition of its name: its owner answers) -----------
@@ -331,6 +340,25 @@ class GetInbox(Message):
     workflow_id: str
     run_id: str | None = None
     after_seq: int = 0
+    limit: int = PAGE_ROWS
+
+
+@message("inspect")
+@dataclass
+class InspectRun(Message):
+    """What ``grctl check`` needs beyond describe, a page of step records at a time.
+
+    The reply: the run's ``handler_kind``, ``step_name``, ``wait_timeout_step``, the in-flight
+    step's ``records`` after op ``after_op`` as ``{op, kind, name}`` (one per operation; a
+    ``patched`` record keeps its ``value``), ``next`` (the op to ask after, None at the end),
+    ``pending_events`` (the names of the events waiting in its inbox) and ``deployed``: the
+    events, queries and steps of the type as its workers registered it.
+    """
+
+    req_id: int
+    workflow_id: str
+    run_id: str | None = None
+    after_op: int = -1
     limit: int = PAGE_ROWS
 
 
@@ -469,6 +497,24 @@ class CompleteStep(Message):
     directive: dict[str, Any] | None = None
     store_writes: dict[str, Any] = field(default_factory=dict)
     error: dict[str, Any] | None = None
+    # The last progress value of each name the step emitted (kept in the history); None if none.
+    progress: dict[str, Any] | None = None
+
+
+@message("progress")
+@dataclass
+class Progress(Message):
+    """A progress event of a running step (``ctx.emit``): one way, no reply, no commit.
+
+    The daemon hands it to the run's followers (holding the latest of each name for followers
+    to come until the step ends); a stale ``dispatch_id`` (the step moved on) is dropped. The
+    last of each name travels again in ``CompleteStep.progress``, and is committed with it.
+    """
+
+    dispatch_id: str
+    name: str
+    data: Any = None
+    ts_ms: int = 0
 
 
 @message("cancel_step")

@@ -9,13 +9,21 @@ worker registered, so a mismatch is refused at ``start``/``send`` instead of fai
 from __future__ import annotations
 
 import inspect
+from collections.abc import Collection
 from typing import Any
 
 
-def describe_params(fn: Any) -> list[list[Any]]:
-    """The handler's parameters after the context, as ``[name, kind, has_default]`` rows."""
+def describe_params(fn: Any, skip: Collection[str] | None = None) -> list[list[Any]]:
+    """The handler's parameters after the context, as ``[name, kind, has_default]`` rows.
+
+    ``skip`` names parameters the worker fills itself (Resources): no input binds to them.
+    """
     params = list(inspect.signature(fn).parameters.values())[1:]
-    return [[prm.name, prm.kind.name, prm.default is not inspect.Parameter.empty] for prm in params]
+    return [
+        [prm.name, prm.kind.name, prm.default is not inspect.Parameter.empty]
+        for prm in params
+        if not skip or prm.name not in skip
+    ]
 
 
 def split_args(value: Any) -> tuple[tuple[Any, ...], dict[str, Any]]:

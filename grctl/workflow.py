@@ -17,8 +17,10 @@ from datetime import timedelta
 from typing import Any, TypeVar
 
 from grctl.errors import WorkflowDefinitionError
+from grctl.models.child import is_child_result
 from grctl.models.definition import StepSpec, TypeDef
 from grctl.models.directive import RetryPolicy
+from grctl.resources import Resource, resource_params
 from grctl.signature import describe_params
 
 DEFAULT_STEP_TIMEOUT = timedelta(seconds=10)
@@ -122,6 +124,11 @@ class Workflow:
         self.events: dict[str, EventDef] = {}
         self.queries: dict[str, QueryDef] = {}
         self._step_fns: dict[Handler, str] = {}
+        # The handlers' Resource parameters (filled by the worker, not from input or payload).
+        self.resources: dict[Handler, dict[str, Resource]] = {}
+        # Steps that take a child's outcome (ctx.next.wait_for_child): step name -> (parameter,
+        # whether it is required).
+        self.child_params: dict[str, tuple[str, bool]] = {}
 
     def __repr__(self) -> str:
         return f"Workflow({self.workflow_type!r})"
@@ -159,10 +166,14 @@ class Workflow:
         def register(fn: F) -> F:
             self._check_handler(fn, "step")
             params = list(inspect.signature(fn).parameters.values())[1:]
+            filled = self.resources.get(fn, {})
+            child = [prm for prm in params if is_child_result(prm.annotation)]
             required = [
                 prm.name
                 for prm in params
                 if prm.default is inspect.Parameter.empty
+                and prm.name not in filled
+                and prm not in child[:1]
                 and prm.kind not in (prm.VAR_POSITIONAL, prm.VAR_KEYWORD)
             ]
             if required:
@@ -178,6 +189,11 @@ class Workflow:
                 )
             self.steps[name] = StepDef(name, fn, timeout or DEFAULT_STEP_TIMEOUT, retry_policy)
             self._step_fns[fn] = name
+            if child:
+                self.child_params[name] = (
+                    child[0].name,
+                    child[0].default is inspect.Parameter.empty,
+                )
             return fn
 
         return register
@@ -269,6 +285,13 @@ class Workflow:
                     f"{where}: its first parameter {params[0].name!r} is annotated {ann_name!r}; "
                     "it must be the context (ctx: Context)"
                 )
+        found = resource_params(fn, where)
+        if found:
+            if params[0].name in found:
+                raise WorkflowDefinitionError(
+                    f"{where}: its first parameter is the context, not a Resource"
+                )
+            self.resources[fn] = found
 
     def validate(self) -> None:
         """Check the whole definition; raises WorkflowDefinitionError naming the culprit.
@@ -374,12 +397,15 @@ class Workflow:
         return TypeDef(
             workflow_type=self.workflow_type,
             start_name=self.start_def.name,
-            start_params=describe_params(self.start_def.fn),
+            start_params=describe_params(self.start_def.fn, self.resources.get(self.start_def.fn)),
             steps={
                 s.name: StepSpec(s.name, int(s.timeout.total_seconds() * 1000), s.retry_policy)
                 for s in self.steps.values()
             },
-            events={e.name: describe_params(e.fn) for e in self.events.values()},
+            events={
+                e.name: describe_params(e.fn, self.resources.get(e.fn))
+                for e in self.events.values()
+            },
             queries=frozenset(self.queries),
             max_concurrent_runs=self.max_concurrent_runs,
         )
@@ -388,7 +414,7 @@ class Workflow:
 def _transitions(fn: Handler) -> list[tuple[str, ast.Name | str | None, int]]:
     """What a handler names literally, as ``(kind, target, line)``.
 
-    Kinds: ``step`` (``ctx.next.step(x)``), ``timeout`` (``wait_for_event(timeout_step_name=)``),
+    Kinds: ``step`` (``ctx.next.step(x)``, ``wait_for_child(h, step=x)``), ``timeout`` (``wait_for_event(timeout_step_name=)``),
     ``wait``, ``complete``, ``fail`` and ``child`` (``ctx.start(type, ...)``, target the type).
     """
     try:
@@ -422,6 +448,18 @@ def _transitions(fn: Handler) -> list[tuple[str, ast.Name | str | None, int]]:
                 found.append(("step", arg, line))
             elif isinstance(arg, ast.Constant) and isinstance(arg.value, str):
                 found.append(("step", arg.value, line))
+        elif attr == "wait_for_child":
+            target = node.args[1] if len(node.args) > 1 else None
+            for kw in node.keywords:
+                if kw.arg == "step":
+                    target = kw.value
+                elif kw.arg == "timeout_step_name" and isinstance(kw.value, ast.Constant):
+                    if isinstance(kw.value.value, str):
+                        found.append(("timeout", kw.value.value, line))
+            if isinstance(target, ast.Name):
+                found.append(("step", target, line))
+            elif isinstance(target, ast.Constant) and isinstance(target.value, str):
+                found.append(("step", target.value, line))
         elif attr == "wait_for_event":
             found.append(("wait", None, line))
             for kw in node.keywords:

@@ -14,7 +14,7 @@ import typer
 
 from grctl.errors import DaemonUnavailableError, GrctlError
 from grctl_cli import lazy_help, render
-from grctl_cli.commands import daemon, events, graph, history, prune, runs, schedules, worker
+from grctl_cli.commands import check, daemon, events, graph, history, prune, runs, schedules, worker
 
 lazy_help.install()  # help screens without rich.markdown/rich.traceback (~35 ms)
 
@@ -71,6 +71,7 @@ app.command("inbox", rich_help_panel=EVENTS)(events.inbox)
 app.command("history", rich_help_panel=EVENTS)(history.history)
 app.command("worker", rich_help_panel=PROCESSES)(worker.worker)
 app.command("graph", rich_help_panel=PROCESSES)(graph.graph)
+app.command("check", rich_help_panel=PROCESSES)(check.check)
 app.add_typer(schedules.app, name="schedule", rich_help_panel=RUNS)
 app.add_typer(daemon.app, name="daemon", rich_help_panel=PROCESSES)
 

@@ -417,7 +417,9 @@ def describe(info: Any) -> None:
     if info.cancel_requested and info.status in ("running", "waiting"):
         status.append(" (cancel requested: ends after this step)", style="magenta")
     grid.add_row("status", status)
-    if info.step_name:
+    if info.step_name and info.status == "waiting":  # only a wait_for_child names its target
+        grid.add_row("step", Text(f"waiting for a child, then {info.step_name}", style="dim"))
+    elif info.step_name:
         grid.add_row("step", Text(f"{info.step_name} (attempt {info.attempt})"))
     elif info.status == "waiting":
         grid.add_row("step", Text("waiting for an event", style="dim"))

@@ -57,6 +57,8 @@ def summary(kind: str, data: dict[str, Any]) -> str:
     if kind == "workflow_failed":
         err = d.get("error") or {}
         return f"{err.get('type')}: {err.get('message')}"
+    if kind == "progress":
+        return f"{d.get('name')}={compact(d.get('value'))}"
     if kind == "reset":
         return f"→ run {d.get('new_run_id')} at {d.get('to_step')}"
     if kind == "workflow_reset":
@@ -97,18 +99,33 @@ class HistoryPrinter:
         table = self._row_table(header=not self._header_done)
         self._header_done = True
         for ev in events:
+            live = getattr(ev, "seq", None) is None  # a ProgressEvent: live, not stored
             table.add_row(
-                Text(str(ev.seq)),
+                Text("·" if live else str(ev.seq), style=PROGRESS_STYLE if live else ""),
                 Text(clock(ev.time), style="dim"),
                 Text(ev.kind, style=_kind_style(ev.kind)),
                 Text(ev.step_name or ""),
-                Text(cut(summary(ev.kind, ev.data), 2 * MAX_CELL)),
+                Text(
+                    cut(progress_line(ev) if live else summary(ev.kind, ev.data), 2 * MAX_CELL),
+                    style=PROGRESS_STYLE if live else "",
+                ),
             )
         if events:
             console.print(_fit(table, flex=len(table.columns) - 1))
 
 
+PROGRESS_STYLE = "magenta"
+
+
+def progress_line(ev: Any) -> str:
+    """A live progress event on one line: ``download=0.5``, and what this follower missed."""
+    text = f"{ev.name}={compact(ev.data)}"
+    return text + (f" ({ev.dropped} earlier progress events dropped)" if ev.dropped else "")
+
+
 def _kind_style(kind: str) -> str:
+    if kind == "progress":
+        return PROGRESS_STYLE
     if kind in ("step_failed", "step_timed_out", "task_attempt_failed", "task_failed"):
         return "red"
     if kind.startswith("workflow_"):
@@ -127,11 +144,20 @@ def history_heading(events: list[Any]) -> None:
         )
 
 
+def _child_id(ev: Any) -> Any:
+    """The child a ``waiting_for_child`` row names (the table is built for every kind of row)."""
+    return ev.data.get("child_workflow_id") if isinstance(ev.data, dict) else None
+
+
 def follow_text(ev: Any, count: int) -> str:
     """What the live line says while following: where the run is now."""
+    if getattr(ev, "seq", 0) is None:
+        where = f"{ev.step_name}: {progress_line(ev)}"
+        return f"following {ev.workflow_id}: {where} · {count} events · Ctrl-C to stop"
     where = {
         "step_started": f"running {ev.step_name}",
         "waiting_for_event": "waiting for an event",
+        "waiting_for_child": f"waiting for child {_child_id(ev)}",
         "step_failed": f"{ev.step_name} failed; retrying",
         "step_timed_out": f"{ev.step_name} timed out; retrying",
     }.get(ev.kind, f"{ev.kind} {ev.step_name or ''}".strip())
@@ -146,6 +172,7 @@ def wait_text(workflow_id: str, ev: Any | None) -> str:
         "step_started": f"running step {ev.step_name} (attempt {ev.data.get('attempt')})",
         "waiting_for_event": "waiting for an event (send one with: grctl send "
         f"{workflow_id} EVENT)",
+        "waiting_for_child": f"waiting for child {_child_id(ev)}",
         "step_failed": f"step {ev.step_name} failed; a retry follows",
         "step_timed_out": f"step {ev.step_name} timed out; a retry follows",
     }.get(ev.kind, f"{ev.kind} {ev.step_name or ''}".strip())

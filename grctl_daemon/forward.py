@@ -33,6 +33,7 @@ from grctl._connection import Connection, Endpoint, client_tls
 from grctl.errors import DaemonUnavailableError, NotOwnerError, StorageUnavailableError
 from grctl.home import member_host, parse_address
 from grctl_daemon.config import DaemonConfig
+from grctl_daemon.runtime.progress import relay_followed
 from grctl_daemon.storage import base as rec
 
 log = logging.getLogger("grctl.daemon.forward")
@@ -40,7 +41,14 @@ log = logging.getLogger("grctl.daemon.forward")
 RETRY_S = 0.1
 FORWARD_WAIT_S = 5.0  # beyond the lease timeout, before a request for an unowned partition fails
 # Requests that only read: asked again when the member's connection broke mid-answer.
-READS = (p.DescribeWorkflow, p.GetResult, p.GetHistory, p.GetInbox, p.QueryWorkflow)
+READS = (
+    p.DescribeWorkflow,
+    p.GetResult,
+    p.GetHistory,
+    p.GetInbox,
+    p.QueryWorkflow,
+    p.InspectRun,
+)
 
 
 class Forwarder:
@@ -112,12 +120,18 @@ class Forwarder:
     ) -> Any:
         if isinstance(msg, p.GetHistory):
             last = None
+            chunks = conn.stream(lambda r: dataclasses.replace(msg, req_id=r))
             try:
-                async for events in conn.stream(lambda r: dataclasses.replace(msg, req_id=r)):
-                    if events:
-                        last = events[-1]["seq"]
-                        await send(p.HistoryItems(msg.req_id, events))
+                if msg.follow and (msg.progress or msg.only_progress):
+                    # Progress: read as it comes, shed for a slow follower (runtime/progress.py).
+                    last = await relay_followed(chunks, msg.req_id, send)
+                else:
+                    async for events in chunks:
+                        if events:
+                            last = events[-1]["seq"]
+                            await send(p.HistoryItems(msg.req_id, events))
             except NotOwnerError as exc:  # handed over mid-way: go on after what was relayed
+                last = exc.details.get("relayed", last)
                 if last is not None:
                     exc.details["after_seq"] = last
                 raise

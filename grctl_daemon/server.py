@@ -97,6 +97,7 @@ class Server:
             p.ListWorkflows: runtime.list_workflows,
             p.PruneRuns: runtime.prune,
             p.GetInbox: runtime.inbox,
+            p.InspectRun: runtime.inspect,
             p.StartChild: runtime.start_child,
             p.SendToParent: runtime.send_to_parent,
             p.CreateSchedule: runtime.create_schedule,
@@ -330,6 +331,9 @@ class Server:
             return
         req_id = getattr(msg, "req_id", None)
         if req_id is None:
+            if isinstance(msg, p.Progress):  # one way: relayed to followers, never answered
+                self.runtime.progress(msg)
+                return
             raise ProtocolError(f"unexpected {msg.kind!r} from a {peer.role}")
         hot = self._hot.get(type(msg))
         if hot is not None:

@@ -11,6 +11,7 @@ ROOT = Path(__file__).resolve().parent.parent
 def test_exported_members():
     assert sorted(grctl.__all__) == sorted(
         [
+            "ChildResult",
             "Client",
             "Context",
             "DaemonUnavailableError",
@@ -18,6 +19,7 @@ def test_exported_members():
             "ErrorDetails",
             "GrctlError",
             "NonDeterminismError",
+            "Resource",
             "RetryPolicy",
             "RunInfo",
             "RunStatus",

@@ -10,16 +10,20 @@ from importlib import import_module
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from grctl.models.child import ChildResult
     from grctl.models.directive import Directive, ErrorDetails, RetryPolicy
+    from grctl.models.progress import ProgressEvent
     from grctl.models.run import HistoryEvent, InboxEvent, ResetInfo, RunInfo, RunStatus
     from grctl.models.schedule import FireOutcome, ScheduleInfo
 
 _LAZY = {
+    "ChildResult": "grctl.models.child",
     "Directive": "grctl.models.directive",
     "ErrorDetails": "grctl.models.directive",
     "RetryPolicy": "grctl.models.directive",
     "HistoryEvent": "grctl.models.run",
     "InboxEvent": "grctl.models.run",
+    "ProgressEvent": "grctl.models.progress",
     "ResetInfo": "grctl.models.run",
     "RunInfo": "grctl.models.run",
     "RunStatus": "grctl.models.run",
@@ -28,11 +32,13 @@ _LAZY = {
 }
 
 __all__ = [
+    "ChildResult",
     "Directive",
     "ErrorDetails",
     "FireOutcome",
     "HistoryEvent",
     "InboxEvent",
+    "ProgressEvent",
     "ResetInfo",
     "RetryPolicy",
     "RunInfo",

@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any, Literal
 
-DirectiveKind = Literal["step", "wait_for_event", "complete", "fail"]
+DirectiveKind = Literal["step", "wait_for_event", "wait_for_child", "complete", "fail"]
 
 
 @dataclass(frozen=True)
@@ -57,9 +57,11 @@ class Directive:
     error: ErrorDetails | None = None
     timeout: timedelta | None = None
     timeout_step_name: str | None = None
+    child_workflow_id: str | None = None  # wait_for_child: the child it waits for
+    child_run_id: str | None = None
 
     def to_wire(self) -> dict[str, Any]:
-        return {
+        wire = {
             "kind": self.kind,
             "step_name": self.step_name,
             "result": self.result,
@@ -67,6 +69,10 @@ class Directive:
             "timeout_ms": _ms(self.timeout),
             "timeout_step_name": self.timeout_step_name,
         }
+        if self.child_run_id is not None:
+            wire["child_workflow_id"] = self.child_workflow_id
+            wire["child_run_id"] = self.child_run_id
+        return wire
 
 
 def _ms(value: timedelta | None) -> int | None:

@@ -1,11 +1,12 @@
 """Recording and replay of a step's non-deterministic operations.
 
-Every task call and every ``ctx.now/random/uuid4/sleep``, child start and ``send_to_parent`` is
-an *operation* numbered in call order (``op``). The first execution makes each outcome durable
-(one ``RecordOutcome`` round trip, committed before the step goes on). A re-execution of the same
-step after a crash receives those records in its dispatch and returns them instead of running
-again; an operation that differs from its record (another kind, name or arguments) raises
-``NonDeterminismError``.
+Every task call and every ``ctx.now/random/uuid4/sleep/patched``, child start and
+``send_to_parent`` is an *operation* numbered in call order (``op``). The first execution makes
+each outcome durable (one ``RecordOutcome`` round trip, committed before the step goes on). A
+re-execution of the same step after a crash receives those records in its dispatch and returns
+them instead of running again; an operation that differs from its record (another kind, name or
+arguments) raises ``NonDeterminismError``. ``ctx.patched`` is the one exception: at another
+operation's record it answers False without taking the number (see ``StepRun.patched``).
 """
 
 from __future__ import annotations
@@ -20,6 +21,8 @@ from grctl import codec
 from grctl.errors import NonDeterminismError
 
 Recorder = Callable[[dict[str, Any]], Awaitable[None]]
+# Sends one progress event (name, packed data, ts_ms) to the daemon: see ``progress.py``.
+Emitter = Callable[[str, Any, int], Awaitable[None]]
 
 current_step: contextvars.ContextVar[StepRun | None] = contextvars.ContextVar(
     "grctl_current_step", default=None
@@ -36,7 +39,17 @@ def args_digest(args: tuple[Any, ...], kwargs: dict[str, Any]) -> str:
 
 
 class StepRun:
-    """The replay cursor of one step execution: recorded outcomes in, new records out."""
+    """The replay cursor of one step execution: recorded outcomes in, new records out.
+
+    ``resources`` is the worker's ``grctl.resources.Resources``, for the tasks the step calls.
+    """
+
+    resources: Any = None
+
+    # Progress (``ctx.emit``): the worker's sender, and the last packed value of each name the
+    # step emitted. Class defaults, so a step that never emits pays nothing for them.
+    emitter: Emitter | None = None
+    progress: dict[str, Any] | None = None
 
     def __init__(self, step_name: str, records: list[dict[str, Any]], record: Recorder) -> None:
         self.step_name = step_name
@@ -72,6 +85,26 @@ class StepRun:
                     "workflow code must make the same calls in the same order on every execution"
                 )
         return op, prior
+
+    async def patched(self, change_id: str) -> bool:
+        """``ctx.patched``: True (recorded) unless this operation was recorded by older code.
+
+        A ``patched`` record of this change is replayed. Any other record at this operation
+        number means the step was recorded by code that did not ask here: False, and the
+        operation is not consumed, so the old code's records stay aligned with their calls.
+        Past the recorded operations the step runs new code: True is recorded and returned.
+        """
+        op = self._next_op
+        prior = self._by_op.get(op)
+        if prior:
+            first = prior[0]
+            if first["kind"] == "patched" and first.get("name", "") == change_id:
+                self._next_op += 1
+                return bool(first.get("value", True))
+            return False
+        self._next_op += 1
+        await self.record({"op": op, "kind": "patched", "name": change_id, "value": True})
+        return True
 
     async def record(self, rec: dict[str, Any]) -> None:
         await self._record(rec)

@@ -20,8 +20,10 @@ from typing import Any, Protocol, TypeVar
 from grctl.codec import ExtType, not_serialisable
 from grctl.duration import run_timeout_ms
 from grctl.errors import StoreValueError, WorkflowDefinitionError
+from grctl.models.child import child_error
 from grctl.models.directive import Directive, ErrorDetails
 from grctl.protocol import MAX_FRAME_BYTES, wrap_value
+from grctl.worker import progress as _progress
 from grctl.worker._replay import StepRun, rebuild_error
 
 T = TypeVar("T")
@@ -142,7 +144,64 @@ class NextBuilder:
 
     def step(self, fn: Callable[..., Awaitable[Any]] | str) -> Directive:
         """Run another step next."""
-        return Directive("step", step_name=self._step_name(fn, "ctx.next.step() target"))
+        name = self._step_name(fn, "ctx.next.step() target")
+        if name in self._workflow.child_params and self._workflow.child_params[name][1]:
+            raise WorkflowDefinitionError(
+                f"workflow {self._workflow.workflow_type!r}, handler {self._handler!r}: step "
+                f"{name!r} requires a ChildResult, which only ctx.next.wait_for_child(handle, "
+                f"step={name}) gives it; give the parameter a default (= None) to reach it "
+                "with ctx.next.step() too"
+            )
+        return Directive("step", step_name=name)
+
+    def wait_for_child(
+        self,
+        handle: WorkflowHandle,
+        step: Callable[..., Awaitable[Any]] | str,
+        timeout: timedelta | None = None,
+        timeout_step_name: str | None = None,
+    ) -> Directive:
+        """Pause until the child ``handle`` names has ended, then run ``step`` with its outcome.
+
+        The run waits in the daemon's database, not in a worker, so the step timeout does not
+        bound the wait (``await handle.result()`` inside a step is bounded by it). ``step``
+        declares a parameter annotated ``ChildResult`` that receives how the child ended. A
+        child that ended before this directive commits is not missed: ``step`` runs at once.
+        Events that arrive meanwhile stay in the inbox for a later ``wait_for_event()``.
+        With ``timeout``, ``timeout_step_name`` runs instead when the child has not ended in
+        time (the child goes on).
+        """
+        where = f"workflow {self._workflow.workflow_type!r}, handler {self._handler!r}"
+        if not isinstance(handle, WorkflowHandle):
+            raise WorkflowDefinitionError(
+                f"{where}: wait_for_child() takes the handle that ctx.start() returned, got "
+                f"{type(handle).__name__}"
+            )
+        name = self._step_name(step, "wait_for_child() step")
+        if name not in self._workflow.child_params:
+            raise WorkflowDefinitionError(
+                f"{where}: wait_for_child() step {name!r} must declare a parameter for the "
+                f"child's outcome, as in 'async def {name}(ctx: Context, child: ChildResult)'"
+            )
+        if timeout is not None and timeout_step_name is None:
+            raise WorkflowDefinitionError(
+                f"{where}: wait_for_child(timeout=...) needs timeout_step_name= to say which "
+                "step runs"
+            )
+        if timeout is not None and (not isinstance(timeout, timedelta) or timeout < timedelta(0)):
+            raise WorkflowDefinitionError(
+                f"{where}: wait_for_child timeout must be a non-negative timedelta"
+            )
+        if timeout_step_name is not None:
+            self._step_name(timeout_step_name, "timeout_step_name")
+        return Directive(
+            "wait_for_child",
+            step_name=name,
+            timeout=timeout,
+            timeout_step_name=timeout_step_name,
+            child_workflow_id=handle.workflow_id,
+            child_run_id=handle.run_id,
+        )
 
     def wait_for_event(
         self, timeout: timedelta | None = None, timeout_step_name: str | None = None
@@ -256,6 +315,26 @@ class Context:
         """A random UUID v4, recorded on first call and replayed after."""
         return uuid.UUID(await self._value("uuid4", lambda: str(uuid.uuid4())))
 
+    async def patched(self, change_id: str) -> bool:
+        """Whether this step runs code added by change ``change_id``; recorded like ``now()``.
+
+        True when the step reaches this call for the first time (new code), False when it
+        replays operations recorded by code that did not make this call: guard code added to a
+        step that live runs may be in the middle of, so their replays stay aligned::
+
+            if await ctx.patched("add-fraud-check"):
+                await fraud_check(order_id)
+
+        Once ``grctl check`` reports no active run recorded before the change, the guard (and
+        the old branch) can go, keeping the guarded code. Change ids are any string, unique
+        within the step.
+        """
+        if not isinstance(change_id, str) or not change_id:
+            raise WorkflowDefinitionError(
+                f"ctx.patched() takes a non-empty string change id, got {change_id!r}"
+            )
+        return await self._step.patched(change_id)
+
     async def sleep(self, duration: timedelta | float) -> None:
         """Sleep inside the step; on re-execution it returns at once (the sleep is recorded).
 
@@ -282,8 +361,9 @@ class Context:
 
         With ``completion_event``, the daemon appends that event to this run's inbox when the
         child ends, with the payload ``{workflow_id, run_id, status, result, error}`` — in the
-        same transaction as the child's end. Otherwise await ``handle.result()`` in a step, or
-        let the child call ``ctx.send_to_parent()``. With ``run_timeout`` the child fails with
+        same transaction as the child's end. Otherwise await ``handle.result()`` in a step
+        (bounded by the step timeout), return ``ctx.next.wait_for_child(handle, step=...)``
+        (not bounded by it), or let the child call ``ctx.send_to_parent()``. With ``run_timeout`` the child fails with
         ``RunTimeout`` if it has not ended that long after its start (as a top-level run).
         """
         op, prior = self._step.begin("child_start", workflow_type, workflow_id)
@@ -303,8 +383,6 @@ class Context:
         return WorkflowHandle(self, workflow_id, reply["run_id"], workflow_type)
 
     async def _child_result(self, workflow_id: str, run_id: str) -> Any:
-        from grctl.errors import error_from_wire
-
         op, prior = self._step.begin("child_result", workflow_id, run_id)
         if not prior:
             outcome = await self._env.wait_result(workflow_id, run_id)
@@ -321,18 +399,17 @@ class Context:
         outcome = prior[0]["value"]
         if outcome["status"] == "completed":
             return outcome.get("result")
-        error = outcome.get("error") or {}
-        code = "workflow_failed" if outcome["status"] == "failed" else "workflow_cancelled"
-        if error.get("type") == "RunTimeout":
-            code = "run_timeout"  # RunTimeout, a WorkflowFailedError: catching either works
-        raise error_from_wire(
-            code,
-            f"child workflow {workflow_id!r} ended {outcome['status']}: "
-            f"{error.get('message', outcome.get('reason') or '')}",
-            workflow_id,
-            run_id,
-            error,
-        )
+        raise child_error({**outcome, "workflow_id": workflow_id, "run_id": run_id})
+
+    async def emit(self, name: str, data: Any = None) -> None:
+        """Send a progress event to everyone following the run; nothing is committed.
+
+        Followers (``handle.stream()``, ``grctl history --follow``) get it as it happens; the
+        last ``data`` of each ``name`` is kept in the history when the step's outcome commits.
+        A slow follower never slows the step (it misses older events instead). Tasks call
+        ``grctl.worker.emit`` the same way. Raises InvalidProgressError for a bad name or data.
+        """
+        await _progress.send(self._step, name, _progress.check(name, data))
 
     async def send_to_parent(self, event_name: str, payload: Any = None) -> None:
         """Append an event to the parent run's inbox (recorded: not repeated on replay)."""

@@ -9,6 +9,7 @@ Called outside a step (in a unit test, say), a task is a plain coroutine with it
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import time
 from collections.abc import Awaitable, Callable
@@ -18,6 +19,7 @@ from grctl import _faults as faults
 from grctl import codec
 from grctl.errors import StoreValueError
 from grctl.models.directive import RetryPolicy
+from grctl.resources import Resource, Resources, resource_params
 from grctl.worker._replay import args_digest, current_step, error_record, rebuild_error
 
 P = ParamSpec("P")
@@ -45,10 +47,12 @@ def task(
         if not asyncio.iscoroutinefunction(func):
             raise TypeError(f"@task {func.__qualname__!r} must be an 'async def' function")
         task_name = name or func.__qualname__
+        wanted = resource_params(func, f"task {task_name!r}")
+        call = _filling(func, wanted) if wanted else func
 
         @functools.wraps(func)
         async def wrapper(*args: P.args, **kwargs: P.kwargs) -> R:
-            return await _run_task(task_name, func, args, kwargs, retry_policy)
+            return await _run_task(task_name, call, args, kwargs, retry_policy)
 
         wrapper.__grctl_task__ = task_name  # type: ignore[attr-defined]
         return wrapper
@@ -56,6 +60,32 @@ def task(
     if fn is not None:
         return decorate(fn)
     return decorate
+
+
+_OUTSIDE = Resources()  # a task called outside any worker makes its resources afresh
+
+
+def _filling(func: Callable[..., Awaitable[Any]], wanted: dict[str, Resource]) -> Any:
+    """``func`` with its Resource parameters filled (unless the caller passed them).
+
+    They are filled per attempt, after replay had its say: a task whose outcome is recorded
+    makes no resource, and its recorded arguments never include one.
+    """
+
+    async def call(*args: Any, **kwargs: Any) -> Any:
+        missing = {n: r for n, r in wanted.items() if n not in kwargs}
+        if not missing:
+            return await func(*args, **kwargs)
+        step = current_step.get()
+        resources = step.resources if step is not None else None
+        async with contextlib.AsyncExitStack() as scope:
+            if resources is None:
+                kwargs |= await _OUTSIDE.fill(missing, scope, shared=False)
+            else:
+                kwargs |= await resources.fill(missing, scope)
+            return await func(*args, **kwargs)
+
+    return call
 
 
 async def _run_task(

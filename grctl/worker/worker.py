@@ -9,6 +9,8 @@ whatever was in flight, and replay makes that safe.
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import inspect
 import logging
 import os
 import socket
@@ -17,8 +19,16 @@ from typing import Any
 
 from grctl import protocol as p
 from grctl._connection import Connection, Endpoint
-from grctl.errors import GrctlError, NonDeterminismError, StoreValueError, WorkflowDefinitionError
+from grctl.errors import (
+    GrctlError,
+    InvalidProgressError,
+    NonDeterminismError,
+    StoreValueError,
+    WorkflowDefinitionError,
+)
+from grctl.models.child import ChildResult
 from grctl.models.directive import Directive
+from grctl.resources import Factory, Resource, Resources
 from grctl.signature import split_args
 from grctl.worker._replay import StepRun, current_step
 from grctl.worker._session import Session
@@ -31,7 +41,12 @@ DEFAULT_CONCURRENCY = 100
 DEFAULT_SHUTDOWN_GRACE_S = 10.0
 
 # Errors a retry cannot mend: the run fails at once whatever the step's retry policy says.
-NON_RETRYABLE = (NonDeterminismError, WorkflowDefinitionError, StoreValueError)
+NON_RETRYABLE = (
+    NonDeterminismError,
+    WorkflowDefinitionError,
+    StoreValueError,
+    InvalidProgressError,
+)
 
 
 class _Env:
@@ -78,6 +93,10 @@ class _Env:
     async def wait_result(self, workflow_id: str, run_id: str | None) -> dict[str, Any]:
         return await self._conn.request(lambda r: p.GetResult(r, workflow_id, run_id, True))
 
+    async def emit(self, name: str, data: Any, ts_ms: int) -> None:
+        """One progress event, one way: the daemon neither answers nor commits it."""
+        await self._conn.send(p.Progress(self._dispatch.dispatch_id, name, data, ts_ms))
+
 
 class Worker:
     """Runs the steps of the given workflows for the daemon.
@@ -91,6 +110,11 @@ class Worker:
     ``concurrency`` bounds the steps in flight (default 100) that each daemon gives this worker:
     it is registered as is with every member, and each paces itself by it. So in a cluster of N
     members the process may run up to N × ``concurrency`` steps at once.
+
+    ``resources`` swaps Resource factories on this worker: ``{make_pool: make_fake_pool}``
+    makes every ``Resource(make_pool)`` parameter of its steps, tasks and queries get what
+    ``make_fake_pool`` makes (tests use it). Cached resources are torn down when ``run()``
+    returns.
     """
 
     def __init__(
@@ -106,6 +130,7 @@ class Worker:
         token: str | None = None,
         tls_ca: str | os.PathLike[str] | None = None,
         token_file: str | os.PathLike[str] | None = None,
+        resources: dict[Factory, Factory] | None = None,
     ) -> None:
         if concurrency < 1:
             raise ValueError("concurrency must be at least 1")
@@ -128,6 +153,7 @@ class Worker:
             tls_ca_file=tls_ca,
         )
         self.concurrency = concurrency
+        self.resources = Resources(resources)
         self.shutdown_grace_s = shutdown_grace_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"
         self._stopping = asyncio.Event()
@@ -160,6 +186,7 @@ class Worker:
             await self._seed.serve()
         finally:
             await self._end_sessions()
+            await self.resources.aclose()
 
     async def stop(self) -> None:
         """Stop taking steps, let running ones finish (``shutdown_grace_s``), then disconnect.
@@ -273,13 +300,27 @@ class Worker:
             }
         env = _Env(conn, d)
         step = StepRun(d.step_name, d.records, env.record)
+        step.resources = self.resources
+        step.emitter = env.emit
+        wanted = wf.resources.get(fn) if wf.resources else None
+        scope: contextlib.AsyncExitStack | None = None
         run = RunInfo(
             d.run_id, d.workflow_id, d.workflow_type, d.parent_workflow_id, d.parent_run_id
         )
         ctx = Context(wf, run, d.step_name, d.store, step, env)
         token = current_step.set(step)
         try:
-            args, kwargs = split_args(d.args) if d.handler_kind in ("start", "event") else ((), {})
+            if d.handler_kind in ("start", "event"):
+                args, kwargs = split_args(d.args)
+            elif d.args is None:
+                args, kwargs = (), {}
+            else:  # the target of a wait_for_child, given the child's outcome
+                param = wf.child_params.get(d.step_name, ("child", True))[0]
+                args, kwargs = (), {param: ChildResult.from_wire(d.args)}
+            if wanted is not None:
+                scope = contextlib.AsyncExitStack()
+                args, kwargs = _with_resources(fn, wanted, args, kwargs)
+                kwargs |= await self.resources.fill(wanted, scope)
             directive = await fn(ctx, *args, **kwargs)
             if not isinstance(directive, Directive):
                 raise WorkflowDefinitionError(
@@ -291,7 +332,7 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
-            return {
+            outcome: dict[str, Any] = {
                 "error": {
                     "type": type(exc).__name__,
                     "message": str(exc),
@@ -299,11 +340,17 @@ class Worker:
                     "non_retryable": isinstance(exc, NON_RETRYABLE),
                 }
             }
+        else:
+            wire = directive.to_wire()
+            wire["result"] = p.wrap_value(directive.result)
+            outcome = {"directive": wire, "store_writes": ctx.store.pending_writes}
         finally:
             current_step.reset(token)
-        wire = directive.to_wire()
-        wire["result"] = p.wrap_value(directive.result)
-        return {"directive": wire, "store_writes": ctx.store.pending_writes}
+            if scope is not None:
+                await _teardown(scope, d.step_name)
+        if step.progress is not None:  # the step emitted: the last of each name goes along
+            outcome["progress"] = step.progress
+        return outcome
 
     async def _answer_query(self, q: p.RunQuery, conn: Connection) -> p.QueryAnswer:
         """Run a query handler on the store the daemon sent; its answer (or the error)."""
@@ -326,8 +373,13 @@ class Worker:
             step = StepRun(q.query_name, [], refuse)
             run = RunInfo(q.run_id, q.workflow_id, q.workflow_type)
             ctx = Context(wf, run, q.query_name, q.store, step, _Env(conn, None))  # type: ignore[arg-type]
+            wanted = wf.resources.get(query.fn) if wf.resources else None
             try:
-                value = await query.fn(ctx)
+                if wanted is None:
+                    value = await query.fn(ctx)
+                else:
+                    async with contextlib.AsyncExitStack() as scope:
+                        value = await query.fn(ctx, **await self.resources.fill(wanted, scope))
                 answer = p.QueryAnswer(q.query_id, value=p.wrap_value(value))
             except Exception as exc:
                 answer = p.QueryAnswer(
@@ -339,3 +391,24 @@ class Worker:
                     },
                 )
         return answer
+
+
+def _with_resources(
+    fn: Any, wanted: dict[str, Resource], args: tuple[Any, ...], kwargs: dict[str, Any]
+) -> tuple[tuple[Any, ...], dict[str, Any]]:
+    """Input given as one positional value goes to the one parameter that is not a Resource
+    (the daemon bound it so), wherever the Resource parameters stand."""
+    if not args:
+        return args, kwargs
+    names = [n for n in list(inspect.signature(fn).parameters)[1:] if n not in wanted]
+    if not names:
+        return args, kwargs
+    return (), {**kwargs, names[0]: args[0]}
+
+
+async def _teardown(scope: contextlib.AsyncExitStack, step_name: str) -> None:
+    """End a step's ``cache=False`` resources; a teardown that raises is logged, not fatal."""
+    try:
+        await scope.aclose()
+    except Exception:
+        log.exception("tearing down the resources of step %s failed", step_name)

@@ -25,7 +25,12 @@ def history(
     run_id: RunOpt = None,
     follow: Annotated[
         bool,
-        typer.Option("--follow", "-f", help="Keep printing new events until the run ends."),
+        typer.Option(
+            "--follow",
+            "-f",
+            help="Keep printing new events, and progress lines as steps emit them, until the "
+            "run ends.",
+        ),
     ] = False,
     home: HomeOpt = None,
     socket: SocketOpt = None,
@@ -38,6 +43,10 @@ def history(
     ] = False,
 ) -> None:
     """Show a run's history, one event a row: sequence, time, kind, step and a summary.
+
+    With --follow, progress events (ctx.emit) show as they come, as "progress" rows with no
+    sequence (JSON Lines: kind "progress"); the last of each name a step emitted stays in the
+    history as a numbered "progress" row.
 
     Example: grctl history order-abc --follow
     """
@@ -61,13 +70,13 @@ def history(
                     printer.rows(page)
                 return
             if json_:
-                async for ev in handle.history(follow=True):
+                async for ev in handle.history(follow=True, progress=True):
                     render.print_json_line(ev)
                 return
             printer = render_history.HistoryPrinter()
             count = 0
             with render.live_status(f"following {workflow_id}") as line:
-                async for ev in handle.history(follow=True):
+                async for ev in handle.history(follow=True, progress=True):
                     if count == 0:
                         render_history.history_heading([ev])
                     count += 1

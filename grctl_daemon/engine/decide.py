@@ -30,6 +30,7 @@ from grctl.errors import (
     WorkflowTypeNotRegisteredError,
 )
 from grctl.signature import binding_error
+from grctl_daemon.engine import children as ch
 from grctl_daemon.engine import reset as rs
 from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.messages import (  # noqa: F401  (re-exported: the decider's inputs)
@@ -50,6 +51,7 @@ from grctl_daemon.engine.messages import (  # noqa: F401  (re-exported: the deci
     TimerFired,
     WorkerLost,
 )
+from grctl_daemon.engine.progress import keep_progress
 from grctl_daemon.engine.state import RunState, TypeDef, partition_of
 from grctl_daemon.engine.transitions import Decision
 from grctl_daemon.storage import base as rec
@@ -252,6 +254,13 @@ def record_summary(blob: bytes | None) -> dict[str, Any]:
 
 def _step_returned(state: RunState | None, m: StepReturned, now: int) -> Decision:
     s = _run(state)
+    d = _step_outcome(s, m, now)
+    if m.progress is None:
+        return d
+    return keep_progress(d, s.step_name, m.progress, now)  # what the step emitted (ctx.emit)
+
+
+def _step_outcome(s: RunState, m: StepReturned, now: int) -> Decision:
     if m.error is not None or m.directive is None:
         return tr.step_failed(s, m.tdef, m.dispatch_id, m.error or {"type": "Error"}, now)
     size = sum(len(k) + len(v or b"") for k, v in {**s.store, **m.writes}.items())
@@ -265,7 +274,7 @@ def _step_returned(state: RunState | None, m: StepReturned, now: int) -> Decisio
             "non_retryable": True,
         }
         return tr.step_failed(s, m.tdef, m.dispatch_id, error, now)
-    return tr.step_completed(s, m.tdef, m.dispatch_id, m.directive, m.writes, now)
+    return tr.step_completed(s, m.tdef, m.dispatch_id, m.directive, m.writes, now, m.child)
 
 
 def _timer_fired(state: RunState | None, m: TimerFired, now: int) -> Decision:
@@ -299,15 +308,15 @@ def _worker_lost(state: RunState | None, m: WorkerLost, now: int) -> Decision:
 
 
 def _child_ended(parent: RunState | None, m: ChildEnded, now: int) -> Decision:
-    """The parent hears of its child's end through ``completion_event``, in the same unit."""
+    """The parent hears of its child's end, in the same unit: through ``completion_event``, and
+    by the end of a ``wait_for_child`` on it (``children``)."""
     c = m.child
-    if (
-        parent is None
-        or not parent.is_active
-        or m.tdef is None
-        or not c.completion_event
-        or c.completion_event not in m.tdef.events
-    ):
+    if parent is None or not parent.is_active or m.tdef is None:
+        return Decision(parent)
+    event = c.completion_event if c.completion_event in m.tdef.events else None
+    if ch.waited_child(parent) == c.run_id:
+        return ch.child_ended(parent, c, event, now)
+    if event is None:
         return Decision(parent)
     payload = {
         "workflow_id": c.workflow_id,

@@ -113,6 +113,8 @@ class StepReturned:
     directive: dict[str, Any] | None
     writes: dict[str, bytes]
     error: dict[str, Any] | None = None
+    child: RunState | None = None  # the child a wait_for_child names, as the runtime read it
+    progress: dict[str, bytes] | None = None  # the last of each name emitted (kept in history)
 
 
 @dataclass(slots=True)

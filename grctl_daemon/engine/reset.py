@@ -70,6 +70,8 @@ class ResetScan:
                 self._kind, self._args = "step", None
             elif kind == "wait_timed_out":
                 self._kind, self._args = "step", None
+            elif kind == "child_ended":  # a wait_for_child's target gets the child's outcome
+                self._kind, self._args = "step", data.get("outcome")
             elif kind == "step_started" and step:
                 plan.ran.add(step)
                 if step == plan.to_step:

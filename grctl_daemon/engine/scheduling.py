@@ -24,7 +24,7 @@ from grctl_daemon.engine.decision import (
     _history,
     _save,
 )
-from grctl_daemon.engine.state import EMPTY, RunState, TypeDef
+from grctl_daemon.engine.state import EMPTY, MAX_EVENT_KEYS, InboxItem, RunState, TypeDef
 from grctl_daemon.storage import base as rec
 
 
@@ -107,6 +107,27 @@ def _wait(
         _arm(s, d, WAIT_TIMER, now + timeout_ms, str(s.step_seq))
         data = {"timeout_ms": timeout_ms, "timeout_step_name": timeout_step}
     _history(s, d, "waiting_for_event", now, data)
+
+
+def _enqueue(
+    s: RunState,
+    d: Decision,
+    event_name: str,
+    payload: bytes | None,
+    now: int,
+    idempotency_key: str | None = None,
+) -> None:
+    s.inbox_seq += 1
+    d.ops.append(rec.AddInbox(s.run_id, s.inbox_seq, event_name, payload, now, idempotency_key))
+    s.inbox = s.inbox.append(InboxItem(s.inbox_seq, event_name, payload))
+    data = {"event_name": event_name, "inbox_seq": s.inbox_seq, "payload": payload}
+    if idempotency_key is not None:
+        data["idempotency_key"] = idempotency_key
+        keys = {**s.event_keys, idempotency_key: s.inbox_seq}
+        while len(keys) > MAX_EVENT_KEYS:
+            del keys[next(iter(keys))]
+        s.event_keys = keys
+    _history(s, d, "event_received", now, data)
 
 
 def _deliver(s: RunState, d: Decision, tdef: TypeDef, now: int) -> None:

@@ -39,6 +39,7 @@ from __future__ import annotations
 from typing import Any
 
 from grctl.models.run import RunStatus
+from grctl_daemon.engine.children import CHILD_WAIT, wait_for_child
 from grctl_daemon.engine.decision import (
     DURABLE_TIMERS,
     RETRY_TIMER,
@@ -59,8 +60,16 @@ from grctl_daemon.engine.decision import (
     _stale,
     not_running,
 )
-from grctl_daemon.engine.scheduling import _deliver, _end, _fail, _failed, _schedule, _wait
-from grctl_daemon.engine.state import EMPTY, MAX_EVENT_KEYS, InboxItem, RunState, TypeDef
+from grctl_daemon.engine.scheduling import (
+    _deliver,
+    _end,
+    _enqueue,
+    _fail,
+    _failed,
+    _schedule,
+    _wait,
+)
+from grctl_daemon.engine.state import EMPTY, RunState, TypeDef
 from grctl_daemon.storage import base as rec
 
 __all__ = [
@@ -204,8 +213,12 @@ def step_completed(
     directive: dict[str, Any],
     writes: dict[str, bytes],
     now: int,
+    child: RunState | None = None,
 ) -> Decision:
-    """The step returned a directive: its store writes, history and transition commit together."""
+    """The step returned a directive: its store writes, history and transition commit together.
+
+    ``child`` is the state of the child a ``wait_for_child`` directive names (``children``).
+    """
     if state.dispatch_id != dispatch_id:
         return _refuse(state, _stale(state, dispatch_id))
     s = state.copy()
@@ -264,6 +277,8 @@ def step_completed(
             )
         else:
             _wait(s, d, tdef, timeout_ms, target, now)
+    elif kind == "wait_for_child":
+        wait_for_child(s, d, tdef.steps, directive, child, now)
     elif kind == "complete":
         _end(s, d, RunStatus.COMPLETED, now, result=directive.get("result"))
     elif kind == "fail":
@@ -381,18 +396,8 @@ def event_sent(
         return _refuse(state, not_running(state, f"send event {event_name!r}"))
     s = state.copy()
     d = Decision(s)
-    s.inbox_seq += 1
-    d.ops.append(rec.AddInbox(s.run_id, s.inbox_seq, event_name, payload, now, idempotency_key))
-    s.inbox = s.inbox.append(InboxItem(s.inbox_seq, event_name, payload))
-    data = {"event_name": event_name, "inbox_seq": s.inbox_seq, "payload": payload}
-    if idempotency_key is not None:
-        data["idempotency_key"] = idempotency_key
-        keys = {**s.event_keys, idempotency_key: s.inbox_seq}
-        while len(keys) > MAX_EVENT_KEYS:
-            del keys[next(iter(keys))]
-        s.event_keys = keys
-    _history(s, d, "event_received", now, data)
-    if s.status == RunStatus.WAITING:
+    _enqueue(s, d, event_name, payload, now, idempotency_key)
+    if s.status == RunStatus.WAITING and s.handler_kind != CHILD_WAIT:
         _deliver(s, d, tdef, now)
     _save(s, d, now)
     d.reply = {"inbox_seq": s.inbox_seq, "workflow_id": s.workflow_id, "run_id": s.run_id}

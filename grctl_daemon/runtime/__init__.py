@@ -3,9 +3,9 @@
 ``Runtime`` is one object made of the halves in this package, each a mixin over the same
 state: ``commit`` (apply decisions, commit, effects once durable), ``requests`` (start, send,
 cancel, terminate, timers), ``workers`` (dispatch, joins and losses, step results, children),
-``reads`` (describe, list, inbox, history, result), ``queries``, ``schedules`` (cron
-schedules on the timer heap), ``cluster`` (partitions changing hands) and ``retention`` (ended
-runs deleted). What they share lives here: the run cache, the type registry, the dispatcher
+``reads`` (describe, list, inbox, history, result), ``progress`` (``ctx.emit`` relayed to
+followers), ``queries``, ``schedules`` (cron schedules on the timer heap), ``cluster``
+(partitions changing hands) and ``retention`` (ended runs deleted). What they share lives here: the run cache, the type registry, the dispatcher
 and the timer heap, and the lifecycle.
 
 Start-up reads nothing per run. Types are loaded; runs that have a step to run are handed to
@@ -34,6 +34,7 @@ from grctl_daemon.metrics import Tally
 from grctl_daemon.runtime.cache import Elsewhere, RunCache
 from grctl_daemon.runtime.cluster import Ownership
 from grctl_daemon.runtime.commit import Commits
+from grctl_daemon.runtime.progress import ProgressBuffer, ProgressRelay
 from grctl_daemon.runtime.queries import Queries
 from grctl_daemon.runtime.reads import Follower, Reads
 from grctl_daemon.runtime.requests import Requests
@@ -48,7 +49,9 @@ log = logging.getLogger("grctl.daemon")
 TIMER_WINDOW_MS = 60_000  # durable timers further out than this stay on disk until they near
 
 
-class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention, Schedules):
+class Runtime(
+    Commits, Requests, Workers, Reads, Queries, Ownership, Retention, Schedules, ProgressRelay
+):
     """Applies the engine's decisions to the runs it holds or reads back."""
 
     def __init__(self, config: DaemonConfig, storage: rec.Storage) -> None:
@@ -68,6 +71,9 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention, 
         self.timers = TimerWheel(self.on_timer, horizon_ms=0)
         self.waiters: dict[str, list[asyncio.Future[dict[str, Any]]]] = {}
         self.followers: dict[str, set[Follower]] = {}
+        self.listeners: dict[str, set[ProgressBuffer]] = {}  # followers of progress, by run
+        # The latest progress of each name of a step in flight, by run: (dispatch_id, rows).
+        self.latest: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {}
         self.queries: dict[str, asyncio.Future[p.QueryAnswer]] = {}
         self.fatal: asyncio.Event = asyncio.Event()
         # Counts for --metrics (grctl_daemon/metrics.py); None without it, so no counting.
@@ -173,11 +179,13 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention, 
         message: Callable[[RunState], Message],
         after: Callable[[RunState, tr.Decision], asyncio.Future[None]] | None = None,
         missing_ok: bool = False,
+        also: str | None = None,
     ) -> Any:
         """Read the run back if needed (and its parent, which its end may tell), then decide.
 
         The decision is taken on the run as memory holds it once every read is done, never on
-        a state that was current before an await.
+        a state that was current before an await. ``also`` names one more run to hold in
+        memory while deciding (the child a ``wait_for_child`` names).
         """
         held = [run_id]
         self.cache.hold(run_id)
@@ -187,10 +195,12 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention, 
                 if missing_ok:
                     return None
                 raise WorkflowNotFoundError(f"run {run_id} not found", run_id=run_id)
-            if state.completion_event and state.parent_run_id:
-                held.append(state.parent_run_id)
-                self.cache.hold(state.parent_run_id)
-                await self.cache.load(state.parent_run_id)
+            # A child's end tells its parent (completion_event, wait_for_child) in its unit.
+            for other in (state.parent_run_id, also):
+                if other:
+                    held.append(other)
+                    self.cache.hold(other)
+                    await self.cache.load(other)
             state = self.cache.get(run_id) or state
             self.check_owned(state.partition, state.workflow_id)  # no await since: still ours
             d = decide(state, message(state), now_ms())
@@ -245,6 +255,7 @@ class Runtime(Commits, Requests, Workers, Reads, Queries, Ownership, Retention, 
                 "timers": len(self.timers),
                 "waits": sum(len(w) for w in self.waiters.values()),
                 "followers": sum(len(f) for f in self.followers.values()),
+                "progress": self.progress_status(),
             },
             "retention": {
                 "retention_ms": self.config.retention_ms,

@@ -128,13 +128,14 @@ class Commits:
     def _child_endings(
         self: Runtime, unit: list[tr.Decision], touched: dict[str, RunState]
     ) -> None:
-        """A child that ends tells its parent through ``completion_event``, in the same unit.
+        """A child that ends tells its parent, in the same unit: through ``completion_event``,
+        and by ending a ``wait_for_child`` on it (the decider says which, if any).
 
         The callers that can end a child hold its parent in memory first (``Runtime.on_run``).
         """
         for d in list(unit):
             s = d.state
-            if s is None or s.is_active or not s.completion_event or d.error is not None:
+            if s is None or s.is_active or not s.parent_run_id or d.error is not None:
                 continue
             if not any(type(e) is tr.RunEnded for e in d.effects):
                 continue
@@ -182,6 +183,7 @@ class Commits:
             elif kind is tr.Dispatch:
                 self._dispatch(effect.run_id)
             elif kind is tr.StopStep:
+                self.step_reported(effect.dispatch_id.split(".", 1)[0])  # its progress too
                 slot = self.dispatcher.release(effect.dispatch_id)
                 if slot is not None:
                     slot.send(p.CancelStep(effect.dispatch_id, effect.reason))

@@ -1,8 +1,10 @@
-"""What a client reads: describe, list, inbox, history (followed live), a run's result.
+"""What a client reads: describe, list, inbox, history (followed live), a run's result, inspect.
 
 Every read answers from committed state: the database, or for a run with units in flight the
 state its last durable unit left (``RunCache.committed``), never a decision that could still be
-lost. Followers and result waiters are told from the commit's callback, after the fact.
+lost. Followers and result waiters are told from the commit's callback, after the fact; the
+progress events a follower may ask for (``runtime/progress.py``) are the one exception: a
+report of a running step, relayed as it comes and never state.
 """
 
 from __future__ import annotations
@@ -21,7 +23,7 @@ from grctl_daemon.storage import base as rec
 if TYPE_CHECKING:
     from grctl_daemon.runtime import Runtime
 
-_VALUE_KEYS = ("input", "payload", "result", "args")
+_VALUE_KEYS = ("input", "payload", "result", "args", "value")
 _VALUE_MAPS = ("writes", "store")
 # Told the new history rows of a run and whether it ended; or (None, error) when it must stop
 # (the run's partition went to another daemon).
@@ -89,6 +91,7 @@ class Reads:
         }
 
     def run_ended(self: Runtime, state: RunState) -> None:
+        self.latest.pop(state.run_id, None)  # progress of a step the end cut short
         outcome = self.outcome(state)
         for fut in self.waiters.pop(state.run_id, []):
             if not fut.done():
@@ -235,21 +238,67 @@ class Reads:
             "next": page[-1]["seq"] if len(rows) > len(page) else None,
         }
 
+    async def inspect(self: Runtime, m: p.InspectRun) -> dict[str, Any]:
+        """For ``grctl check``: where the run stands, its step's records (a page), its type."""
+        run = await self._committed(m.workflow_id, m.run_id)
+        limit = max(1, min(int(m.limit), p.PAGE_ROWS))
+        ops: dict[int, dict[str, Any]] = {}
+        more = False
+        for blob in run.records:
+            data = codec.unpack(blob)
+            op = data.get("op") if isinstance(data, dict) else None
+            if not isinstance(op, int) or op <= m.after_op or op in ops:
+                continue  # a task's retries are records of one operation
+            if len(ops) == limit:
+                more = True
+                break
+            row = {"op": op, "kind": str(data.get("kind", "")), "name": str(data.get("name", ""))}
+            if row["kind"] == "patched":
+                row["value"] = bool(data.get("value", True))
+            ops[op] = row
+        records = sorted(ops.values(), key=lambda r: r["op"])
+        tdef = self.types.get(run.workflow_type)
+        deployed = None
+        if tdef is not None:
+            deployed = {
+                "steps": sorted(tdef.steps),
+                "events": sorted(tdef.events),
+                "queries": sorted(tdef.queries),
+            }
+        return {
+            "workflow_id": run.workflow_id,
+            "run_id": run.run_id,
+            "workflow_type": run.workflow_type,
+            "status": run.status,
+            "step_name": run.step_name,
+            "handler_kind": run.handler_kind,
+            "wait_timeout_step": run.wait_timeout_step,
+            "records": records,
+            "next": records[-1]["op"] if more and records else None,
+            "pending_events": sorted({item.event_name for item in run.inbox}),
+            "deployed": deployed,
+        }
+
     async def history(self: Runtime, m: p.GetHistory, send: Callable[[p.Message], Any]) -> None:
         run = await self._committed(m.workflow_id, m.run_id)
         wid, rid = run.workflow_id, run.run_id
         live: asyncio.Queue[tuple[list[dict[str, Any]] | None, Any]] = asyncio.Queue()
+        wake = asyncio.Event()
 
         def on_rows(rows: list[dict[str, Any]] | None, ended: Any) -> None:
             live.put_nowait((rows, ended))
+            wake.set()
 
         following = m.follow and run.is_active
+        progress = None  # the follower's unread progress events (``runtime/progress.py``)
         if following:
             self.followers.setdefault(rid, set()).add(on_rows)
             self.watched[rid] = run.partition
+            if m.progress or m.only_progress:
+                progress = self.listen(rid, wake)
         try:
             last = m.after_seq
-            while True:  # what is committed, a page at a time
+            while not m.only_progress:  # what is committed, a page at a time
                 rows = await self.storage.read_history(rid, last, p.PAGE_ROWS)
                 more = len(rows) == p.PAGE_ROWS
                 if rows:
@@ -263,13 +312,23 @@ class Reads:
                     await send(p.HistoryItems(m.req_id, wire, done))
                 if not more:
                     break
+            if m.only_progress and not following:
+                await send(p.HistoryItems(m.req_id, [], True))
             done = not following
             while not done:
-                more_rows, ended = await live.get()
+                if live.empty() and not (progress is not None and progress.rows):
+                    wake.clear()
+                    await wake.wait()
+                # Emitted before what commits next; more may come while a send waits.
+                while progress is not None and progress.rows:
+                    await send(p.HistoryItems(m.req_id, progress.take()))
+                if live.empty():
+                    continue
+                more_rows, ended = live.get_nowait()
                 if more_rows is None:  # handed over: the rest is followed at the new owner
                     ended.details["after_seq"] = last
                     raise ended
-                fresh = [r for r in more_rows if r["seq"] > last]
+                fresh = [] if m.only_progress else [r for r in more_rows if r["seq"] > last]
                 if fresh:
                     last = fresh[-1]["seq"]
                 done = ended
@@ -279,6 +338,8 @@ class Reads:
                 for n, page in enumerate(pages, 1):
                     await send(p.HistoryItems(m.req_id, page, done and n == len(pages)))
         finally:
+            if progress is not None:
+                self.unlisten(rid, progress)
             subs = self.followers.get(rid)
             if subs is not None:
                 subs.discard(on_rows)

@@ -37,6 +37,7 @@ from grctl_daemon.engine.decide import (
     decide,
     record_summary,
 )
+from grctl_daemon.engine.progress import checked as checked_progress
 from grctl_daemon.engine.state import RunState, TypeDef
 from grctl_daemon.storage import base as rec
 from grctl_daemon.timers import now_ms
@@ -261,6 +262,7 @@ class Workers:
 
     def worker_left(self: Runtime, connection_id: str) -> None:
         for run_id, dispatch_id in self.dispatcher.remove(connection_id):
+            self.step_reported(run_id)  # progress held for its step: the next attempt says anew
             self.spawn(self.on_run(run_id, self._lost(dispatch_id)))
         for qid, fut in list(self.queries.items()):
             if getattr(fut, "connection_id", None) == connection_id and not fut.done():
@@ -293,23 +295,32 @@ class Workers:
     def complete_step(self: Runtime, m: p.CompleteStep) -> tuple[asyncio.Future[Any], Any]:
         state = self._by_dispatch(m.dispatch_id)
         message = self._step_returned(state, m)
-        if state.completion_event and state.parent_run_id not in self.cache:
+        child = message.directive.get("child_run_id") if message.directive else None
+        if child is not None or (
+            state.parent_run_id is not None and state.parent_run_id not in self.cache
+        ):
             # The step may end this child, and its parent hears of it in the same unit: read
-            # the parent back first, then decide on the child as it is by then.
-            return asyncio.ensure_future(self._complete_later(state, m)), None
+            # the parent back first, then decide on the child as it is by then. A step that
+            # waits for its own child is decided on that child's state, read back too.
+            return asyncio.ensure_future(self._complete_later(state, m, child)), None
         d = decide(state, message, now_ms())
         if d.error is not None:
             raise d.error
         return self._step_over(state, m.dispatch_id, d), d.reply
 
-    async def _complete_later(self: Runtime, state: RunState, m: p.CompleteStep) -> None:
+    async def _complete_later(
+        self: Runtime, state: RunState, m: p.CompleteStep, child: str | None = None
+    ) -> None:
         await self.on_run(
             state.run_id,
-            lambda s: self._step_returned(s, m),
+            lambda s: self._step_returned(s, m, child),
             after=lambda s, d: self._step_over(s, m.dispatch_id, d),
+            also=child,
         )
 
-    def _step_returned(self: Runtime, state: RunState, m: p.CompleteStep) -> StepReturned:
+    def _step_returned(
+        self: Runtime, state: RunState, m: p.CompleteStep, child: str | None = None
+    ) -> StepReturned:
         directive = None
         if m.directive is not None:
             directive = dict(m.directive)
@@ -320,12 +331,18 @@ class Workers:
                 raise InvalidInputError("store keys must be strings")
             writes[key] = p.unwrap(value)
         tdef = self.types[state.workflow_type]
-        return StepReturned(tdef, m.dispatch_id, directive, writes, m.error)
+        child_state = None if child is None else self.cache.get(child)
+        progress = None
+        if m.progress is not None:  # the step emitted: the last of each name, kept in history
+            progress = {k: p.unwrap(v) for k, v in checked_progress(m.progress).items()}
+        return StepReturned(tdef, m.dispatch_id, directive, writes, m.error, child_state, progress)
 
     def _step_over(
         self: Runtime, state: RunState, dispatch_id: str, d: tr.Decision
     ) -> asyncio.Future[None]:
         self.timers.cancel(state.run_id, tr.STEP_TIMER)
+        if self.latest:  # some step emitted progress (only then: the step path stays as it was)
+            self.step_reported(state.run_id)
         limited = self.dispatcher.holds_type_slot(dispatch_id)
         slot = self.dispatcher.release(dispatch_id, hold_type_slot=limited)
         durable = self.apply(d)

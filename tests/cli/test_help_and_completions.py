@@ -42,7 +42,7 @@ def test_every_command_and_option_has_help_and_every_command_an_example():
     commands = dict(_commands(typer.main.get_command(app)))
     assert {" ".join(p) for p in commands} >= {
         "start", "send", "history", "inbox", "list", "describe", "result", "query", "cancel",
-        "terminate", "worker", "graph", "daemon start", "daemon stop", "daemon status",
+        "terminate", "worker", "graph", "check", "daemon start", "daemon stop", "daemon status",
     }  # fmt: skip
     no_daemon = {("graph",)}  # reads a workflow module only
     for path, command in commands.items():

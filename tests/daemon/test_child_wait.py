@@ -1,0 +1,78 @@
+"""``ctx.next.wait_for_child``: a parent waits for its child in the database, not in a step.
+
+The parent's steps have a 1 s timeout; the child runs longer, fails, ends before the directive
+commits, or outlives a daemon crash. The flows are tests/flows/cw_child_wait.py.
+"""
+
+from __future__ import annotations
+
+import pytest
+
+from tests.conftest import Daemon, wait_until
+from tests.daemon.test_guarantees import history, kinds, on, result, start, status_is
+
+pytestmark = pytest.mark.backends
+
+FLOWS = "flows.cw_child_wait"
+
+
+def parent_waits(daemon: Daemon, workflow_id: str) -> None:
+    wait_until(
+        lambda: "waiting_for_child" in kinds(daemon, workflow_id),
+        message=f"{workflow_id} waiting for its child",
+    )
+    assert status_is(daemon, workflow_id, "waiting")
+
+
+def test_a_parent_with_1s_steps_waits_for_a_child_that_takes_3s(daemon, workers):
+    workers(FLOWS)
+    start(daemon, "CwParent", "cw-slow", {"mode": "slow"})
+    parent_waits(daemon, "cw-slow")
+    got = result(daemon, "cw-slow", timeout=20)
+    assert got == {
+        "status": "completed",
+        "ok": True,
+        "workflow_id": "cw-slow-child",
+        "value": "slow",
+    }
+    events = history(daemon, "cw-slow")
+    waited = next(e for e in events if e.kind == "waiting_for_child")
+    ended = next(e for e in events if e.kind == "child_ended")
+    assert waited.seq < ended.seq
+    # The child ended by its 3 s wait timing out: longer than the parent's 1 s step timeout.
+    assert "wait_timed_out" in kinds(daemon, "cw-slow-child")
+    assert waited.data["child_workflow_id"] == "cw-slow-child"
+    assert ended.data["status"] == "completed" and ended.step_name == "cw_done"
+    assert not [e for e in events if e.kind in ("step_timed_out", "step_failed")]
+
+
+def test_a_child_that_fails_reaches_the_target_step_as_a_failure(daemon, workers):
+    workers(FLOWS)
+    start(daemon, "CwParent", "cw-fail", {"mode": "held"})
+    parent_waits(daemon, "cw-fail")
+    on(daemon, "cw-fail-child", "send", "release", {"fail": True})
+    got = result(daemon, "cw-fail")
+    assert got["status"] == "failed" and got["ok"] is False
+    assert got["raised"] == "WorkflowFailedError" and got["message"] == "the child broke"
+
+
+def test_a_child_that_ended_before_the_directive_committed_is_not_missed(daemon, workers):
+    workers(FLOWS)
+    start(daemon, "CwParent", "cw-early", {"mode": "quick", "early": True})
+    got = result(daemon, "cw-early")
+    assert got["value"] == "quick" and got["status"] == "completed"
+    assert "waiting_for_child" not in kinds(daemon, "cw-early"), "the target ran at once"
+    assert "child_ended" in kinds(daemon, "cw-early")
+
+
+def test_a_parent_waiting_for_its_child_survives_a_daemon_kill(daemon, workers):
+    workers(FLOWS)
+    start(daemon, "CwParent", "cw-crash", {"mode": "held"})
+    parent_waits(daemon, "cw-crash")
+    daemon.kill9()
+    daemon.start()
+    assert status_is(daemon, "cw-crash", "waiting")
+    on(daemon, "cw-crash-child", "send", "release")
+    got = result(daemon, "cw-crash", timeout=20)
+    assert got["value"] == "released"
+    assert daemon.integrity_ok()
