@@ -98,7 +98,13 @@ def judge(run: dict[str, Any], records: list[dict[str, Any]], wf: Workflow | Non
             )
         elif records:
             _compare(check, wf, kind or "step", step or "", records)
-    if run["status"] == "waiting":
+    if run["status"] == "waiting" and kind == "child":
+        if step not in wf.steps:  # wait_for_child: the child's end wakes the run at this step
+            breaks(
+                f"it waits for a child and then runs step {step!r}, which the new code does "
+                f"not define; keep a step named {step!r} until no run waits for its child"
+            )
+    elif run["status"] == "waiting":
         timeout_step = run.get("wait_timeout_step")
         if timeout_step and timeout_step not in wf.steps:
             breaks(

@@ -239,3 +239,31 @@ def test_a_long_loop_is_checked_without_deep_recursion():
     records = [Op("random", ""), Op("task", "charge")] * 10_000
     assert replays(records, operations(many)).ok
     assert not replays([*records, Op("task", "reserve")], operations(many)).ok
+
+
+def test_check_judges_a_run_waiting_for_its_child_by_the_step_it_wakes_at():
+    from grctl import ChildResult
+    from grctl.workflow import Workflow
+    from grctl_cli.check_runs import judge
+
+    wf = Workflow(workflow_type="ChildWaiter")
+
+    @wf.start()
+    async def begin(ctx):
+        return ctx.next.complete()
+
+    @wf.step()
+    async def on_child(ctx, child: ChildResult):
+        return ctx.next.complete()
+
+    waiting = {
+        "workflow_id": "p-1",
+        "run_id": "R1",
+        "workflow_type": "ChildWaiter",
+        "status": "waiting",
+        "handler_kind": "child",
+        "deployed": {"events": ["approve"], "queries": [], "steps": ["on_child"]},
+    }
+    assert not judge({**waiting, "step_name": "on_child"}, [], wf).findings
+    gone = judge({**waiting, "step_name": "on_kid"}, [], wf)
+    assert gone.breaks and "'on_kid'" in gone.findings[0].why
