@@ -11,6 +11,8 @@ The tree::
     ├── StoreValueError                 a store value or result is not msgpack-serialisable
     ├── ResourceError                   a Resource's factory raised (the step fails; retries apply)
     ├── InvalidProgressError            ``ctx.emit`` got a bad name or data
+
+    ├── TestEnvironmentError            ``grctl.testing`` misused (two environments at once…)
     └── RequestError                    the daemon refused a request
         ├── WorkflowAlreadyRunningError
         ├── WorkflowNotFoundError
@@ -251,6 +253,13 @@ class WorkflowCancelledError(RequestError):
     """The run ended ``cancelled`` or ``terminated``."""
 
     code = "workflow_cancelled"
+
+
+class TestEnvironmentError(GrctlError):
+    """``grctl.testing.WorkflowEnvironment`` was misused: the message says how to use it."""
+
+    __test__ = False  # not a test class, whatever pytest thinks of the name
+    code = "test_environment"
 
 
 _BY_CODE: dict[str, type[GrctlError]] = {}

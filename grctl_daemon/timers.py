@@ -13,15 +13,14 @@ from __future__ import annotations
 
 import asyncio
 import heapq
-import time
 from collections.abc import Callable
+
+from grctl._clock import now_ms
+
+__all__ = ["TimerWheel", "now_ms"]
 
 Fire = Callable[[str, str, str], None]
 VOID_COMPACT_MIN = 1024
-
-
-def now_ms() -> int:
-    return int(time.time() * 1000)
 
 
 class TimerWheel:
@@ -72,6 +71,18 @@ class TimerWheel:
             self._heap = [e for e in self._heap if current.get((e[1], e[2])) == e[3]]
             heapq.heapify(self._heap)
             self._void = 0
+
+    def wake(self) -> None:
+        """Read the clock again now: a test clock jumped (``grctl._clock.SkippingClock``)."""
+        self._changed.set()
+
+    def next_due(self) -> int | None:
+        """When the earliest live timer comes due (void ones at the head are dropped)."""
+        heap = self._heap
+        while heap and self._current.get((heap[0][1], heap[0][2])) != heap[0][3]:
+            heapq.heappop(heap)
+            self._void = max(0, self._void - 1)
+        return heap[0][0] if heap else None
 
     async def _loop(self) -> None:
         while True:

@@ -53,8 +53,14 @@ def _imports(package: str) -> set[str]:
 
 
 def test_arrows_point_down():
-    # The SDK never imports the daemon or the CLI; the daemon never imports the CLI.
-    assert not any(m.startswith(("grctl_daemon", "grctl_cli")) for m in _imports("grctl"))
+    # The SDK never imports the daemon or the CLI; the daemon never imports the CLI. The test
+    # kit (grctl/testing) is the exception that proves it: it runs the daemon in the test's
+    # process, importing grctl_daemon.embedded when an environment opens.
+    sdk = _imports("grctl") - _imports("grctl/testing")
+    assert not any(m.startswith(("grctl_daemon", "grctl_cli")) for m in sdk)
+    assert {m for m in _imports("grctl/testing") if m.startswith("grctl_")} == {
+        "grctl_daemon.embedded"
+    }
     assert not any(m.startswith("grctl_cli") for m in _imports("grctl_daemon"))
     # The engine does no I/O and storage never imports the engine.
     engine = _imports("grctl_daemon/engine")

@@ -6,17 +6,16 @@ Nothing here talks to the daemon directly: durable operations go through the ste
 
 from __future__ import annotations
 
-import asyncio
 import functools
 import logging
 import random as _random
-import time
 import uuid
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
+from grctl import _clock
 from grctl.codec import ExtType, not_serialisable
 from grctl.duration import run_timeout_ms
 from grctl.errors import StoreValueError, WorkflowDefinitionError
@@ -304,7 +303,7 @@ class Context:
 
     async def now(self) -> datetime:
         """The current UTC time, recorded on first call and replayed after."""
-        ms = await self._value("now", lambda: time.time_ns() // 1000)
+        ms = await self._value("now", _clock.now_us)
         return datetime.fromtimestamp(ms / 1_000_000, tz=UTC)
 
     async def random(self) -> float:
@@ -345,9 +344,9 @@ class Context:
         op, prior = self._step.begin("sleep", "")
         if prior:
             return
-        wake_ms = int(time.time() * 1000 + seconds * 1000)
+        wake_ms = int(_clock.now_ms() + seconds * 1000)
         await self._step.record({"op": op, "kind": "sleep", "value": wake_ms})
-        await asyncio.sleep(max(0.0, wake_ms / 1000 - time.time()))
+        await _clock.sleep_until(wake_ms, self._step)
 
     async def start(
         self,

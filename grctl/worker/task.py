@@ -11,12 +11,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, ParamSpec, TypeVar, overload
 
+from grctl import _clock, codec
 from grctl import _faults as faults
-from grctl import codec
 from grctl.errors import StoreValueError
 from grctl.models.directive import RetryPolicy
 from grctl.resources import Resource, Resources, resource_params
@@ -108,16 +107,14 @@ async def _run_task(
     attempt = len(failed) + 1
     if failed:
         # A crash came between a failed attempt and the next one: honour what is left of its delay.
-        wait_s = failed[-1].get("retry_at_ms", 0) / 1000 - time.time()
-        if wait_s > 0:
-            await asyncio.sleep(wait_s)
+        await _clock.sleep_until(failed[-1].get("retry_at_ms", 0), step)
     while True:
         try:
             value = await fn(*args, **kwargs)
         except Exception as exc:
             error = error_record(exc)
             if policy is not None and policy.should_retry(type(exc).__name__, attempt):
-                delay_ms = policy.delay_ms(attempt)
+                retry_at_ms = _clock.now_ms() + policy.delay_ms(attempt)
                 await step.record(
                     {
                         "op": op,
@@ -127,10 +124,10 @@ async def _run_task(
                         "status": "failed",
                         "attempt": attempt,
                         "error": error,
-                        "retry_at_ms": int(time.time() * 1000) + delay_ms,
+                        "retry_at_ms": retry_at_ms,
                     }
                 )
-                await asyncio.sleep(delay_ms / 1000)
+                await _clock.sleep_until(retry_at_ms, step)
                 attempt += 1
                 continue
             await step.record(
@@ -186,5 +183,5 @@ async def _attempts(
         except Exception as exc:
             if policy is None or not policy.should_retry(type(exc).__name__, attempt):
                 raise
-            await asyncio.sleep(policy.delay_ms(attempt) / 1000)
+            await _clock.sleep_until(_clock.now_ms() + policy.delay_ms(attempt))
             attempt += 1

@@ -102,6 +102,10 @@ class RunCache:
         if n > 0:
             self._held[run_id] = n
 
+    def busy(self) -> bool:
+        """Whether a run is being read back, decided on, or has a unit not yet durable."""
+        return bool(self._pending or self._held or self._loading or self._batch)
+
     def deciding(self, run_id: str, before: RunState | None) -> None:
         """A unit for this run was queued; ``before`` is its state before that unit's decisions."""
         n = self._pending.get(run_id, 0)
