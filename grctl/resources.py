@@ -59,7 +59,9 @@ def resource_params(fn: Any, where: str) -> dict[str, Resource]:
     """The parameters of ``fn`` annotated with a Resource, by name; checked, naming ``where``.
 
     String annotations (``from __future__ import annotations``) are resolved against the
-    function's module; one that cannot be resolved yet is taken as no Resource.
+    function's module; one that cannot be resolved is taken as no Resource, unless it names
+    ``Resource`` (or an alias ending in it): then the parameter would silently go unfilled, so
+    it is refused.
     """
     raw = getattr(fn, "__annotations__", None) or {}
     if not raw:
@@ -68,6 +70,13 @@ def resource_params(fn: Any, where: str) -> dict[str, Resource]:
         hints = typing.get_type_hints(fn, include_extras=True)
     except Exception:  # one name that cannot be resolved must not hide the others
         hints = {k: _resolve(v, fn) for k, v in raw.items()}
+        for k, v in raw.items():
+            if hints[k] is None and isinstance(v, str) and "Resource" in v:
+                raise WorkflowDefinitionError(
+                    f"{where}: the annotation of parameter {k!r} ({v!r}) cannot be resolved "
+                    "in the module's globals; with `from __future__ import annotations`, define "
+                    "the Annotated[..., Resource(...)] alias and its factory at module level"
+                ) from None
     found: dict[str, Resource] = {}
     for name, hint in hints.items():
         if name == "return" or typing.get_origin(hint) is not typing.Annotated:

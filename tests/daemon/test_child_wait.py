@@ -76,3 +76,19 @@ def test_a_parent_waiting_for_its_child_survives_a_daemon_kill(daemon, workers):
     got = result(daemon, "cw-crash", timeout=20)
     assert got["value"] == "released"
     assert daemon.integrity_ok()
+
+
+def test_a_wait_for_a_child_times_out_into_its_timeout_step_and_a_late_end_changes_nothing(
+    daemon, workers
+):
+    workers(FLOWS)
+    start(daemon, "CwParent", "cw-late", {"mode": "held", "give_up_ms": 300})
+    assert result(daemon, "cw-late") == {"status": "gave up"}
+    events = history(daemon, "cw-late")
+    assert "wait_timed_out" in [e.kind for e in events]
+    assert status_is(daemon, "cw-late-child", "waiting")  # the child goes on, as on terminate
+    on(daemon, "cw-late-child", "send", "release", {})
+    assert result(daemon, "cw-late-child") == "released"
+    # The child's late end reached a parent that no longer waits: nothing was added to it.
+    after = history(daemon, "cw-late")
+    assert [e.kind for e in after] == [e.kind for e in events]

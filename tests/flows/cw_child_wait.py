@@ -2,7 +2,8 @@
 
 The child's ``mode``: ``slow`` ends ~3 s after it starts (its event wait times out: the daemon
 does the waiting), ``held`` waits for a ``release`` event (``{"fail": true}`` fails it), and
-``quick`` completes at once. With ``early`` the parent awaits the child's result inside its
+``quick`` completes at once. With ``give_up_ms`` the parent waits that long at most, then runs
+``cw_gave_up``. With ``early`` the parent awaits the child's result inside its
 step first, so the child has ended before the directive commits.
 """
 
@@ -22,9 +23,12 @@ child = Workflow(workflow_type="CwChild")
 
 
 @parent.start()
-async def cw_start(ctx: Context, mode: str, early: bool = False) -> Directive:
+async def cw_start(
+    ctx: Context, mode: str, early: bool = False, give_up_ms: int | None = None
+) -> Directive:
     ctx.store.put("mode", mode)
     ctx.store.put("early", early)
+    ctx.store.put("give_up_ms", give_up_ms)
     return ctx.next.step(cw_spawn)
 
 
@@ -34,7 +38,20 @@ async def cw_spawn(ctx: Context) -> Directive:
     handle = await ctx.start("CwChild", f"{ctx.run.wf_id}-child", {"mode": mode})
     if await ctx.store.get("early"):
         await handle.result()
+    give_up_ms = await ctx.store.get("give_up_ms")
+    if give_up_ms is not None:  # wait that long at most, then run cw_gave_up instead
+        return ctx.next.wait_for_child(
+            handle,
+            step=cw_done,
+            timeout=timedelta(milliseconds=give_up_ms),
+            timeout_step_name="cw_gave_up",
+        )
     return ctx.next.wait_for_child(handle, step=cw_done)
+
+
+@parent.step(timeout=SHORT)
+async def cw_gave_up(ctx: Context) -> Directive:
+    return ctx.next.complete({"status": "gave up"})
 
 
 @parent.step(timeout=SHORT)

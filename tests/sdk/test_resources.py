@@ -109,3 +109,13 @@ def test_cached_resources_are_made_once_under_concurrency_and_closed_once():
 def test_worker_overrides_must_be_factories():
     with pytest.raises(WorkflowDefinitionError, match="replacement for 'make_conn'"):
         Resources({make_conn: "not callable"})  # type: ignore[dict-item]
+
+
+def test_an_unresolvable_resource_annotation_is_refused_not_silently_ignored():
+    import grctl.resources as res
+
+    async def step(ctx, pool: Annotated[int, Resource(make_local)]):  # noqa: F821
+        return None
+
+    with pytest.raises(WorkflowDefinitionError, match="module level"):
+        res.resource_params(step, "workflow 'W', step 'step'")
