@@ -1,7 +1,7 @@
 """Run a coroutine on the fastest event loop available: uvloop when installed, else asyncio's.
 
-uvloop is optional (``pip install grctl[fast]``); the daemon and workers use it when it is there,
-unless ``GRCTL_NO_UVLOOP=1`` asks for the standard loop.
+uvloop is a dependency on Linux (elsewhere ``pip install grctl[fast]``); the daemon and workers
+use it when it is there, unless ``GRCTL_NO_UVLOOP=1`` asks for the standard loop.
 
 The garbage collector is tuned here too. A step allocates a few hundred short-lived containers
 (a run state, its decision, frames); with the default gen-0 threshold of 700 the collector runs

@@ -35,6 +35,11 @@ from grctl.client import Client
 
 TESTS = Path(__file__).parent
 GRCTL = str(Path(sys.executable).parent / "grctl")
+# pytest-xdist's workers export COLUMNS=80 (and LINES); the CLI's piped width must be the same
+# whether or not the suite runs in parallel.
+for _name in ("COLUMNS", "LINES"):
+    os.environ.pop(_name, None)
+
 PG_URL = os.environ.get("GRCTL_TEST_PG", "postgresql://postgres@127.0.0.1:5432/test")
 BACKENDS = ("sqlite", "postgres")
 

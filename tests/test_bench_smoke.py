@@ -17,6 +17,9 @@ from urllib.parse import urlsplit
 
 import pytest
 
+# The benchmarks load both cores: they run alone.
+pytestmark = pytest.mark.serial
+
 ROOT = Path(__file__).resolve().parent.parent
 WORKLOADS = "chain,latency,event,tasks,fanout,idle,growth,waiting,cli"
 

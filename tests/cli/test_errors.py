@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import tempfile
+from pathlib import Path
+
 from tests.cli.conftest import run_grctl_many
 
 EVERY_COMMAND = [
@@ -39,9 +42,11 @@ def test_bad_json_is_bad_usage_and_says_where_it_broke(served, uid, tmp_path):
     assert r.code == 2, r
     assert "--payload" in r.err and "column 2" in r.err and "Traceback" not in r.output
 
-    bad_file = tmp_path / "input.json"
-    bad_file.write_text('{\n  "n": 1\n  "m": 2\n}')
-    r = served.grctl("start", "CliQuick", "--id", uid("bad"), "--input-file", str(bad_file))
+    # A short path: the error panel is 80 columns, and a long tmp_path (pytest-xdist's) wraps.
+    with tempfile.TemporaryDirectory(prefix="g", dir="/tmp") as short:
+        bad_file = Path(short) / "in.json"
+        bad_file.write_text('{\n  "n": 1\n  "m": 2\n}')
+        r = served.grctl("start", "CliQuick", "--id", uid("bad"), "--input-file", str(bad_file))
     assert r.code == 2, r
     assert str(bad_file) in r.err and "line 3 column 3" in r.err and "Traceback" not in r.output
 

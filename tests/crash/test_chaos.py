@@ -32,7 +32,7 @@ from grctl.errors import DaemonUnavailableError, WorkflowAlreadyRunningError
 from tests.conftest import GRCTL, TESTS, Daemon, read_ledger, wait_until
 from tests.flows.chaos import STEPS, expected
 
-pytestmark = pytest.mark.backends
+pytestmark = [pytest.mark.backends, pytest.mark.serial]
 
 RUNS = 2000
 WORKERS = 3

@@ -191,6 +191,7 @@ def test_a_killed_member_is_taken_over_and_its_runs_complete(daemon, other, work
     daemon.proc = None  # killed on purpose: the fixture must not stop it
 
 
+@pytest.mark.serial  # a lease-timed SIGSTOP: both cores keep its timing honest
 def test_a_member_stopped_past_its_lease_is_fenced_when_it_resumes(daemon, other, workers, ledger):
     ids = _under_way(daemon, other, workers, ledger, "stop")
     paused = _member(daemon)

@@ -56,6 +56,7 @@ AGAIN = (DaemonUnavailableError, StorageUnavailableError)
 pytestmark = [
     pytest.mark.parametrize("backend", ["postgres"], indirect=True),
     pytest.mark.slow,
+    pytest.mark.serial,
     pytest.mark.timeout(DEADLINE_S + 90),
 ]
 

@@ -24,6 +24,9 @@ from grctl.client import Client
 from tests.conftest import Daemon, wait_until
 from tests.crash.support import entries, result, worker_on
 
+# It restarts the PostgreSQL server every other test uses: it runs alone.
+pytestmark = pytest.mark.serial
+
 RUNS = 100
 STEPS = 40  # 4,000 steps: the restart lands in the middle of them
 

@@ -14,6 +14,7 @@ OPS = ["start", "round0", "round1", "round2", "go-x"]
 
 
 @pytest.mark.slow
+@pytest.mark.serial
 def test_runs_survive_a_worker_kill_and_a_daemon_kill(daemon, workers, ledger):
     env = {"LEDGER": str(ledger)}
     victim = workers("flows.soak", env=env)
