@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator
 from datetime import timedelta
-from typing import Any, Generic, TypeVar
+from typing import Any
 
 from grctl import protocol as p
 from grctl._connection import Connection, Endpoint
+from grctl._listing import History, Paged
 from grctl.codec import not_serialisable
 from grctl.duration import run_timeout_ms
 from grctl.errors import (
@@ -19,10 +20,8 @@ from grctl.errors import (
     WorkflowFailedError,
 )
 from grctl.models.progress import ProgressEvent
-from grctl.models.run import HistoryEvent, InboxEvent, ResetInfo, RunInfo
+from grctl.models.run import InboxEvent, ResetInfo, RunInfo
 from grctl.models.schedule import FireOutcome, ScheduleInfo
-
-T = TypeVar("T")
 
 
 class Client:
@@ -347,13 +346,13 @@ class WorkflowHandle:
             lambda r: p.InspectRun(r, self.workflow_id, self.run_id, after_op, limit)
         )
 
-    def history(self, follow: bool = False, after_seq: int = 0, progress: bool = False) -> _History:
+    def history(self, follow: bool = False, after_seq: int = 0, progress: bool = False) -> History:
         """``await handle.history()`` for a list; ``async for ev in handle.history(follow=True)``.
 
         With ``follow`` and ``progress``, the run's live progress events (``ProgressEvent``)
         come in among its history events, as ``grctl history --follow`` shows them.
         """
-        return _History(self, follow, after_seq, progress)
+        return History(self, follow, after_seq, progress)
 
     async def stream(self) -> AsyncIterator[ProgressEvent]:
         """The run's progress events (``ctx.emit``) as its steps emit them, until it ends.
@@ -377,86 +376,6 @@ class WorkflowHandle:
 
 
 _TIMEOUT_SLACK_S = 5.0
-
-
-class Paged(Generic[T]):
-    """A listing read a page at a time: awaitable (a list) and async-iterable (item by item).
-
-    ``pages()`` yields each page as it arrives, for printers that show rows in batches.
-    """
-
-    def __init__(
-        self, fetch: Callable[[Any, int], Awaitable[tuple[list[T], Any]]], limit: int | None
-    ) -> None:
-        self._fetch = fetch
-        self._limit = limit
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return self._collect().__await__()
-
-    async def _collect(self) -> list[T]:
-        return [item async for item in self]
-
-    async def __aiter__(self) -> AsyncIterator[T]:
-        async for page in self.pages():
-            for item in page:
-                yield item
-
-    async def pages(self) -> AsyncIterator[list[T]]:
-        left, after = self._limit, None
-        while left is None or left > 0:
-            size = p.PAGE_ROWS if left is None else min(left, p.PAGE_ROWS)
-            items, after = await self._fetch(after, size)
-            if left is not None:
-                items = items[:left]
-                left -= len(items)
-            if items:
-                yield items
-            if after is None:
-                return
-
-
-class _History:
-    """Awaitable (a list of events) and async-iterable (a stream, live with ``follow``)."""
-
-    def __init__(
-        self, handle: WorkflowHandle, follow: bool, after_seq: int, progress: bool = False
-    ) -> None:
-        self._handle = handle
-        self._follow = follow
-        self._after = after_seq
-        self._progress = progress
-
-    def __await__(self):  # type: ignore[no-untyped-def]
-        return self._collect().__await__()
-
-    async def _collect(self) -> list[HistoryEvent | ProgressEvent]:
-        return [ev async for ev in self]
-
-    async def __aiter__(self) -> AsyncIterator[HistoryEvent | ProgressEvent]:
-        async for page in self.pages():
-            for ev in page:
-                yield ev
-
-    async def pages(self) -> AsyncIterator[list[HistoryEvent | ProgressEvent]]:
-        """The events as the daemon sends them, a page at a time."""
-        h = self._handle
-        chunks = h._client._conn.stream(
-            lambda r: p.GetHistory(
-                r, h.workflow_id, h.run_id, self._follow, self._after, self._progress
-            )
-        )
-        try:
-            async for chunk in chunks:
-                if chunk:
-                    yield [
-                        HistoryEvent.from_wire(row)
-                        if row.get("seq") is not None
-                        else ProgressEvent.from_wire(row)
-                        for row in chunk
-                    ]
-        finally:
-            await chunks.aclose()  # type: ignore[attr-defined]
 
 
 def _wrap(value: Any, what: str) -> Any:
