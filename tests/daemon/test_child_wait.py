@@ -92,3 +92,18 @@ def test_a_wait_for_a_child_times_out_into_its_timeout_step_and_a_late_end_chang
     # The child's late end reached a parent that no longer waits: nothing was added to it.
     after = history(daemon, "cw-late")
     assert [e.kind for e in after] == [e.kind for e in events]
+
+
+def test_a_reset_to_the_step_a_child_woke_gives_it_the_same_child_outcome(daemon, workers):
+    workers(FLOWS)
+    start(daemon, "CwParent", "cw-again", {"mode": "held"})
+    parent_waits(daemon, "cw-again")
+    on(daemon, "cw-again-child", "send", "release", {})
+    first = result(daemon, "cw-again")
+    assert first["value"] == "released"
+    info = daemon.call(lambda c: c.get_workflow_handle("cw-again").reset("cw_done"))
+    assert info.run_id
+    # The new run starts at cw_done with the ChildResult its history recorded (child_ended).
+    assert result(daemon, "cw-again") == first
+    started = [e for e in history(daemon, "cw-again") if e.kind == "step_started"]
+    assert [e.step_name for e in started] == ["cw_done"]
