@@ -11,7 +11,7 @@ from rich.tree import Tree
 from grctl_cli.render import _write, console, print_json
 
 if TYPE_CHECKING:
-    from grctl.workflow import GraphEdge, GraphNode, WorkflowGraph
+    from grctl.graph import GraphEdge, GraphNode, WorkflowGraph
 
 # How each edge kind reads in the tree and as an edge label (a plain step edge has none).
 EDGE_WORDS = {
