@@ -334,32 +334,7 @@ def _reset(state: RunState | None, m: Reset, now: int) -> Decision:
     s = _run(state)
     tdef = _tdef(m.tdef, s.workflow_type)
     plan = m.plan
-    step = plan.to_step
-    handlers = {tdef.start_name, *tdef.steps, *tdef.events}
-    if step not in handlers:
-        raise InvalidInputError(
-            f"workflow type {s.workflow_type!r} has no step {step!r} (handlers: "
-            f"{', '.join(sorted(handlers))}); cannot reset {s.workflow_id!r} to it",
-            workflow_id=s.workflow_id,
-            run_id=s.run_id,
-        )
-    if not plan.found:
-        ran = ", ".join(sorted(plan.ran)) or "none"
-        raise InvalidInputError(
-            f"step {step!r} never ran in workflow {s.workflow_id!r} run {s.run_id} (steps that "
-            f"ran: {ran}); reset to a step that began in this run, or start a new run with: "
-            f"grctl start {s.workflow_type} --id {s.workflow_id}",
-            workflow_id=s.workflow_id,
-            run_id=s.run_id,
-        )
-    if plan.unrecorded:
-        raise InvalidInputError(
-            f"workflow {s.workflow_id!r} run {s.run_id} was recorded by an older grctl that did "
-            f"not keep the store's values in its history, so its store at step {step!r} cannot "
-            "be rebuilt; reset works on runs recorded by this version",
-            workflow_id=s.workflow_id,
-            run_id=s.run_id,
-        )
+    rs.check_plan(s, tdef, plan)
     if m.dry_run:
         return Decision(s, reply=rs.preview(s, plan) | {"run_id": None, "dry_run": True})
     _check_writable(m.fault)

@@ -13,6 +13,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
+from grctl.errors import InvalidInputError
+from grctl.models.definition import TypeDef
 from grctl.models.run import RunStatus
 from grctl_daemon.engine.decision import Decision, StopStep, _history, _save
 from grctl_daemon.engine.scheduling import _end, _schedule
@@ -169,3 +171,33 @@ def reset_start(old: RunState, plan: ResetPlan, new_run_id: str, now: int) -> De
     d.ops.insert(0, rec.InsertRun(s))
     d.reply = {"workflow_id": s.workflow_id, "run_id": new_run_id}
     return d
+
+
+def check_plan(s: RunState, tdef: TypeDef, plan: ResetPlan) -> None:
+    """Refuse a reset to a step the type lacks, one that never began, or a store not kept."""
+    step = plan.to_step
+    handlers = {tdef.start_name, *tdef.steps, *tdef.events}
+    if step not in handlers:
+        raise InvalidInputError(
+            f"workflow type {s.workflow_type!r} has no step {step!r} (handlers: "
+            f"{', '.join(sorted(handlers))}); cannot reset {s.workflow_id!r} to it",
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+        )
+    if not plan.found:
+        ran = ", ".join(sorted(plan.ran)) or "none"
+        raise InvalidInputError(
+            f"step {step!r} never ran in workflow {s.workflow_id!r} run {s.run_id} (steps that "
+            f"ran: {ran}); reset to a step that began in this run, or start a new run with: "
+            f"grctl start {s.workflow_type} --id {s.workflow_id}",
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+        )
+    if plan.unrecorded:
+        raise InvalidInputError(
+            f"workflow {s.workflow_id!r} run {s.run_id} was recorded by an older grctl that did "
+            f"not keep the store's values in its history, so its store at step {step!r} cannot "
+            "be rebuilt; reset works on runs recorded by this version",
+            workflow_id=s.workflow_id,
+            run_id=s.run_id,
+        )
