@@ -14,7 +14,10 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class SkippingClock:
@@ -27,6 +30,9 @@ class SkippingClock:
     def __init__(self) -> None:
         self.skipped_ms = 0
         self.sleeping: dict[int, tuple[int, object]] = {}  # id → (wake_ms, owner)
+        # Owners blocked on something the engine itself drives (a child run's result): as
+        # still as a sleeper, but with no wake time of their own.
+        self.waiting: dict[int, object] = {}
         self.on_skip: list[Callable[[], None]] = []  # told after each skip (timer heaps)
         self._jumped: asyncio.Future[None] | None = None
         self._next_id = 0
@@ -97,6 +103,24 @@ async def sleep_until(wake_ms: int, owner: object = None) -> None:
         await asyncio.sleep(max(0.0, wake_ms / 1000 - time.time()))
         return
     await clock.sleep_until(wake_ms, owner)
+
+
+async def wait_on_engine(awaitable: Awaitable[T], owner: object) -> T:
+    """Await what the engine will bring about (a child's end), counted as still for the clock.
+
+    A step blocked here does no work of its own, so a test clock may jump for the timers that
+    will end the wait; outside a test it is a plain ``await``.
+    """
+    clock = _clock
+    if clock is None:
+        return await awaitable
+    key = clock._next_id
+    clock._next_id += 1
+    clock.waiting[key] = owner
+    try:
+        return await awaitable
+    finally:
+        del clock.waiting[key]
 
 
 def install(clock: SkippingClock | None) -> None:

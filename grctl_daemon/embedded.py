@@ -45,6 +45,7 @@ class _Runtime(Runtime):
         if not inflight:
             return True
         asleep = {id(owner) for _, owner in clock.sleeping.values() if owner is not None}
+        asleep |= {id(owner) for owner in clock.waiting.values()}
         return inflight <= len(asleep)
 
 

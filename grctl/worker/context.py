@@ -384,7 +384,10 @@ class Context:
     async def _child_result(self, workflow_id: str, run_id: str) -> Any:
         op, prior = self._step.begin("child_result", workflow_id, run_id)
         if not prior:
-            outcome = await self._env.wait_result(workflow_id, run_id)
+            # Still for a test clock: the child's own timers may need a skip to end it.
+            outcome = await _clock.wait_on_engine(
+                self._env.wait_result(workflow_id, run_id), self._step
+            )
             prior = [
                 {
                     "op": op,

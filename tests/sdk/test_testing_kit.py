@@ -190,3 +190,46 @@ def test_the_pytest_plugin_runs_async_tests_with_grctl_env(pytester):
     result.assert_outcomes(passed=4, failed=1, errors=1)
     result.stdout.fnmatch_lines(["*WorkflowNotFoundError*nope*"])
     result.stdout.fnmatch_lines(["*left open on an event loop that has ended*"])
+
+
+asker = Workflow(workflow_type="Asker")
+slow_child = Workflow(workflow_type="SlowChild")
+
+
+@asker.start()
+async def ask(ctx: Context, child_wait_s: int) -> Directive:
+    handle = await ctx.start("SlowChild", f"{ctx.run.wf_id}-child", {"wait_s": child_wait_s})
+    return ctx.next.complete(await handle.result())  # inside the step: its 10 s timeout holds
+
+
+@slow_child.start()
+async def slow_start(ctx: Context, wait_s: int) -> Directive:
+    return ctx.next.wait_for_event(
+        timeout=timedelta(seconds=wait_s), timeout_step_name="slow_gave_up"
+    )
+
+
+@slow_child.step()
+async def slow_gave_up(ctx: Context) -> Directive:
+    return ctx.next.complete("nobody came")
+
+
+@slow_child.event()
+async def come(ctx: Context) -> Directive:
+    return ctx.next.complete("came")
+
+
+async def test_a_step_awaiting_its_childs_result_lets_the_childs_timers_skip(grctl_env):
+    env = await grctl_env(asker, slow_child)
+    before = env.now()
+    # The child's 5 s wait ends by a skip, not by 5 real seconds passing: the clock shows it.
+    await env.start(asker, "asker-1", {"child_wait_s": 5})
+    assert await env.result("asker-1") == "nobody came"
+    assert env.now() - before >= timedelta(seconds=5)
+    assert env.clock.skipped_ms >= 4000, "the parent's step held the clock still"
+    # A child that outlasts the parent's step timeout fails that step, as in production: the
+    # parent's step timer (10 s) comes before the child's hour.
+    handle = await env.start(asker, "asker-2", {"child_wait_s": 3600})
+    with pytest.raises(Exception) as failed:
+        await handle.result()
+    assert "timed out" in str(failed.value) or "StepTimeout" in str(failed.value), failed.value
