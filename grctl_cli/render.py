@@ -403,7 +403,7 @@ def listed_run(info: Any) -> dict[str, Any]:
     """A run as ``list --json`` gives it: ``describe --json`` without store and timers, which a
     listing does not read (keeping it cheap); ``describe`` has them."""
     out = to_jsonable(info)
-    del out["store"], out["timers"], out["run_deadline_at"]
+    del out["store"], out["timers"], out["run_deadline_at"], out["waiting_for_child"]
     return out
 
 
@@ -418,7 +418,9 @@ def describe(info: Any) -> None:
         status.append(" (cancel requested: ends after this step)", style="magenta")
     grid.add_row("status", status)
     if info.step_name and info.status == "waiting":  # only a wait_for_child names its target
-        grid.add_row("step", Text(f"waiting for a child, then {info.step_name}", style="dim"))
+        child = (info.waiting_for_child or {}).get("workflow_id")
+        whom = f"child {child!r}" if child else "a child"
+        grid.add_row("step", Text(f"waiting for {whom}, then {info.step_name}", style="dim"))
     elif info.step_name:
         grid.add_row("step", Text(f"{info.step_name} (attempt {info.attempt})"))
     elif info.status == "waiting":

@@ -63,6 +63,9 @@ class RunInfo:
     # When the run fails with RunTimeout unless it ends first (start's ``run_timeout``);
     # None without one, and once the run has ended. Only ``describe`` reads it.
     run_deadline_at: datetime | None = None
+    # While the run waits for a child (``ctx.next.wait_for_child``): the child's
+    # ``{workflow_id, run_id}``; ``step_name`` is the step its end wakes. Only ``describe``.
+    waiting_for_child: dict[str, str] | None = None
 
     @classmethod
     def from_wire(cls, data: dict[str, Any]) -> RunInfo:
@@ -89,6 +92,7 @@ class RunInfo:
             waiting_for_slot=data.get("waiting_for_slot"),
             served=data.get("served"),
             run_deadline_at=ms_to_datetime(data.get("run_deadline_ms")),
+            waiting_for_child=data.get("waiting_for_child"),
         )
 
 

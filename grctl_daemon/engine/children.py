@@ -50,6 +50,14 @@ def waited_child(state: RunState) -> str | None:
     return codec.unpack(state.step_args or b"\xc0")["run_id"]
 
 
+def waited_child_ids(state: RunState) -> dict[str, str] | None:
+    """``{workflow_id, run_id}`` of the child this run waits for (describe), None otherwise."""
+    if state.handler_kind != CHILD_WAIT or state.status != RunStatus.WAITING:
+        return None
+    ids = codec.unpack(state.step_args or b"\xc0") or {}
+    return {"workflow_id": ids.get("workflow_id"), "run_id": ids.get("run_id")}
+
+
 def wait_for_child(
     s: RunState,
     d: Decision,

@@ -17,6 +17,7 @@ from grctl import codec
 from grctl import protocol as p
 from grctl.errors import InvalidInputError, ResultTimeoutError
 from grctl_daemon.engine import transitions as tr
+from grctl_daemon.engine.children import waited_child_ids
 from grctl_daemon.engine.state import RunState
 from grctl_daemon.storage import base as rec
 
@@ -164,6 +165,7 @@ class Reads:
             "timers": [{"kind": k, "due_ms": due} for k, (due, _) in sorted(run.timers.items())],
             "run_deadline_ms": run.timers.get(tr.RUN_TIMER, (None, None))[0],
             "waiting_for_slot": self.slot_wait(run.run_id, run.workflow_type),
+            "waiting_for_child": waited_child_ids(run),
         }
 
     def slot_wait(self: Runtime, run_id: str, workflow_type: str) -> dict[str, Any] | None:

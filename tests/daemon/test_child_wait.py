@@ -22,6 +22,9 @@ def parent_waits(daemon: Daemon, workflow_id: str) -> None:
         message=f"{workflow_id} waiting for its child",
     )
     assert status_is(daemon, workflow_id, "waiting")
+    info = daemon.call(lambda c: c.get_workflow_handle(workflow_id).describe())
+    assert info.waiting_for_child["workflow_id"] == f"{workflow_id}-child", info
+    assert info.waiting_for_child["run_id"] and info.step_name == "cw_done"
 
 
 def test_a_parent_with_1s_steps_waits_for_a_child_that_takes_3s(daemon, workers):
