@@ -6,7 +6,7 @@ from typing import Annotated, Any
 
 import typer
 
-from grctl_cli import render
+from grctl_cli import render, render_runs
 from grctl_cli.options import (
     ActiveWorkflowIdArg,
     AddressOpt,
@@ -147,7 +147,7 @@ def inbox(
         async with connect(home, socket, address, token_file, tls_ca) as client:
             events = client.get_workflow_handle(workflow_id, run_id).inbox()
             await render.print_pages(
-                events.pages(), json_, render.inbox_printer(), render.inbox_row
+                events.pages(), json_, render_runs.inbox_printer(), render_runs.inbox_row
             )
 
     run(go())

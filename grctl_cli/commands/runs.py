@@ -10,7 +10,7 @@ import typer
 
 from grctl.errors import GrctlError, WorkflowCancelledError, WorkflowFailedError
 from grctl.models.run import RunStatus
-from grctl_cli import render
+from grctl_cli import render, render_runs
 from grctl_cli.options import (
     AddressOpt,
     HomeOpt,
@@ -113,7 +113,7 @@ def start(
                 render.fields_grid(list(ids.items()))
             info = await handle.describe()
             if info.served is False:
-                render.note(render.unserved_text(workflow_type))
+                render.note(render_runs.unserved_text(workflow_type))
             await _report_outcome(handle, json_, as_fields=True)
 
     _waiting(go(), workflow_id, wait)
@@ -149,7 +149,11 @@ def list_runs(
         async with connect(home, socket, address, token_file, tls_ca) as client:
             runs = client.list_workflows(status.value if status else None, workflow_type, limit)
             await render.print_pages(
-                runs.pages(), json_, render.runs_printer(), render.run_row, render.listed_run
+                runs.pages(),
+                json_,
+                render_runs.runs_printer(),
+                render_runs.run_row,
+                render_runs.listed_run,
             )
 
     run(go())
@@ -180,7 +184,7 @@ def describe(
     if json_:
         render.print_json(info)
     else:
-        render.describe(info)
+        render_runs.describe(info)
 
 
 def result(
@@ -213,7 +217,7 @@ def result(
                     run_id=info.run_id,
                 )
             if info.served is False:
-                render.note(render.unserved_text(info.workflow_type))
+                render.note(render_runs.unserved_text(info.workflow_type))
             await _report_outcome(handle, json_, as_fields=False)
 
     _waiting(go(), workflow_id, wait)
@@ -345,7 +349,7 @@ def reset(
     if json_:
         render.print_json(info)
     else:
-        render.reset(info)
+        render_runs.reset(info)
 
 
 def _end_run(
