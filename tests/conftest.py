@@ -32,6 +32,7 @@ from typing import Any
 import pytest
 
 from grctl.client import Client
+from grctl.home import PID_NAME
 
 TESTS = Path(__file__).parent
 GRCTL = str(Path(sys.executable).parent / "grctl")
@@ -186,6 +187,11 @@ class Daemon:
                 message="daemon socket",
             )
             assert self.proc.poll() is None, (self.home / "daemon.out").read_text()
+            holder = (self.home / PID_NAME).read_text().strip()
+            assert holder == str(self.proc.pid), (
+                f"another daemon (pid {holder}) already serves {self.home}: "
+                "a test started two daemons in one home"
+            )
         return self
 
     def kill9(self) -> None:

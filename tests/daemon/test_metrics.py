@@ -41,17 +41,28 @@ def value(samples: dict, name: str, **labels: str) -> float | None:
 
 
 @pytest.fixture
-def metered(home: Path, backend: str) -> Iterator[tuple[Daemon, int]]:
-    port = free_port()
+def metrics_port() -> int:
+    return free_port()
+
+
+@pytest.fixture
+def daemon(home: Path, backend: str, metrics_port: int) -> Iterator[Daemon]:
+    """The suite's ``daemon`` fixture, serving ``/metrics``: ``workers`` then joins this daemon
+    instead of starting a second one in the same home."""
     with pg_schema() if backend == "postgres" else _nothing() as schema:
         d = Daemon(home)
         if schema is not None:
             d.db_url = f"{PG_URL}?schema={schema}"
-        d.start(env={"GRCTL_METRICS": f"127.0.0.1:{port}"})
-        yield d, port
+        d.start(env={"GRCTL_METRICS": f"127.0.0.1:{metrics_port}"})
+        yield d
         if d.proc is not None and d.proc.poll() is None:
             assert d.stop() == 0, (home / "daemon.out").read_text()
         assert "Traceback" not in d.log.read_text(), d.log.read_text()
+
+
+@pytest.fixture
+def metered(daemon: Daemon, metrics_port: int) -> tuple[Daemon, int]:
+    return daemon, metrics_port
 
 
 class _nothing:
