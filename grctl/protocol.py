@@ -41,7 +41,9 @@ __all__ = [
     "wrap_value",
 ]
 
-PROTOCOL_VERSION = 3  # 3: progress (the ``progress`` message, its fields on history and steps)
+# 3: progress (the ``progress`` message, its fields on history and steps); 4: chained steps
+# (``DispatchStep.chain``, ``CompleteStep.chain`` and ``running``)
+PROTOCOL_VERSION = 4
 
 
 @dataclass
@@ -452,6 +454,9 @@ class DispatchStep(Message):
     timeout_ms: int
     parent_workflow_id: str | None = None
     parent_run_id: str | None = None
+    # How many steps of this run the worker may run in place after this one before it reports
+    # (``grctl.worker._chain``); 0: report this step alone.
+    chain: int = 0
 
 
 @message("record")
@@ -499,6 +504,12 @@ class CompleteStep(Message):
     error: dict[str, Any] | None = None
     # The last progress value of each name the step emitted (kept in the history); None if none.
     progress: dict[str, Any] | None = None
+    # The steps the worker then ran in place (``DispatchStep.chain``), in order: each a map of
+    # ``step_name`` and this message's outcome fields. Committed with this one, as one unit.
+    chain: list[Any] | None = None
+    # The step the worker runs in place now and asks to keep: the reply's ``adopted`` is its
+    # dispatch (``dispatch_id``, ``attempt``, ``timeout_ms``), or None if the run went elsewhere.
+    running: str | None = None
 
 
 @message("progress")
@@ -522,6 +533,15 @@ class Progress(Message):
 class CancelStep(Message):
     dispatch_id: str
     reason: str = ""
+
+
+@message("end_chain")
+@dataclass
+class EndChain(Message):
+    """The run of this dispatch was cancelled: the worker runs no more steps in place after
+    the one it runs now (``DispatchStep.chain``). One way, no reply."""
+
+    dispatch_id: str
 
 
 @message("run_query")

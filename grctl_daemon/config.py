@@ -27,6 +27,8 @@ DEFAULT_RETENTION = "30d"
 # 1-minute retention then keeps at most ~66 s of ended runs; 30 days, 30 days and a minute).
 PRUNE_INTERVAL_MIN_MS = 1_000
 PRUNE_INTERVAL_MAX_MS = 60_000
+DEFAULT_CHAIN_STEPS = 32
+MAX_CHAIN_STEPS = 1000
 MAKE_TOKEN = (
     "python -c 'import secrets; print(secrets.token_urlsafe(32))' > token && chmod 600 token"
 )
@@ -57,6 +59,9 @@ class DaemonConfig:
     retention_ms: int = duration_ms(DEFAULT_RETENTION)  # 0: keep every run
     # Where Prometheus scrapes ``/metrics`` (``--metrics``); None serves no metrics.
     metrics: Address | None = None
+    # How many steps of a run a worker may run in place before reporting (GRCTL_CHAIN_STEPS;
+    # 0: every step reported alone). See ``grctl.worker._chain``.
+    chain_steps: int = DEFAULT_CHAIN_STEPS
 
     @property
     def prune_interval_ms(self) -> int:
@@ -120,7 +125,23 @@ class DaemonConfig:
                 "retention", retention or os.environ.get("GRCTL_RETENTION") or DEFAULT_RETENTION
             ),
             metrics=parse_address(metrics, "--metrics") if metrics else None,
+            chain_steps=_chain_steps(os.environ.get("GRCTL_CHAIN_STEPS")),
         )
+
+
+def _chain_steps(text: str | None) -> int:
+    if text is None or text == "":
+        return DEFAULT_CHAIN_STEPS
+    try:
+        n = int(text)
+    except ValueError:
+        n = -1
+    if not 0 <= n <= MAX_CHAIN_STEPS:
+        raise ValueError(
+            f"GRCTL_CHAIN_STEPS must be a whole number from 0 (off) to {MAX_CHAIN_STEPS}, "
+            f"not {text!r}"
+        )
+    return n
 
 
 def _duration(name: str, text: str) -> int:

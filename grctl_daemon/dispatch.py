@@ -217,6 +217,11 @@ class Dispatcher:
             self.release_type(dispatch_id)
         return slot
 
+    def holder_of(self, dispatch_id: str) -> WorkerSlot | None:
+        """The worker holding this dispatch, if it is still here."""
+        conn_id = self._holder.get(dispatch_id)
+        return None if conn_id is None else self.workers.get(conn_id)
+
     def holds_type_slot(self, dispatch_id: str) -> bool:
         return bool(self._limited) and dispatch_id in self._limited
 

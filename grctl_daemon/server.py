@@ -379,8 +379,8 @@ class Server:
             if f.cancelled():
                 return
             exc = f.exception()
-            if exc is None:
-                peer.write(p.Reply(req_id, data))
+            if exc is None:  # a reply decided after a read comes as the future's result
+                peer.write(p.Reply(req_id, data if data is not None else f.result()))
             elif isinstance(exc, GrctlError):
                 peer.write(refusal(exc, req_id))
             elif isinstance(exc, CommitFailed):  # logged once by the storage; the daemon stops

@@ -50,6 +50,9 @@ class StepRun:
     # step emitted. Class defaults, so a step that never emits pays nothing for them.
     emitter: Emitter | None = None
     progress: dict[str, Any] | None = None
+    # A step run in place after another (``grctl.worker._chain``): returns once the daemon
+    # committed the steps before it and handed it over. A task runs only after it.
+    handed_over: Callable[[], Awaitable[None]] | None = None
 
     def __init__(self, step_name: str, records: list[dict[str, Any]], record: Recorder) -> None:
         self.step_name = step_name

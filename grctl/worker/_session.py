@@ -17,6 +17,7 @@ from grctl import _faults as faults
 from grctl import protocol as p
 from grctl._connection import Connection, Endpoint
 from grctl.errors import DaemonUnavailableError, GrctlError, ProtocolError, StaleDispatchError
+from grctl.worker import _chain
 
 if TYPE_CHECKING:
     from grctl.worker.worker import Worker
@@ -46,6 +47,8 @@ class Session:
         self.conn: Connection | None = None
         self.registered = False
         self.running: dict[str, asyncio.Task[None]] = {}
+        # Dispatches whose run was cancelled: their chains run no further step (EndChain).
+        self.unchained: set[str] = set()
         self._retired = asyncio.Event()
         self._lost_said = False
         self._ever_registered = False
@@ -203,6 +206,9 @@ class Session:
             if not self._wanted():
                 return  # not started: it goes to another worker when this one disconnects
             self.running[msg.dispatch_id] = self.worker._spawn(self._execute(conn, msg))
+        elif isinstance(msg, p.EndChain):
+            if msg.dispatch_id in self.running:
+                self.unchained.add(msg.dispatch_id)
         elif isinstance(msg, p.CancelStep):
             t = self.running.pop(msg.dispatch_id, None)
             if t is not None:
@@ -214,21 +220,57 @@ class Session:
             self.worker._members_changed(self.member, msg.members)
 
     async def _execute(self, conn: Connection, d: p.DispatchStep) -> None:
-        """Run one dispatched step and report its outcome on the connection it came on."""
+        """Run one dispatched step (and the steps chained after it, ``_chain``); report each
+        outcome on the connection it came on."""
+        held = [d.dispatch_id]  # the dispatch this task holds: a chained step adopted moves it
+
+        def adopt(old: str, new: str) -> None:
+            task = self.running.pop(old, None)
+            if task is not None:
+                self.running[new] = task
+            held[0] = new
+
+        async def report(
+            origin: p.DispatchStep,
+            outcome: dict[str, Any],
+            links: list[dict[str, Any]],
+            running: str | None,
+        ) -> Any:
+            return await self._report(conn, origin, outcome, links, running)
+
+        def may_go_on() -> bool:
+            return held[0] not in self.unchained
+
         try:
-            outcome = await self.worker._run_step(d, conn)
+            await _chain.run(self.worker, conn, d, report, adopt, may_go_on)
         except asyncio.CancelledError:
             return
         finally:
-            if self.running.get(d.dispatch_id) is asyncio.current_task():
-                del self.running[d.dispatch_id]
+            if self.running.get(held[0]) is asyncio.current_task():
+                del self.running[held[0]]
+            self.unchained.discard(held[0])
+
+    async def _report(
+        self,
+        conn: Connection,
+        d: p.DispatchStep,
+        outcome: dict[str, Any],
+        links: list[dict[str, Any]],
+        running: str | None,
+    ) -> Any:
+        """Send one CompleteStep; its reply, or None when it was refused or could not go."""
         if faults.ARMED:
             faults.hit("step_done")
+        chain = links or None
         try:
-            await conn.request(lambda r: p.CompleteStep(r, d.dispatch_id, **outcome))
+            return await conn.request(
+                lambda r: p.CompleteStep(r, d.dispatch_id, **outcome, chain=chain, running=running)
+            )
         except StaleDispatchError as exc:
             log.warning("result of %s refused: %s", d.step_name, exc)
         except ProtocolError as exc:
+            if chain or running:  # too big with the chain: the step alone, the rest runs again
+                return await self._report(conn, d, outcome, [], None)
             # The outcome (store writes and result together) did not fit in one frame, so
             # nothing was sent: fail the step saying why rather than let it time out.
             error = {
@@ -243,6 +285,7 @@ class Session:
                 log.warning("could not report step %s: %s", d.step_name, again)
         except GrctlError as exc:
             log.warning("could not report step %s: %s", d.step_name, exc)
+        return None
 
     async def _answer(self, conn: Connection, q: p.RunQuery) -> None:
         answer = await self.worker._answer_query(q, conn)

@@ -16,7 +16,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 from grctl import _clock
-from grctl.codec import ExtType, not_serialisable
+from grctl.codec import ExtType, not_serialisable, open_value
 from grctl.duration import run_timeout_ms
 from grctl.errors import StoreValueError, WorkflowDefinitionError
 from grctl.models.child import child_error
@@ -120,6 +120,14 @@ class Store:
     @property
     def pending_writes(self) -> dict[str, ExtType]:
         return dict(self._packed)
+
+    @property
+    def after(self) -> dict[str, Any]:
+        """The store as the step leaves it: what the next step sees, each value as it was
+        written (read back from its packed bytes, as the daemon would send it)."""
+        if not self._packed:
+            return self._snapshot
+        return {**self._snapshot, **{k: open_value(v) for k, v in self._packed.items()}}
 
 
 class NextBuilder:

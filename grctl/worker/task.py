@@ -108,6 +108,8 @@ async def _run_task(
     if failed:
         # A crash came between a failed attempt and the next one: honour what is left of its delay.
         await _clock.sleep_until(failed[-1].get("retry_at_ms", 0), step)
+    if step.handed_over is not None:  # a chained step: no side effect before its commit
+        await step.handed_over()
     while True:
         try:
             value = await fn(*args, **kwargs)

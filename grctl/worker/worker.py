@@ -30,6 +30,7 @@ from grctl.models.child import ChildResult
 from grctl.models.directive import Directive
 from grctl.resources import Factory, Resource, Resources
 from grctl.signature import split_args
+from grctl.worker._env import Env
 from grctl.worker._replay import StepRun, current_step
 from grctl.worker._session import Session
 from grctl.worker.context import Context, RunInfo
@@ -47,55 +48,6 @@ NON_RETRYABLE = (
     StoreValueError,
     InvalidProgressError,
 )
-
-
-class _Env:
-    """The StepEnv of one dispatch: every durable call carries its fencing token, and goes back
-    on the connection the dispatch came on (the daemon that issued the token)."""
-
-    def __init__(self, conn: Connection, dispatch: p.DispatchStep) -> None:
-        self._conn = conn
-        self._dispatch = dispatch
-
-    async def record(self, rec: dict[str, Any]) -> None:
-        did = self._dispatch.dispatch_id
-        await self._conn.request(lambda r: p.RecordOutcome(r, did, p.wrap_value(rec)))
-
-    async def start_child(
-        self,
-        rec: dict[str, Any],
-        workflow_type: str,
-        workflow_id: str,
-        workflow_input: Any,
-        completion_event: str | None,
-        run_timeout_ms: int | None = None,
-    ) -> dict[str, Any]:
-        did = self._dispatch.dispatch_id
-        return await self._conn.request(
-            lambda r: p.StartChild(
-                r,
-                did,
-                p.wrap_value(rec),
-                workflow_type,
-                workflow_id,
-                p.wrap_value(workflow_input),
-                completion_event,
-                run_timeout_ms,
-            )
-        )
-
-    async def send_to_parent(self, rec: dict[str, Any], event_name: str, payload: Any) -> None:
-        did = self._dispatch.dispatch_id
-        await self._conn.request(
-            lambda r: p.SendToParent(r, did, p.wrap_value(rec), event_name, p.wrap_value(payload))
-        )
-
-    async def wait_result(self, workflow_id: str, run_id: str | None) -> dict[str, Any]:
-        return await self._conn.request(lambda r: p.GetResult(r, workflow_id, run_id, True))
-
-    async def emit(self, name: str, data: Any, ts_ms: int) -> None:
-        """One progress event, one way: the daemon neither answers nor commits it."""
-        await self._conn.send(p.Progress(self._dispatch.dispatch_id, name, data, ts_ms))
 
 
 class Worker:
@@ -285,8 +237,12 @@ class Worker:
         t.add_done_callback(self._tasks.discard)
         return t
 
-    async def _run_step(self, d: p.DispatchStep, conn: Connection) -> dict[str, Any]:
-        """Run one dispatched step; its outcome as CompleteStep's fields (the error it raised)."""
+    async def _run_step(
+        self, d: p.DispatchStep, conn: Connection, env: Env | None = None
+    ) -> tuple[dict[str, Any], dict[str, Any] | None]:
+        """Run one dispatched step: its outcome as CompleteStep's fields (the error it raised),
+        and the store as the step leaves it (None when the step failed). ``env``: a chained
+        step's (``_chain``), which waits for its token."""
         wf = self._workflows.get(d.workflow_type)
         fn = wf.handler(d.handler_kind, d.step_name) if wf else None
         if wf is None or fn is None:
@@ -297,11 +253,14 @@ class Worker:
                     f"for workflow {d.workflow_type!r}; is it running an older version of the module?",
                     "non_retryable": True,
                 }
-            }
-        env = _Env(conn, d)
+            }, None
+        if env is None:
+            env = Env(conn, d.dispatch_id)
         step = StepRun(d.step_name, d.records, env.record)
         step.resources = self.resources
         step.emitter = env.emit
+        if env.chained:
+            step.handed_over = env.handed_over
         wanted = wf.resources.get(fn) if wf.resources else None
         scope: contextlib.AsyncExitStack | None = None
         run = RunInfo(
@@ -332,6 +291,7 @@ class Worker:
         except asyncio.CancelledError:
             raise
         except Exception as exc:
+            store = None
             outcome: dict[str, Any] = {
                 "error": {
                     "type": type(exc).__name__,
@@ -344,13 +304,14 @@ class Worker:
             wire = directive.to_wire()
             wire["result"] = p.wrap_value(directive.result)
             outcome = {"directive": wire, "store_writes": ctx.store.pending_writes}
+            store = ctx.store.after
         finally:
             current_step.reset(token)
             if scope is not None:
                 await _teardown(scope, d.step_name)
         if step.progress is not None:  # the step emitted: the last of each name goes along
             outcome["progress"] = step.progress
-        return outcome
+        return outcome, store
 
     async def _answer_query(self, q: p.RunQuery, conn: Connection) -> p.QueryAnswer:
         """Run a query handler on the store the daemon sent; its answer (or the error)."""
@@ -372,7 +333,7 @@ class Worker:
 
             step = StepRun(q.query_name, [], refuse)
             run = RunInfo(q.run_id, q.workflow_id, q.workflow_type)
-            ctx = Context(wf, run, q.query_name, q.store, step, _Env(conn, None))  # type: ignore[arg-type]
+            ctx = Context(wf, run, q.query_name, q.store, step, Env(conn, None))
             wanted = wf.resources.get(query.fn) if wf.resources else None
             try:
                 if wanted is None:

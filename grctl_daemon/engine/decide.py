@@ -225,7 +225,7 @@ def _terminate(state: RunState | None, m: Terminate, now: int) -> Decision:
 
 
 def _dispatch_to(state: RunState | None, m: DispatchTo, now: int) -> Decision:
-    return tr.dispatched(_run(state), m.tdef, m.worker, now)
+    return tr.dispatched(_run(state), m.tdef, m.worker, now, m.chained)
 
 
 # -- facts --------------------------------------------------------------------------------------

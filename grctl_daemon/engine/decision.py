@@ -50,6 +50,13 @@ class StopStep:
 
 
 @dataclass(slots=True)
+class EndChain:
+    """Tell the worker holding this dispatch to run no more steps in place after it."""
+
+    dispatch_id: str
+
+
+@dataclass(slots=True)
 class RunEnded:
     run_id: str
 
@@ -62,7 +69,7 @@ class ArmTimer:
     token: str
 
 
-Effect = Dispatch | StopStep | RunEnded | ArmTimer
+Effect = Dispatch | StopStep | EndChain | RunEnded | ArmTimer
 
 
 @dataclass

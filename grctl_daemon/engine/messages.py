@@ -89,10 +89,15 @@ class Terminate:
 
 @dataclass(slots=True)
 class DispatchTo:
-    """Hand the run's scheduled step to this worker (a no-op Decision when it is not ready)."""
+    """Hand the run's scheduled step to this worker (a no-op Decision when it is not ready).
+
+    ``chained``: the worker already ran it in place, after the step before it (see
+    ``Runtime.complete_step``); the history says so.
+    """
 
     tdef: TypeDef
     worker: str
+    chained: bool = False
 
 
 @dataclass(slots=True)

@@ -50,6 +50,7 @@ from grctl_daemon.engine.decision import (
     Decision,
     Dispatch,
     Effect,
+    EndChain,
     RunEnded,
     StopStep,
     _arm,
@@ -84,6 +85,7 @@ __all__ = [
     "Effect",
     "RunEnded",
     "StopStep",
+    "EndChain",
     "cancel",
     "dispatched",
     "event_sent",
@@ -157,8 +159,13 @@ def ready(state: RunState) -> bool:
     )
 
 
-def dispatched(state: RunState, tdef: TypeDef, worker: str, now: int) -> Decision:
-    """The scheduled step goes to ``worker`` as a new attempt with a fresh fencing token."""
+def dispatched(
+    state: RunState, tdef: TypeDef, worker: str, now: int, chained: bool = False
+) -> Decision:
+    """The scheduled step goes to ``worker`` as a new attempt with a fresh fencing token.
+
+    ``chained``: the worker ran it in place after the step before (the history says so).
+    """
     if not ready(state):
         return Decision(state)
     s = state.copy()
@@ -167,14 +174,10 @@ def dispatched(state: RunState, tdef: TypeDef, worker: str, now: int) -> Decisio
     s.dispatch_id = f"{s.run_id}.{s.step_seq}.{s.attempt}"
     s.worker = worker
     timeout_ms = tdef.timeout_ms(s.handler_kind, s.step_name)
-    _history(
-        s,
-        d,
-        "step_started",
-        now,
-        {"attempt": s.attempt, "worker": worker, "replaying": len(s.records)},
-        s.step_name,
-    )
+    data = {"attempt": s.attempt, "worker": worker, "replaying": len(s.records)}
+    if chained:
+        data["chained"] = True
+    _history(s, d, "step_started", now, data, s.step_name)
     _arm(s, d, STEP_TIMER, now + timeout_ms, s.dispatch_id)
     _save(s, d, now)
     d.reply = timeout_ms
@@ -415,6 +418,7 @@ def cancel(state: RunState, reason: str | None, now: int) -> Decision:
     else:
         s.cancel_requested = True
         _history(s, d, "cancel_requested", now, {"reason": reason}, s.step_name)
+        d.effects.append(EndChain(s.dispatch_id))  # no step runs in place after this one
     _save(s, d, now)
     d.reply = {"status": s.status, "cancel_requested": s.cancel_requested}
     return d

@@ -188,6 +188,10 @@ class Commits:
                 if slot is not None:
                     slot.send(p.CancelStep(effect.dispatch_id, effect.reason))
                     self._drain(slot)
+            elif kind is tr.EndChain:
+                slot = self.dispatcher.holder_of(effect.dispatch_id)
+                if slot is not None:
+                    slot.send(p.EndChain(effect.dispatch_id))
             elif kind is tr.RunEnded and d.state is not None:
                 self.run_ended(d.state)
 

@@ -28,6 +28,7 @@ from grctl.errors import (
 from grctl_daemon.dispatch import TypeLimit, WorkerSlot
 from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.decide import (
+    Cancel,
     DispatchTo,
     Recorded,
     Send,
@@ -49,6 +50,7 @@ log = logging.getLogger("grctl.daemon")
 
 SLOT_POLL_S = 0.1  # a member whose runs wait for a shared slot asks the database again
 Prepared = tuple[tr.Decision, WorkerSlot, p.DispatchStep]
+Link = tuple[str, p.CompleteStep]  # a step run in place (chained): its name and its outcome
 
 
 class Workers:
@@ -127,6 +129,9 @@ class Workers:
             timeout_ms=d.reply,
             parent_workflow_id=s.parent_workflow_id,
             parent_run_id=s.parent_run_id,
+            # A type with a limit takes its slots through the queue, step by step; a step whose
+            # worker was lost goes alone, so that a step that kills workers is the one blamed.
+            chain=self.config.chain_steps if lim is None and not s.worker_losses else 0,
         )
         return d, slot, msg
 
@@ -294,29 +299,149 @@ class Workers:
 
     def complete_step(self: Runtime, m: p.CompleteStep) -> tuple[asyncio.Future[Any], Any]:
         state = self._by_dispatch(m.dispatch_id)
+        links = self._links(state, m)
         message = self._step_returned(state, m)
-        child = message.directive.get("child_run_id") if message.directive else None
+        child = _child_waited(m, links)
         if child is not None or (
             state.parent_run_id is not None and state.parent_run_id not in self.cache
         ):
             # The step may end this child, and its parent hears of it in the same unit: read
             # the parent back first, then decide on the child as it is by then. A step that
             # waits for its own child is decided on that child's state, read back too.
-            return asyncio.ensure_future(self._complete_later(state, m, child)), None
+            return asyncio.ensure_future(self._complete_later(state, m, links, child)), None
         d = decide(state, message, now_ms())
         if d.error is not None:
             raise d.error
-        return self._step_over(state, m.dispatch_id, d), d.reply
+        unit, reply, adopted = self._chained(state, d, m, links, None)
+        return self._step_over(state, m.dispatch_id, unit, adopted), reply
 
     async def _complete_later(
-        self: Runtime, state: RunState, m: p.CompleteStep, child: str | None = None
-    ) -> None:
+        self: Runtime,
+        state: RunState,
+        m: p.CompleteStep,
+        links: list[Link],
+        child: str | None = None,
+    ) -> Any:
+        answer: list[Any] = [None]
+
+        def after(s: RunState, d: tr.Decision) -> asyncio.Future[None]:
+            unit, answer[0], adopted = self._chained(s, d, m, links, child)
+            return self._step_over(s, m.dispatch_id, unit, adopted)
+
         await self.on_run(
-            state.run_id,
-            lambda s: self._step_returned(s, m, child),
-            after=lambda s, d: self._step_over(s, m.dispatch_id, d),
-            also=child,
+            state.run_id, lambda s: self._step_returned(s, m, child), after=after, also=child
         )
+        return answer[0]
+
+    def _links(self: Runtime, state: RunState, m: p.CompleteStep) -> list[Link]:
+        """The steps the worker ran in place after this one (``m.chain``): each its name and
+        its outcome as a CompleteStep (whose dispatch id is set once it is decided). A
+        malformed chain is refused whole, before anything is decided."""
+        if not m.chain and m.running is None:
+            return []
+        limit = 0 if self.dispatcher.limits.get(state.workflow_type) else self.config.chain_steps
+        if len(m.chain or ()) + (m.running is not None) > limit + 1:
+            raise InvalidInputError(
+                f"the worker ran {len(m.chain or ())} steps of {state.workflow_id!r} in place; "
+                f"this daemon allows {limit}"
+            )
+        links = []
+        for link in m.chain or ():
+            if not isinstance(link, dict) or not isinstance(link.get("step_name"), str):
+                raise InvalidInputError("each step of a chain is a map with a 'step_name'")
+            fields = {k: link.get(k) for k in ("directive", "error", "progress")}
+            fields["store_writes"] = link.get("store_writes") or {}
+            for name, value in fields.items():
+                if value is not None and not isinstance(value, dict):
+                    raise InvalidInputError(f"field {name!r} of a chained step is not a map")
+            links.append((link["step_name"], p.CompleteStep(0, "", **fields)))
+        return links
+
+    def _chained(
+        self: Runtime,
+        state: RunState,
+        first: tr.Decision,
+        m: p.CompleteStep,
+        links: list[Link],
+        child: str | None,
+    ) -> tuple[list[tr.Decision], Any, str | None]:
+        """The unit of a step and the steps its worker ran in place after it: (decisions,
+        reply, dispatch id adopted).
+
+        Each chained step is decided as if it had been dispatched to the worker the moment the
+        step before it was decided (a ``step_started`` marked ``chained``, then its outcome),
+        so the whole chain commits as one unit, through the same transitions as any step.
+        The chain stops at the first step the decider did not schedule (the run was cancelled,
+        say): the worker's outcomes past it are dropped, and the step that was scheduled goes
+        out as usual. ``m.running`` names the step the worker runs in place still; if it is
+        the one scheduled it is dispatched to that worker (adopted) in this unit, and the reply
+        says so once the unit is durable.
+
+        A cancel that came while the chain ran (its EndChain push let the worker start no
+        further step) ends the run after the steps that ran, which are all kept: every step
+        that ran is in the history, as a dispatched step that finishes is.
+        """
+        reply = first.reply
+        if not links and m.running is None:
+            return [first], reply, None
+        cancelled = False
+        if links and state.cancel_requested:
+            calm = state.copy()
+            calm.cancel_requested = False
+            again = decide(calm, self._step_returned(calm, m, child), now_ms())
+            if again.error is None:
+                first, cancelled = again, True
+        unit = [first]
+        last = first
+        adopted = None
+        if m.running is not None:
+            reply = {"adopted": None}
+        slot = self.dispatcher.holder_of(m.dispatch_id)
+        for name, link in [*links, (m.running, None)] if m.running is not None else links:
+            s = last.state
+            scheduled = next((e for e in last.effects if type(e) is tr.Dispatch), None)
+            if (
+                slot is None
+                or scheduled is None
+                or s is None
+                or not tr.ready(s)
+                or s.handler_kind != "step"
+                or s.step_name != name
+            ):
+                break
+            tdef = self.types[s.workflow_type]
+            sent = decide(s, DispatchTo(tdef, slot.name, chained=True), now_ms())
+            if sent.state is None or sent.state.dispatch_id is None:
+                break
+            if link is None:  # still running on the worker: it keeps it, unless cancelled
+                if cancelled:
+                    break
+                last.effects.remove(scheduled)
+                unit.append(sent)
+                adopted = sent.state.dispatch_id
+                reply = {
+                    "adopted": {
+                        "dispatch_id": adopted,
+                        "attempt": sent.state.attempt,
+                        "timeout_ms": sent.reply,
+                    }
+                }
+                break
+            link.dispatch_id = sent.state.dispatch_id
+            returned = decide(sent.state, self._step_returned(sent.state, link, child), now_ms())
+            if returned.error is not None:
+                break
+            last.effects.remove(scheduled)
+            # Over before it was armed: no step timer for it.
+            sent.effects = [e for e in sent.effects if type(e) is not tr.ArmTimer]
+            unit += (sent, returned)
+            last = returned
+        if cancelled:
+            end = decide(last.state, Cancel("cancel requested"), now_ms())
+            if end.error is None:
+                last.effects = [e for e in last.effects if type(e) is not tr.Dispatch]
+                unit.append(end)
+        return unit, reply, adopted
 
     def _step_returned(
         self: Runtime, state: RunState, m: p.CompleteStep, child: str | None = None
@@ -338,14 +463,26 @@ class Workers:
         return StepReturned(tdef, m.dispatch_id, directive, writes, m.error, child_state, progress)
 
     def _step_over(
-        self: Runtime, state: RunState, dispatch_id: str, d: tr.Decision
+        self: Runtime,
+        state: RunState,
+        dispatch_id: str,
+        unit: list[tr.Decision],
+        adopted: str | None = None,
     ) -> asyncio.Future[None]:
+        """Commit a step's outcome (with the steps chained after it), free its worker's slot,
+        or hand it the step ``adopted`` (see ``_chained``)."""
         self.timers.cancel(state.run_id, tr.STEP_TIMER)
         if self.latest:  # some step emitted progress (only then: the step path stays as it was)
             self.step_reported(state.run_id)
         limited = self.dispatcher.holds_type_slot(dispatch_id)
         slot = self.dispatcher.release(dispatch_id, hold_type_slot=limited)
-        durable = self.apply(d)
+        if adopted is not None and slot is not None:
+            self.dispatcher.assign(slot, adopted, state.run_id)
+            slot = None  # still busy: nothing to drain
+        durable = self.apply(*unit)
+        if adopted is not None and faults.ARMED:  # handed over with the reply: a dispatch too
+            loop = asyncio.get_running_loop()
+            durable.add_done_callback(lambda _: loop.call_soon(faults.hit, "after_dispatch"))
         if limited:  # the type's slot is held until the outcome is committed (or not)
             durable.add_done_callback(lambda _: self.dispatcher.release_type(dispatch_id))
         if slot is not None:
@@ -421,3 +558,11 @@ class Workers:
             self.dispatcher.release(dispatch_id)
             raise StaleDispatchError(f"dispatch {dispatch_id} is no longer current; result dropped")
         return state
+
+
+def _child_waited(m: p.CompleteStep, links: list[Link]) -> str | None:
+    """The child whose end a ``wait_for_child`` directive of this unit names: the step's own,
+    or the last chained step's (a wait ends a chain)."""
+    directive = (links[-1][1] if links else m).directive
+    child = directive.get("child_run_id") if directive else None
+    return child if isinstance(child, str) else None

@@ -25,7 +25,9 @@ EXPECTED = {"reserved": "res-7", "txn": "txn-7", "label": "ups-7"}
 
 # Which hit of the point kills the daemon. The whole run is about 10 group-commit transactions
 # (1 is the worker's registration, 2 the start of the run with its first dispatch, then task
-# records and step completions, each with the next dispatch), 3 dispatches and 4 records. The
+# records and step completions, each with the next dispatch), 3 dispatches (the second is the
+# charge step its worker ran in place after the start, handed over when its task asked for the
+# start's commit: see grctl/worker/_chain.py) and 4 records. The
 # numbers spread the crash over the run: the start itself (2), a task's record in the first
 # step (3) and in the second (5), and the event with its handler's dispatch (8).
 CRASH_AFTER = {

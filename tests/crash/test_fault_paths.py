@@ -280,7 +280,9 @@ def test_query_during_a_held_commit_sees_the_committed_store(daemon, workers, le
 
     daemon.call(lambda c: c.start_workflow("FpQuery", wid))
     reached(ledger, f"write-{wid}")
-    assert query() == "old"
+    # The start's x = "old" is committed once its worker, running fp_query_write in place
+    # after it, reports it (at the step's first wait).
+    assert wait_until(query, message="the start's store committed") == "old"
 
     full.touch()
     release(ledger, f"write-{wid}")

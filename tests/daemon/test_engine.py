@@ -472,7 +472,8 @@ def test_cancel_while_a_step_runs_waits_for_the_step_and_keeps_its_writes():
     d = cancel(s, "user asked", T0 + 3)
     assert d.state.status == "running" and d.state.cancel_requested
     assert history(d) == ["cancel_requested"]
-    assert d.effects == [], "the step is not stopped"
+    # The step is not stopped; its worker only runs no further step in place (a chain).
+    assert d.effects == [tr.EndChain("RUN1.1.1")]
     assert d.reply == {"status": "running", "cancel_requested": True}
 
     done = completed(d.state, {"kind": "step", "step_name": "charge"}, {"k": b"v"}, T0 + 4)

@@ -282,8 +282,12 @@ def test_queries_read_the_committed_store_and_change_nothing(daemon, workers, le
     workers(FLOWS)
     start(daemon, "GdQuery", "q-1")
     wait_reached(ledger, "q-1")
-    # query_second has put status="two" but not returned: the committed value is still "one"
-    assert on(daemon, "q-1", "query", "status") == "one"
+    # query_second has put status="two" but not returned: the committed value is "one" (once
+    # query_first's outcome is committed: its worker ran query_second in place, and reports
+    # query_first when query_second waits).
+    assert (
+        wait_until(lambda: on(daemon, "q-1", "query", "status"), message="first committed") == "one"
+    )
 
     before = describe(daemon, "q-1"), kinds(daemon, "q-1")
     assert on(daemon, "q-1", "query", "meddle") == "meddled"

@@ -24,6 +24,13 @@ from grctl.workflow import Workflow
 RETRY_DELAY_MS = 100
 
 
+async def _handed_over(ctx: Context) -> None:
+    """Each step first makes a durable call: a step its worker ran in place after the one
+    before (chained) is handed to it there, so a loss counts against this step. A worker lost
+    in the middle of a chain is tests/daemon/test_chain.py's."""
+    await ctx.now()
+
+
 def _die(ctx: Context, step: str) -> None:
     note("poison", ctx.run.wf_id, step)
     os.kill(os.getpid(), signal.SIGKILL)
@@ -39,6 +46,7 @@ async def fp_poison_start(ctx: Context) -> Directive:
 
 @poison.step()
 async def fp_poison_step(ctx: Context) -> Directive:
+    await _handed_over(ctx)
     _die(ctx, "fp_poison_step")
     return ctx.next.complete("survived")  # not reached
 
@@ -53,6 +61,7 @@ async def fp_retried_start(ctx: Context) -> Directive:
 
 @retried.step(retry_policy=RetryPolicy(max_attempts=2, initial_delay_ms=RETRY_DELAY_MS))
 async def fp_retried_step(ctx: Context) -> Directive:
+    await _handed_over(ctx)
     _die(ctx, "fp_retried_step")
     return ctx.next.complete("survived")  # not reached
 
@@ -67,6 +76,7 @@ async def fp_flaky_start(ctx: Context) -> Directive:
 
 @flaky.step()
 async def fp_flaky_one(ctx: Context) -> Directive:
+    await _handed_over(ctx)
     if count("poison", ctx.run.wf_id, "fp_flaky_one") < 2:
         _die(ctx, "fp_flaky_one")
     return ctx.next.step(fp_flaky_two)
@@ -74,6 +84,7 @@ async def fp_flaky_one(ctx: Context) -> Directive:
 
 @flaky.step()
 async def fp_flaky_two(ctx: Context) -> Directive:
+    await _handed_over(ctx)
     if count("poison", ctx.run.wf_id, "fp_flaky_two") < 2:
         _die(ctx, "fp_flaky_two")
     return ctx.next.complete("survived")

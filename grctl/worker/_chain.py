@@ -1,0 +1,126 @@
+"""Chained steps: a worker runs the next steps of a run in place, and reports them together.
+
+A step that returns ``ctx.next.step(fn)`` names its successor. When the dispatch allows it
+(``DispatchStep.chain``), the worker runs that successor at once, in the same task, instead of
+reporting and waiting for the daemon to commit and dispatch it back: each step saved is one
+commit (an fsync) and two process wake-ups. The outcomes go to the daemon in one CompleteStep,
+which it decides in order, as if each had been dispatched, and commits as one unit: the chain
+is durable all together or not at all, as a single step is.
+
+Only a step that runs through without waiting is chained. A chained step acts on nothing
+before the commit it depends on: its first durable call (a task outcome, ``ctx.now()``, a
+sleep, a child, ``send_to_parent``, progress) waits for it, and so does anything else it
+awaits. Once it waits, the worker reports what it has, naming the step still running
+(``running``); the daemon commits, hands that step to this worker in the same unit
+(``adopted``: its dispatch id) and only then does the step go on, as a dispatched step would.
+If the daemon decided otherwise (the run was terminated meanwhile, say), the step is stopped:
+it had done nothing durable. No step is chained after CHAIN_BUDGET_S, so no outcome waits long
+for its commit; a cancelled run's worker chains no further step (``EndChain``).
+
+A worker killed in the middle loses the chain's outcomes, as it would lose one step's: the
+daemon dispatches the first step again, and the steps run again (a step with side effects
+outside tasks sees them repeat, as after any worker loss).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import dataclasses
+import time
+from collections.abc import Callable
+from typing import TYPE_CHECKING, Any
+
+from grctl import protocol as p
+from grctl._connection import Connection
+from grctl.worker._env import Env
+
+if TYPE_CHECKING:
+    from grctl.worker.worker import Worker
+
+# No step is chained once the chain has run this long: a step's outcome waits about this
+# long at most (plus the last step's own run) for its commit to start.
+CHAIN_BUDGET_S = 0.005
+
+Report = Callable[[p.DispatchStep, dict[str, Any], list[dict[str, Any]], str | None], Any]
+
+
+async def run(
+    worker: Worker,
+    conn: Connection,
+    d: p.DispatchStep,
+    report: Report,
+    adopt: Callable[[str, str], None],
+    may_go_on: Callable[[], bool],
+) -> None:
+    """Run dispatch ``d`` and, while allowed, the steps it leads to; report every outcome.
+
+    ``report(origin, outcome, links, running)`` sends one CompleteStep and returns the reply
+    (None when it was refused); ``adopt(old, new)`` tells the session that the task now
+    holds dispatch ``new``; ``may_go_on()`` is False once the run was cancelled (EndChain).
+    """
+    outcome, store = await worker._run_step(d, conn)
+    origin, links = d, []
+    current, current_outcome, current_store = d, outcome, store
+    started = time.monotonic()
+    while len(links) < origin.chain and may_go_on() and time.monotonic() - started < CHAIN_BUDGET_S:
+        successor = _successor(worker, current, current_outcome, current_store)
+        if successor is None:
+            break
+        adopted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
+        env = Env(conn, None, adopted)
+        step = asyncio.ensure_future(worker._run_step(successor, conn, env))
+        try:
+            await asyncio.sleep(0)  # one turn of the loop: the step's first slice runs
+            if step.done():  # ran through without waiting for anything
+                current_outcome, current_store = step.result()
+                links.append({"step_name": successor.step_name, **current_outcome})
+                current = successor
+                continue
+            # It waits (on the daemon for a durable call, or on anything else): report the
+            # chain and ask to keep it.
+            reply = await report(origin, outcome, links, successor.step_name)
+            given = reply.get("adopted") if isinstance(reply, dict) else None
+            if not isinstance(given, dict) or not isinstance(given.get("dispatch_id"), str):
+                return  # the run went elsewhere: the step is stopped (finally)
+            origin = dataclasses.replace(
+                successor,
+                dispatch_id=given["dispatch_id"],
+                attempt=given.get("attempt", 1),
+                timeout_ms=given.get("timeout_ms", successor.timeout_ms),
+            )
+            adopt(d.dispatch_id, origin.dispatch_id)
+            d = origin
+            adopted.set_result(origin.dispatch_id)
+            outcome, store = await step
+        finally:
+            if not step.done():
+                step.cancel()
+                await asyncio.gather(step, return_exceptions=True)
+        links = []
+        current, current_outcome, current_store = origin, outcome, store
+        started = time.monotonic()
+    await report(origin, outcome, links, None)
+
+
+def _successor(
+    worker: Worker, d: p.DispatchStep, outcome: dict[str, Any], store: dict[str, Any] | None
+) -> p.DispatchStep | None:
+    """The dispatch the daemon would make after ``d`` ended with ``outcome``, if it is a plain
+    step this worker runs; None when the step failed, waits, ends the run or names no step."""
+    directive = outcome.get("directive")
+    if store is None or directive is None or directive.get("kind") != "step":
+        return None
+    name = directive.get("step_name")
+    wf = worker._workflows.get(d.workflow_type)
+    if wf is None or not isinstance(name, str) or wf.handler("step", name) is None:
+        return None
+    return dataclasses.replace(
+        d,
+        dispatch_id="",
+        step_name=name,
+        handler_kind="step",
+        args=None,
+        store=store,
+        records=[],
+        attempt=1,
+    )
