@@ -457,6 +457,9 @@ class DispatchStep(Message):
     # How many steps of this run the worker may run in place after this one before it reports
     # (``grctl.worker._chain``); 0: report this step alone.
     chain: int = 0
+    # Handed out before the unit that dispatched it is durable: before its first task or other
+    # durable call the worker asks ``Settle`` and waits for the answer (that commit is durable).
+    early: bool = False
 
 
 @message("record")
@@ -533,6 +536,16 @@ class Progress(Message):
 class CancelStep(Message):
     dispatch_id: str
     reason: str = ""
+
+
+@message("settle")
+@dataclass
+class Settle(Message):
+    """A step handed out early (``DispatchStep.early``) is about to act: answered once the unit
+    that dispatched it is durable (at once if it is already)."""
+
+    req_id: int
+    dispatch_id: str
 
 
 @message("end_chain")

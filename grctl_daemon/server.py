@@ -111,6 +111,7 @@ class Server:
         self._hot: dict[type[p.Message], Callable[[Any], tuple[asyncio.Future[None], Any]]] = {
             p.CompleteStep: runtime.complete_step,
             p.RecordOutcome: runtime.record,
+            p.Settle: runtime.settle,
         }
 
     async def start(self) -> None:

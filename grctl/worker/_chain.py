@@ -123,4 +123,5 @@ def _successor(
         store=store,
         records=[],
         attempt=1,
+        early=False,
     )

@@ -14,9 +14,14 @@ class Env:
     """The StepEnv of one dispatch: every durable call carries its fencing token, and goes back
     on the connection the dispatch came on (the daemon that issued the token).
 
-    A step run in place after another (a chain, see ``_chain``) has no token yet: its first
-    durable call waits for ``adopted``, which the chain resolves with the
-    token once the daemon has committed the steps before it and handed this one over.
+    Two kinds of step may not act yet, and wait at their first durable call (and before a
+    task runs: ``handed_over``):
+
+    - one run in place after another (a chain, see ``_chain``) has no token yet: it waits for
+      ``adopted``, which the chain resolves with the token once the daemon has committed the
+      steps before it and handed this one over;
+    - one handed out ``early`` (``DispatchStep.early``) asks ``Settle`` once, answered when
+      the unit that dispatched it is durable.
     """
 
     def __init__(
@@ -24,15 +29,17 @@ class Env:
         conn: Connection,
         dispatch_id: str | None,
         adopted: asyncio.Future[str] | None = None,
+        early: bool = False,
     ) -> None:
         self._conn = conn
         self._dispatch_id = dispatch_id
         self._adopted = adopted
+        self._early = early
 
     @property
-    def chained(self) -> bool:
-        """Run in place and not handed over yet."""
-        return self._dispatch_id is None and self._adopted is not None
+    def held_back(self) -> bool:
+        """Not free to act yet: run in place and not handed over, or handed out early."""
+        return self._early or (self._dispatch_id is None and self._adopted is not None)
 
     async def handed_over(self) -> None:
         await self._token()
@@ -44,6 +51,10 @@ class Env:
                     "queries only read the store: no task, child, event or progress"
                 )
             self._dispatch_id = await self._adopted
+        if self._early:
+            did = self._dispatch_id
+            await self._conn.request(lambda r: p.Settle(r, did))
+            self._early = False
         return self._dispatch_id
 
     async def record(self, rec: dict[str, Any]) -> None:

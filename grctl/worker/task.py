@@ -108,7 +108,7 @@ async def _run_task(
     if failed:
         # A crash came between a failed attempt and the next one: honour what is left of its delay.
         await _clock.sleep_until(failed[-1].get("retry_at_ms", 0), step)
-    if step.handed_over is not None:  # a chained step: no side effect before its commit
+    if step.handed_over is not None:  # chained or handed out early: nothing before the commit
         await step.handed_over()
     while True:
         try:

@@ -255,11 +255,11 @@ class Worker:
                 }
             }, None
         if env is None:
-            env = Env(conn, d.dispatch_id)
+            env = Env(conn, d.dispatch_id, early=d.early)
         step = StepRun(d.step_name, d.records, env.record)
         step.resources = self.resources
         step.emitter = env.emit
-        if env.chained:
+        if env.held_back:
             step.handed_over = env.handed_over
         wanted = wf.resources.get(fn) if wf.resources else None
         scope: contextlib.AsyncExitStack | None = None

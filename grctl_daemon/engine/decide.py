@@ -143,9 +143,11 @@ def _send(state: RunState | None, m: Send, now: int) -> Decision:
         if seq is not None:  # acknowledged again, even once the run has ended
             reply = {"inbox_seq": seq, "workflow_id": s.workflow_id, "run_id": s.run_id}
             return Decision(s, reply=reply | {"duplicate": True})
+    # The disk first: a run whose end is decided but not yet durable (its step was handed out
+    # early, say) must not be said to have ended while that end may still be lost.
+    _check_writable(m.fault)
     s = _active(state, f"send {m.event_name!r}")
     tdef = _tdef(m.tdef, s.workflow_type)
-    _check_writable(m.fault)
     d = _event(s, tdef, m.event_name, m.payload, now, key)
     if key is not None and d.error is None:
         d.reply["duplicate"] = False

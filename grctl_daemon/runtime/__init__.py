@@ -75,6 +75,8 @@ class Runtime(
         # The latest progress of each name of a step in flight, by run: (dispatch_id, rows).
         self.latest: dict[str, tuple[str, dict[str, dict[str, Any]]]] = {}
         self.queries: dict[str, asyncio.Future[p.QueryAnswer]] = {}
+        # Steps handed out early (``Commits.apply``): the commit of the unit that dispatched each.
+        self.unsettled: dict[str, asyncio.Future[None]] = {}
         self.fatal: asyncio.Event = asyncio.Event()
         # Counts for --metrics (grctl_daemon/metrics.py); None without it, so no counting.
         self.tally: Tally | None = None
@@ -180,6 +182,7 @@ class Runtime(
         after: Callable[[RunState, tr.Decision], asyncio.Future[None]] | None = None,
         missing_ok: bool = False,
         also: str | None = None,
+        early: bool = False,
     ) -> Any:
         """Read the run back if needed (and its parent, which its end may tell), then decide.
 
@@ -207,7 +210,7 @@ class Runtime(
             if d.error is not None:
                 raise d.error
             if after is None:
-                return await self.commit(d)
+                return await self.commit(d, early=early)
             await after(state, d)
             return d.reply
         finally:

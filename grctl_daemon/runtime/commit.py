@@ -37,12 +37,18 @@ class Commits:
     """The apply/commit/effects half of the Runtime (a mixin: see ``runtime/__init__.py``)."""
 
     def apply(
-        self: Runtime, *decisions: tr.Decision, sends: list[Send] | None = None
+        self: Runtime,
+        *decisions: tr.Decision,
+        sends: list[Send] | None = None,
+        early: bool = False,
     ) -> asyncio.Future[None]:
         """Install the decisions' states now, commit their ops as one unit, then do effects.
 
         ``sends`` are dispatches already prepared for these decisions: they go out with the
-        ones prepared here, once the unit is durable.
+        ones prepared here, once the unit is durable. ``early`` (a start, an event delivered):
+        they go out now, marked early, and the writer waits a moment for their outcome to
+        commit both at once (``group_commit.Linger``); the worker acts on nothing (no task, no
+        durable call) before asking ``Settle``, answered once this unit is durable.
         """
         unit = list(decisions)
         touched: dict[str, RunState] = {}
@@ -66,8 +72,23 @@ class Commits:
         else:
             fut = asyncio.get_running_loop().create_future()
             fut.set_result(None)
-        fut.add_done_callback(lambda f: self._settled(f, unit, touched, sends))
+        if early and sends:
+            for slot, msg in sends:
+                msg.early = True
+                slot.send(msg)
+                self.unsettled[msg.dispatch_id] = fut
+                self.storage.linger.expect(msg.dispatch_id)
+        fut.add_done_callback(lambda f: self._settled(f, unit, touched, sends, early))
         return fut
+
+    def settle(self: Runtime, m: p.Settle) -> tuple[asyncio.Future[Any], Any]:
+        """A step handed out early is about to act: answer once its dispatch is durable."""
+        self.storage.linger.back(m.dispatch_id)  # it waits for that commit: no lingering
+        fut = self.unsettled.get(m.dispatch_id)
+        if fut is None:
+            fut = asyncio.get_running_loop().create_future()
+            fut.set_result(None)
+        return fut, None
 
     def _install(self: Runtime, d: tr.Decision, touched: dict[str, RunState]) -> None:
         s = d.state
@@ -84,13 +105,19 @@ class Commits:
         unit: list[tr.Decision],
         touched: dict[str, RunState],
         sends: list[Send],
+        early: bool = False,
     ) -> None:
+        if early:
+            for _, msg in sends:
+                self.unsettled.pop(msg.dispatch_id, None)
         exc = None if f.cancelled() else f.exception()
         if f.cancelled() or exc is not None:
             for run_id in touched:
                 self.cache.settled(run_id, None)
-            for _, msg in sends:  # never sent: the workers' slots are free again
+            for slot, msg in sends:  # the workers' slots are free again
                 self.dispatcher.release(msg.dispatch_id)
+                if early:  # handed out on a unit that never became durable: stop it
+                    slot.send(p.CancelStep(msg.dispatch_id, "its dispatch was not committed"))
             if isinstance(exc, rec.UnitRefused):
                 for run_id in touched:
                     self.cache.forget(run_id)
@@ -101,8 +128,9 @@ class Commits:
             return
         for run_id, state in touched.items():
             self.cache.settled(run_id, state)
-        for slot, msg in sends:
-            slot.send(msg)
+        if not early:
+            for slot, msg in sends:
+                slot.send(msg)
         if sends and faults.ARMED:
             faults.hit("after_dispatch")
         for d in unit:
@@ -111,13 +139,15 @@ class Commits:
         if self.tally is not None:
             self.tally.committed(unit)
 
-    async def commit(self: Runtime, *decisions: tr.Decision) -> Any:
-        """Apply, wait until durable, return the first decision's reply (or raise its error)."""
+    async def commit(self: Runtime, *decisions: tr.Decision, early: bool = False) -> Any:
+        """Apply, wait until durable, return the first decision's reply (or raise its error).
+
+        ``early``: the steps it dispatches go out at once (see ``apply``)."""
         for d in decisions:
             if d.error is not None:
                 raise d.error
         try:
-            await self.apply(*decisions)
+            await self.apply(*decisions, early=early)
         except rec.CommitFailed as exc:
             raise StorageUnavailableError(
                 f"the daemon's database failed a commit ({exc}); the daemon is stopping and "

@@ -57,7 +57,7 @@ class Requests:
         # one-active-run index, which refuses the unit.
         d = decide(self.cache.latest(m.workflow_id), start, now_ms())
         try:
-            return await self.commit(d)
+            return await self.commit(d, early=True)
         except rec.UnitRefused:
             found = await self.storage.find_run(m.workflow_id, None)
             run_id = found.run_id if found is not None and found.status in ACTIVE_STATUSES else None
@@ -91,7 +91,7 @@ class Requests:
                 return Send(tdef, event_name, payload, self.fault(), key, known)
 
             try:
-                return await self.on_run(run_id, message)
+                return await self.on_run(run_id, message, early=True)
             except rec.UnitRefused:
                 if key is None:
                     raise

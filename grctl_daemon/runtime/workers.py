@@ -480,6 +480,7 @@ class Workers:
             self.dispatcher.assign(slot, adopted, state.run_id)
             slot = None  # still busy: nothing to drain
         durable = self.apply(*unit)
+        self.storage.linger.back(dispatch_id)  # handed out early: its outcome is queued now
         if adopted is not None and faults.ARMED:  # handed over with the reply: a dispatch too
             loop = asyncio.get_running_loop()
             durable.add_done_callback(lambda _: loop.call_soon(faults.hit, "after_dispatch"))

@@ -359,6 +359,8 @@ class Storage(Protocol):
     # Told of each committed batch (units, seconds to durable); set by the metrics.
     on_batch: Callable[[int, float], None] | None
     epoch: int  # the ownership epoch this daemon holds
+    # Steps handed out early, whose outcome the writer waits a moment for (group_commit.Linger).
+    linger: Any
     lost: asyncio.Event  # set when another daemon took the database over: stop at once
     # The partitions of runs this daemon may commit for (a lone daemon: all of them). On a
     # database shared by a cluster they change hands; ``on_ownership`` tells the runtime.

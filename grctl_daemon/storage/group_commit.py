@@ -26,6 +26,9 @@ from typing import Any
 from grctl_daemon.storage import base as rec
 
 MAX_BATCH_UNITS = 1000
+# How long the writer may wait for the outcome of a step handed out early before it writes the
+# unit that dispatched it (``Linger``): a step that is not back by then commits separately.
+LINGER_S = 0.001
 RETRY_INITIAL_S = 0.05
 RETRY_MAX_S = 0.5
 CLOSE_GRACE_S = 2.0  # how long a stopping daemon still waits out a fault before dropping units
@@ -33,6 +36,41 @@ CLOSE_GRACE_S = 2.0  # how long a stopping daemon still waits out a fault before
 log = logging.getLogger("grctl.daemon.storage")
 
 Outcomes = list[Exception | None]  # per unit: None (committed) or UnitRefused
+
+
+class Linger:
+    """Steps handed out before the unit that dispatched them is durable (an event's handler, a
+    run's first step: see ``Runtime.apply``), whose outcome the writer waits for, at most
+    LINGER_S, so that both commit in one transaction: one fsync where there were two.
+
+    The outcome is decided on the dispatching unit's state and queued behind it, so it can
+    never be durable without it; nothing of either leaves the daemon before that commit.
+    """
+
+    def __init__(self) -> None:
+        self.expected: set[str] = set()
+        self._back = asyncio.Event()
+
+    def expect(self, dispatch_id: str) -> None:
+        self.expected.add(dispatch_id)
+
+    def back(self, dispatch_id: str) -> None:
+        """The step reported (its unit is queued), or wants the commit now (a task)."""
+        if dispatch_id in self.expected:
+            self.expected.discard(dispatch_id)
+            if not self.expected:
+                self._back.set()
+
+    async def wait(self) -> None:
+        """Until every expected step is back, at most LINGER_S; after that none is waited for."""
+        if not self.expected:
+            return
+        self._back.clear()
+        try:
+            await asyncio.wait_for(self._back.wait(), LINGER_S)
+        except TimeoutError:
+            pass
+        self.expected.clear()
 
 
 class GroupCommit:
@@ -59,6 +97,7 @@ class GroupCommit:
         self.epoch = 0
         self.failed: rec.CommitFailed | None = None  # set once a commit failed: no more commits
         self.lost = asyncio.Event()  # set when another daemon took the database over
+        self.linger = Linger()
         # Told of each committed batch: its units and the seconds from write to durable
         # (faults waited out included). The metrics set it; it must stay cheap.
         self.on_batch: Callable[[int, float], None] | None = None
@@ -101,6 +140,11 @@ class GroupCommit:
             item = await self._queue.get()
             if item is None:
                 break
+            if self.linger.expected:
+                if self._queue.empty():  # a lone unit: worth a moment to add the outcome
+                    await self.linger.wait()
+                else:  # a batch forms anyway: write it now
+                    self.linger.expected.clear()
             batch = [item]
             while not self._queue.empty() and len(batch) < MAX_BATCH_UNITS:
                 nxt = self._queue.get_nowait()

@@ -789,13 +789,12 @@ class EngineMachine(RuleBasedStateMachine):
         was_waiting = state.status == "waiting"
         d = call(state, Send(TDEF, name, payload, m.fault), m.now)
         wrong: set[type] = set()
-        if not state.is_active:
+        if m.fault is not None:  # the disk is said first, even to an ended run
+            wrong.add(StorageUnavailableError)
+        elif not state.is_active:
             wrong.add(WorkflowNotRunningError)
-        else:
-            if not valid:
-                wrong.add(UnknownEventError if name not in TDEF.events else InvalidInputError)
-            if m.fault is not None:
-                wrong.add(StorageUnavailableError)
+        elif not valid:
+            wrong.add(UnknownEventError if name not in TDEF.events else InvalidInputError)
         assert_refused_iff(d, wrong, f"send {name!r}")
         if d.error is not None:
             STATS[f"refused event: {type(d.error).__name__}"] += 1
