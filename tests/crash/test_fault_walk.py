@@ -16,6 +16,7 @@ The first hit of every point runs in the fast suite; later hits are marked slow.
 
 from __future__ import annotations
 
+import asyncio
 import signal
 import time
 from collections import defaultdict
@@ -25,7 +26,11 @@ from typing import Any
 import pytest
 
 from grctl._faults import DAEMON_POINTS, POINTS
-from grctl.errors import DaemonUnavailableError, WorkflowAlreadyRunningError
+from grctl.errors import (
+    DaemonUnavailableError,
+    WorkflowAlreadyRunningError,
+    WorkflowTypeNotRegisteredError,
+)
 from tests.conftest import Daemon, _accepts, wait_until
 
 pytestmark = pytest.mark.backends
@@ -100,10 +105,20 @@ class Campaign:
 
     def start(self, wid: str) -> None:
         async def go(c: Any) -> None:
-            try:
-                await c.start_workflow("CampaignOrder", wid, {"order_id": wid})
-            except WorkflowAlreadyRunningError:
-                pass  # the first try was committed before its reply was lost
+            deadline = time.monotonic() + 10
+            while True:
+                try:
+                    await c.start_workflow("CampaignOrder", wid, {"order_id": wid})
+                    return
+                except WorkflowAlreadyRunningError:
+                    return  # the first try was committed before its reply was lost
+                except WorkflowTypeNotRegisteredError:
+                    # The daemon died before the worker's registration was durable (the run's
+                    # first step went out early, ahead of that commit): the type is known again
+                    # once the worker has registered anew.
+                    if time.monotonic() > deadline:
+                        raise
+                    await asyncio.sleep(0.05)
 
         self.call(go)
 
