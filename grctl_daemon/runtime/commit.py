@@ -86,6 +86,7 @@ class Commits:
         self.storage.linger.back(m.dispatch_id)  # it waits for that commit: no lingering
         fut = self.unsettled.get(m.dispatch_id)
         if fut is None:
+            self._by_dispatch(m.dispatch_id)  # durable, or refused as stale (never committed)
             fut = asyncio.get_running_loop().create_future()
             fut.set_result(None)
         return fut, None
