@@ -60,6 +60,7 @@ async def run(
     """
     outcome, store = await worker._run_step(d, conn)
     origin, links = d, []
+    spans: list[tuple[float, float]] = []  # when each chained step began and ended
     current, current_outcome, current_store = d, outcome, store
     started = time.monotonic()
     while len(links) < origin.chain and may_go_on() and time.monotonic() - started < CHAIN_BUDGET_S:
@@ -68,17 +69,19 @@ async def run(
             break
         adopted: asyncio.Future[str] = asyncio.get_running_loop().create_future()
         env = Env(conn, None, adopted)
+        began = time.monotonic()
         step = asyncio.ensure_future(worker._run_step(successor, conn, env))
         try:
             await asyncio.sleep(0)  # one turn of the loop: the step's first slice runs
             if step.done():  # ran through without waiting for anything
+                spans.append((began, time.monotonic()))
                 current_outcome, current_store = step.result()
                 links.append({"step_name": successor.step_name, **current_outcome})
                 current = successor
                 continue
             # It waits (on the daemon for a durable call, or on anything else): report the
             # chain and ask to keep it.
-            reply = await report(origin, outcome, links, successor.step_name)
+            reply = await report(origin, outcome, _aged(links, spans), successor.step_name)
             given = reply.get("adopted") if isinstance(reply, dict) else None
             if not isinstance(given, dict) or not isinstance(given.get("dispatch_id"), str):
                 return  # the run went elsewhere: the step is stopped (finally)
@@ -96,10 +99,19 @@ async def run(
             if not step.done():
                 step.cancel()
                 await asyncio.gather(step, return_exceptions=True)
-        links = []
+        links, spans = [], []
         current, current_outcome, current_store = origin, outcome, store
         started = time.monotonic()
-    await report(origin, outcome, links, None)
+    await report(origin, outcome, _aged(links, spans), None)
+
+
+def _aged(links: list[dict[str, Any]], spans: list[tuple[float, float]]) -> list[dict[str, Any]]:
+    """Each chained step says how long ago it began and ended (``ago_ms``, by this process's
+    monotonic clock), so the daemon can time its history by its own clock, with no skew."""
+    now = time.monotonic()
+    for link, (began, ended) in zip(links, spans, strict=True):
+        link["ago_ms"] = [int((now - began) * 1000), int((now - ended) * 1000)]
+    return links
 
 
 def _successor(

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from ulid import ULID
@@ -50,7 +51,19 @@ log = logging.getLogger("grctl.daemon")
 
 SLOT_POLL_S = 0.1  # a member whose runs wait for a shared slot asks the database again
 Prepared = tuple[tr.Decision, WorkerSlot, p.DispatchStep]
-Link = tuple[str, p.CompleteStep]  # a step run in place (chained): its name and its outcome
+MAX_AGO_MS = 60_000  # a chained step said to have run longer ago than this is timed "now"
+
+
+@dataclass(slots=True)
+class Link:
+    """A step its worker ran in place after the one it reports (chained): its name, its outcome
+    (whose dispatch id is set once it is decided; None for the step still running, ``running``)
+    and when it began and ended (daemon ms)."""
+
+    name: str
+    outcome: p.CompleteStep | None
+    began_ms: int
+    ended_ms: int
 
 
 class Workers:
@@ -299,7 +312,8 @@ class Workers:
 
     def complete_step(self: Runtime, m: p.CompleteStep) -> tuple[asyncio.Future[Any], Any]:
         state = self._by_dispatch(m.dispatch_id)
-        links = self._links(state, m)
+        now = now_ms()
+        links = self._links(state, m, now)
         message = self._step_returned(state, m)
         child = _child_waited(m, links)
         if child is not None or (
@@ -309,7 +323,8 @@ class Workers:
             # the parent back first, then decide on the child as it is by then. A step that
             # waits for its own child is decided on that child's state, read back too.
             return asyncio.ensure_future(self._complete_later(state, m, links, child)), None
-        d = decide(state, message, now_ms())
+        # Timed when it ended: just before the first chained step began.
+        d = decide(state, message, links[0].began_ms if links else now)
         if d.error is not None:
             raise d.error
         unit, reply, adopted = self._chained(state, d, m, links, None)
@@ -333,10 +348,11 @@ class Workers:
         )
         return answer[0]
 
-    def _links(self: Runtime, state: RunState, m: p.CompleteStep) -> list[Link]:
-        """The steps the worker ran in place after this one (``m.chain``): each its name and
-        its outcome as a CompleteStep (whose dispatch id is set once it is decided). A
-        malformed chain is refused whole, before anything is decided."""
+    def _links(self: Runtime, state: RunState, m: p.CompleteStep, now: int) -> list[Link]:
+        """The steps the worker ran in place after this one (``m.chain``), timed by the
+        ``ago_ms`` each carries (how long before the report it began and ended, by the
+        worker's clock: no skew). A malformed chain is refused whole, before anything is
+        decided; a time that makes no sense is "now"."""
         if not m.chain and m.running is None:
             return []
         limit = 0 if self.dispatcher.limits.get(state.workflow_type) else self.config.chain_steps
@@ -354,7 +370,16 @@ class Workers:
             for name, value in fields.items():
                 if value is not None and not isinstance(value, dict):
                     raise InvalidInputError(f"field {name!r} of a chained step is not a map")
-            links.append((link["step_name"], p.CompleteStep(0, "", **fields)))
+            began = ended = now
+            ago = link.get("ago_ms")
+            if (
+                isinstance(ago, list)
+                and len(ago) == 2
+                and all(type(x) is int and 0 <= x <= MAX_AGO_MS for x in ago)
+                and ago[0] >= ago[1]
+            ):
+                began, ended = now - ago[0], now - ago[1]
+            links.append(Link(link["step_name"], p.CompleteStep(0, "", **fields), began, ended))
         return links
 
     def _chained(
@@ -380,6 +405,9 @@ class Workers:
         A cancel that came while the chain ran (its EndChain push let the worker start no
         further step) ends the run after the steps that ran, which are all kept: every step
         that ran is in the history, as a dispatched step that finishes is.
+
+        History is timed by when each step began and ended on the worker (``Link``), kept in
+        order.
         """
         reply = first.reply
         if not links and m.running is None:
@@ -388,7 +416,7 @@ class Workers:
         if links and state.cancel_requested:
             calm = state.copy()
             calm.cancel_requested = False
-            again = decide(calm, self._step_returned(calm, m, child), now_ms())
+            again = decide(calm, self._step_returned(calm, m, child), links[0].began_ms)
             if again.error is None:
                 first, cancelled = again, True
         unit = [first]
@@ -397,7 +425,11 @@ class Workers:
         if m.running is not None:
             reply = {"adopted": None}
         slot = self.dispatcher.holder_of(m.dispatch_id)
-        for name, link in [*links, (m.running, None)] if m.running is not None else links:
+        at = first.state.updated_ms if first.state is not None else now_ms()
+        if m.running is not None:
+            links = [*links, Link(m.running, None, now_ms(), now_ms())]
+        for link in links:
+            name = link.name
             s = last.state
             scheduled = next((e for e in last.effects if type(e) is tr.Dispatch), None)
             if (
@@ -410,10 +442,12 @@ class Workers:
             ):
                 break
             tdef = self.types[s.workflow_type]
-            sent = decide(s, DispatchTo(tdef, slot.name, chained=True), now_ms())
+            at = max(at, link.began_ms)  # in order, whatever the worker said
+            sent = decide(s, DispatchTo(tdef, slot.name, chained=True), at)
             if sent.state is None or sent.state.dispatch_id is None:
                 break
-            if link is None:  # still running on the worker: it keeps it, unless cancelled
+            outcome = link.outcome
+            if outcome is None:  # still running on the worker: it keeps it, unless cancelled
                 if cancelled:
                     break
                 last.effects.remove(scheduled)
@@ -427,8 +461,9 @@ class Workers:
                     }
                 }
                 break
-            link.dispatch_id = sent.state.dispatch_id
-            returned = decide(sent.state, self._step_returned(sent.state, link, child), now_ms())
+            outcome.dispatch_id = sent.state.dispatch_id
+            at = max(at, link.ended_ms)
+            returned = decide(sent.state, self._step_returned(sent.state, outcome, child), at)
             if returned.error is not None:
                 break
             last.effects.remove(scheduled)
@@ -564,6 +599,6 @@ class Workers:
 def _child_waited(m: p.CompleteStep, links: list[Link]) -> str | None:
     """The child whose end a ``wait_for_child`` directive of this unit names: the step's own,
     or the last chained step's (a wait ends a chain)."""
-    directive = (links[-1][1] if links else m).directive
+    directive = (links[-1].outcome if links else m).directive
     child = directive.get("child_run_id") if directive else None
     return child if isinstance(child, str) else None

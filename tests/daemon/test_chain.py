@@ -50,6 +50,18 @@ def test_pure_steps_run_in_place_and_pass_the_store_on_as_written(daemon, worker
     kinds = [e.kind for e in history(daemon, "five-1")]
     assert kinds.count("step_completed") == 5 and kinds[-1] == "workflow_completed"
     assert describe(daemon, "five-1").store == {"trail": trail, "n": 7}
+    # Timed when they ran on the worker, in order: five_five's 50 ms show, the others' do not.
+    events = history(daemon, "five-1")
+    times = [e.time for e in events]
+    assert times == sorted(times)
+    spans = {
+        e.step_name: e.time
+        for e in events
+        if e.kind == "step_started" and e.step_name in ("five_four", "five_five")
+    }
+    ended = {e.step_name: e.time for e in events if e.kind == "step_completed"}
+    assert (ended["five_five"] - spans["five_five"]).total_seconds() >= 0.05
+    assert (ended["five_four"] - spans["five_four"]).total_seconds() < 0.05
 
 
 def test_a_run_of_five_pure_steps_takes_far_fewer_commits_than_steps(daemon, workers, ledger):

@@ -264,8 +264,12 @@ def test_the_default_step_timeout_is_ten_seconds(daemon, workers, ledger):
     workers(FLOWS)
     start(daemon, "GdTimeout", "t-default", {"mode": "default"})
     wait_reached(ledger, "t-default")
-    info = describe(daemon, "t-default")
-    assert info.step_name == "default_timeout"
+    # Its worker ran it in place after the start, and hands it over at its first wait: the
+    # daemon shows it once that hand-over is committed.
+    info = wait_until(
+        lambda: (i := describe(daemon, "t-default")).step_name == "default_timeout" and i,
+        message="the step handed over",
+    )
     started = [ev for ev in history(daemon, "t-default") if ev.kind == "step_started"][-1]
     started_ms = round(started.time.timestamp() * 1000)
     assert [t["kind"] for t in info.timers] == ["step"]

@@ -52,6 +52,7 @@ async def five_four(ctx: Context) -> Directive:
 @five.step()
 async def five_five(ctx: Context) -> Directive:
     await _add(ctx, "five")
+    time.sleep(0.05)  # pure work, no await: still chained, and its history shows how long
     return ctx.next.complete({"trail": await ctx.store.get("trail"), "n": await ctx.store.get("n")})
 
 
