@@ -372,13 +372,10 @@ class Workers:
                     raise InvalidInputError(f"field {name!r} of a chained step is not a map")
             began = ended = now
             ago = link.get("ago_ms")
-            if (
-                isinstance(ago, list)
-                and len(ago) == 2
-                and all(type(x) is int and 0 <= x <= MAX_AGO_MS for x in ago)
-                and ago[0] >= ago[1]
-            ):
-                began, ended = now - ago[0], now - ago[1]
+            if type(ago) is list and len(ago) == 2:
+                a, b = ago
+                if type(a) is int and type(b) is int and MAX_AGO_MS >= a >= b >= 0:
+                    began, ended = now - a, now - b
             links.append(Link(link["step_name"], p.CompleteStep(0, "", **fields), began, ended))
         return links
 
