@@ -28,6 +28,8 @@ def summary(kind: str, data: dict[str, Any]) -> str:
         return text
     if kind == "step_started":
         text = f"attempt={d.get('attempt')} worker={d.get('worker')}"
+        if d.get("chained"):  # run in place after the step before, on the same worker
+            text += " chained"
         return text + (f" replaying={d['replaying']}" if d.get("replaying") else "")
     if kind in ("event_received", "event_dispatched"):
         text = f"{d.get('event_name')} #{d.get('inbox_seq')}"

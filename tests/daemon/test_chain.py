@@ -8,6 +8,7 @@ or hostile worker may send.
 from __future__ import annotations
 
 import asyncio
+import subprocess
 from typing import Any
 
 import pytest
@@ -18,7 +19,7 @@ from grctl.errors import InvalidInputError, StaleDispatchError
 from grctl.models import Directive
 from grctl.worker.context import Context
 from grctl.workflow import Workflow
-from tests.conftest import Daemon, read_ledger, wait_until
+from tests.conftest import GRCTL, Daemon, read_ledger, wait_until
 from tests.daemon.test_guarantees import describe, history, result, start
 
 pytestmark = pytest.mark.backends
@@ -62,6 +63,12 @@ def test_pure_steps_run_in_place_and_pass_the_store_on_as_written(daemon, worker
     ended = {e.step_name: e.time for e in events if e.kind == "step_completed"}
     assert (ended["five_five"] - spans["five_five"]).total_seconds() >= 0.05
     assert (ended["five_four"] - spans["five_four"]).total_seconds() < 0.05
+    # grctl history says which steps ran chained.
+    table = subprocess.run(
+        [GRCTL, "history", "five-1"], env=daemon.env(), capture_output=True, text=True, timeout=30
+    )
+    assert table.returncode == 0, table.stderr
+    assert table.stdout.count(" chained") == 4, table.stdout
 
 
 def test_a_run_of_five_pure_steps_takes_far_fewer_commits_than_steps(daemon, workers, ledger):
