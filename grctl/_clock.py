@@ -100,7 +100,10 @@ async def sleep_until(wake_ms: int, owner: object = None) -> None:
     """Sleep until ``now_ms()`` reads ``wake_ms``; ``owner`` names who waits (a step run)."""
     clock = _clock
     if clock is None:
-        await asyncio.sleep(max(0.0, wake_ms / 1000 - time.time()))
+        # A loop's timers may fire up to a millisecond early (uvloop's resolution): sleep
+        # again for what is left, so nothing waiting for wake_ms goes on before it.
+        while (left := wake_ms / 1000 - time.time()) > 0:
+            await asyncio.sleep(left)
         return
     await clock.sleep_until(wake_ms, owner)
 

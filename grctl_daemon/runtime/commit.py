@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from grctl import _faults as faults
 from grctl import protocol as p
-from grctl.errors import StorageUnavailableError
+from grctl.errors import StaleDispatchError, StorageUnavailableError
 from grctl_daemon.dispatch import WorkerSlot
 from grctl_daemon.engine import transitions as tr
 from grctl_daemon.engine.decide import ChildEnded, decide
@@ -84,12 +84,29 @@ class Commits:
     def settle(self: Runtime, m: p.Settle) -> tuple[asyncio.Future[Any], Any]:
         """A step handed out early is about to act: answer once its dispatch is durable."""
         self.storage.linger.back(m.dispatch_id)  # it waits for that commit: no lingering
-        fut = self.unsettled.get(m.dispatch_id)
-        if fut is None:
+        committing = self.unsettled.get(m.dispatch_id)
+        answer = asyncio.get_running_loop().create_future()
+        if committing is None:
             self._by_dispatch(m.dispatch_id)  # durable, or refused as stale (never committed)
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(None)
-        return fut, None
+            answer.set_result(None)
+            return answer, None
+
+        def settled(f: asyncio.Future[None]) -> None:
+            if answer.done():
+                return
+            if f.cancelled() or f.exception() is not None:
+                # Refused (a start whose workflow_id the database found running) or failed:
+                # the step never existed, and must not act.
+                answer.set_exception(
+                    StaleDispatchError(
+                        f"dispatch {m.dispatch_id} was never committed; the step must not act"
+                    )
+                )
+            else:
+                answer.set_result(None)
+
+        committing.add_done_callback(settled)
+        return answer, None
 
     def _install(self: Runtime, d: tr.Decision, touched: dict[str, RunState]) -> None:
         s = d.state

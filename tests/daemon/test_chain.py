@@ -15,7 +15,7 @@ import pytest
 
 from grctl import protocol as p
 from grctl._connection import Connection
-from grctl.errors import InvalidInputError, StaleDispatchError
+from grctl.errors import InvalidInputError, StaleDispatchError, WorkflowAlreadyRunningError
 from grctl.models import Directive
 from grctl.worker.context import Context
 from grctl.workflow import Workflow
@@ -135,6 +135,23 @@ def test_a_worker_killed_in_a_chain_loses_only_uncommitted_steps(daemon, workers
         "stuck-1 start",
         "stuck-1 block",
     ]
+
+
+def test_a_start_the_database_refuses_runs_no_task_of_its_early_step(daemon, workers, ledger):
+    workers(FLOWS)
+    start(daemon, "ChOnce", "once-1")
+    wait_until(lambda: describe(daemon, "once-1").status.value == "waiting", message="waiting")
+    assert daemon.stop() == 0  # the restarted daemon holds no run in memory
+    daemon.start()
+    wait_until(lambda: daemon.status()["workers"], message="the worker registered again")
+    # Only the database knows once-1 is running: the start is decided, its first step handed
+    # out early, and the unit refused by the one-active-run index. The step's task asked
+    # first (Settle) and was told no, or the step was stopped before it asked.
+    with pytest.raises(WorkflowAlreadyRunningError):
+        start(daemon, "ChOnce", "once-1")
+    daemon.call(lambda c: c.get_workflow_handle("once-1").send("once_done"))
+    assert result(daemon, "once-1") == "done"
+    assert read_ledger(ledger) == ["once-1 charged 1"]
 
 
 # -- what a careless or hostile worker may send -------------------------------------------------

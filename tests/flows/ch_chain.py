@@ -106,3 +106,19 @@ async def stuck_block(ctx: Context) -> Directive:
     while not gate.exists():
         time.sleep(0.01)
     return ctx.next.complete(await ctx.store.get("first"))
+
+
+# -- a start the database refuses (its workflow_id is running, but not in the daemon's memory) --
+
+once = Workflow(workflow_type="ChOnce")
+
+
+@once.start()
+async def once_start(ctx: Context) -> Directive:
+    await charge(ctx.run.wf_id, 1)
+    return ctx.next.wait_for_event()
+
+
+@once.event()
+async def once_done(ctx: Context) -> Directive:
+    return ctx.next.complete("done")
