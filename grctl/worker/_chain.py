@@ -85,14 +85,13 @@ async def run(
             given = reply.get("adopted") if isinstance(reply, dict) else None
             if not isinstance(given, dict) or not isinstance(given.get("dispatch_id"), str):
                 return  # the run went elsewhere: the step is stopped (finally)
+            adopt(origin.dispatch_id, given["dispatch_id"])
             origin = dataclasses.replace(
                 successor,
                 dispatch_id=given["dispatch_id"],
                 attempt=given.get("attempt", 1),
                 timeout_ms=given.get("timeout_ms", successor.timeout_ms),
             )
-            adopt(d.dispatch_id, origin.dispatch_id)
-            d = origin
             adopted.set_result(origin.dispatch_id)
             outcome, store = await step
         finally:

@@ -10,6 +10,7 @@ another member may hand out the same id for a run that moved to it.
 from __future__ import annotations
 
 import asyncio
+import functools
 import logging
 from typing import TYPE_CHECKING, Any
 
@@ -230,19 +231,13 @@ class Session:
                 self.running[new] = task
             held[0] = new
 
-        async def report(
-            origin: p.DispatchStep,
-            outcome: dict[str, Any],
-            links: list[dict[str, Any]],
-            running: str | None,
-        ) -> Any:
-            return await self._report(conn, origin, outcome, links, running)
-
         def may_go_on() -> bool:
             return held[0] not in self.unchained
 
         try:
-            await _chain.run(self.worker, conn, d, report, adopt, may_go_on)
+            await _chain.run(
+                self.worker, conn, d, functools.partial(self._report, conn), adopt, may_go_on
+            )
         except asyncio.CancelledError:
             return
         finally:

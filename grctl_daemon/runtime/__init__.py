@@ -40,6 +40,7 @@ from grctl_daemon.runtime.reads import Follower, Reads
 from grctl_daemon.runtime.requests import Requests
 from grctl_daemon.runtime.retention import Retention
 from grctl_daemon.runtime.schedules import Schedules
+from grctl_daemon.runtime.steps import Steps
 from grctl_daemon.runtime.workers import Workers
 from grctl_daemon.storage import base as rec
 from grctl_daemon.timers import TimerWheel, now_ms
@@ -50,7 +51,16 @@ TIMER_WINDOW_MS = 60_000  # durable timers further out than this stay on disk un
 
 
 class Runtime(
-    Commits, Requests, Workers, Reads, Queries, Ownership, Retention, Schedules, ProgressRelay
+    Commits,
+    Requests,
+    Workers,
+    Steps,
+    Reads,
+    Queries,
+    Ownership,
+    Retention,
+    Schedules,
+    ProgressRelay,
 ):
     """Applies the engine's decisions to the runs it holds or reads back."""
 
