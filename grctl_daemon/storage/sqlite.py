@@ -89,6 +89,7 @@ class SqliteStorage(SqliteReads, GroupCommit):
         self.synchronous = synchronous
         self._wconn: sqlite3.Connection | None = None
         self._reader: aiosqlite.Connection | None = None
+        self._loader: aiosqlite.Connection | None = None
         self._load_lock = asyncio.Lock()
         # One daemon owns a SQLite database, so every partition: there is no cluster.
         self.owned = frozenset(range(rec.PARTITIONS))
@@ -112,6 +113,10 @@ class SqliteStorage(SqliteReads, GroupCommit):
         self._open_writer()  # start-up: migrations run here, before anything is served
         self._reader = await aiosqlite.connect(str(self.path))
         await self._reader.execute("PRAGMA query_only = ON")
+        # Loads read a run's parts in one transaction (one committed state); on a connection of
+        # their own, so that a read issued meanwhile is never inside that older snapshot.
+        self._loader = await aiosqlite.connect(str(self.path))
+        await self._loader.execute("PRAGMA query_only = ON")
         self.start_writer()
 
     def _open_writer(self) -> None:
@@ -143,9 +148,10 @@ class SqliteStorage(SqliteReads, GroupCommit):
     async def close(self) -> None:
         """Finish every queued commit (waiting a little for space), then close."""
         await self.stop_writer()
-        if self._reader is not None:
-            await self._reader.close()
-            self._reader = None
+        for conn in (self._reader, self._loader):
+            if conn is not None:
+                await conn.close()
+        self._reader = self._loader = None
         if self._wconn is not None:
             conn, self._wconn = self._wconn, None
             conn.close()

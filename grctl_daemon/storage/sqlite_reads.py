@@ -22,14 +22,24 @@ MAX_LOAD_BATCH = 500  # runs read back in one go (SQLite allows 32,766 parameter
 
 
 class SqliteReads:
-    """Reads for ``SqliteStorage`` (a mixin: it holds ``_reader`` and ``_load_lock``)."""
+    """Reads for ``SqliteStorage`` (a mixin: it holds ``_reader``, ``_loader``, ``_load_lock``).
+
+    Every read but a load is one statement on ``_reader``, outside any transaction, so it sees
+    everything committed before it began. A load (``load_runs``) reads five tables in one
+    transaction on ``_loader``: were it on ``_reader``, the reads that ran meanwhile would see
+    the load's snapshot, missing writes already acknowledged.
+    """
 
     _reader: aiosqlite.Connection | None
+    _loader: aiosqlite.Connection | None
     _load_lock: asyncio.Lock
 
-    async def _fetch(self, sql: str, params: tuple[Any, ...] = ()) -> list[Any]:
-        assert self._reader is not None
-        async with self._reader.execute(sql, params) as cur:
+    async def _fetch(
+        self, sql: str, params: tuple[Any, ...] = (), conn: aiosqlite.Connection | None = None
+    ) -> list[Any]:
+        conn = conn or self._reader
+        assert conn is not None
+        async with conn.execute(sql, params) as cur:
             return list(await cur.fetchall())
 
     async def load_types(self) -> dict[str, dict[str, Any]]:
@@ -46,29 +56,31 @@ class SqliteReads:
         return found
 
     async def _load_chunk(self, run_ids: list[str]) -> dict[str, rec.LoadedRun]:
-        assert self._reader is not None
+        conn = self._loader
+        assert conn is not None
         marks = ", ".join("?" * len(run_ids))
         ids = tuple(run_ids)
-        await self._reader.execute("BEGIN")
+        await conn.execute("BEGIN")
         try:
             runs = {
                 run.run_id: run
                 for run in map(
                     run_from_row,
-                    await self._fetch(f"{SELECT_RUN} WHERE run_id IN ({marks})", ids),
+                    await self._fetch(f"{SELECT_RUN} WHERE run_id IN ({marks})", ids, conn),
                 )
             }
             if not runs:
                 return {}
             loaded = {rid: rec.LoadedRun(run, {}, [], [], {}) for rid, run in runs.items()}
             for rid, key, value in await self._fetch(
-                f"SELECT run_id, key, value FROM store WHERE run_id IN ({marks})", ids
+                f"SELECT run_id, key, value FROM store WHERE run_id IN ({marks})", ids, conn
             ):
                 loaded[rid].store[key] = value
             for rid, step_seq, record in await self._fetch(
                 "SELECT run_id, step_seq, record FROM step_records "
                 f"WHERE run_id IN ({marks}) ORDER BY run_id, step_seq, n",
                 ids,
+                conn,
             ):
                 if step_seq == runs[rid].step_seq:
                     loaded[rid].records.append(record)
@@ -76,14 +88,17 @@ class SqliteReads:
                 "SELECT run_id, seq, event_name, payload FROM inbox "
                 f"WHERE run_id IN ({marks}) AND state = 'pending' ORDER BY run_id, seq",
                 ids,
+                conn,
             ):
                 loaded[rid].inbox.append((seq, name, payload))
             for rid, kind, due, token in await self._fetch(
-                f"SELECT run_id, kind, due_ms, token FROM timers WHERE run_id IN ({marks})", ids
+                f"SELECT run_id, kind, due_ms, token FROM timers WHERE run_id IN ({marks})",
+                ids,
+                conn,
             ):
                 loaded[rid].timers[kind] = (due, token)
         finally:
-            await self._reader.execute("COMMIT")
+            await conn.execute("COMMIT")
         return loaded
 
     async def ready_runs(
