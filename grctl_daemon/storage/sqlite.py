@@ -112,11 +112,14 @@ class SqliteStorage(SqliteReads, GroupCommit):
     async def open(self) -> None:
         self._open_writer()  # start-up: migrations run here, before anything is served
         self._reader = await aiosqlite.connect(str(self.path))
-        await self._reader.execute("PRAGMA query_only = ON")
         # Loads read a run's parts in one transaction (one committed state); on a connection of
         # their own, so that a read issued meanwhile is never inside that older snapshot.
         self._loader = await aiosqlite.connect(str(self.path))
-        await self._loader.execute("PRAGMA query_only = ON")
+        for conn in (self._reader, self._loader):
+            await conn.execute("PRAGMA query_only = ON")
+            # A first read opens the connection's WAL files: now, not in the middle of serving.
+            async with conn.execute("SELECT COUNT(*) FROM sqlite_master") as cur:
+                await cur.fetchall()
         self.start_writer()
 
     def _open_writer(self) -> None:
