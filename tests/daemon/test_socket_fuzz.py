@@ -439,6 +439,7 @@ def test_every_field_of_every_message_kind_with_every_junk_value(rig):
     assert cases > len(FIELDS) * len(JUNK) // 2
     assert prober.dropped and prober.kept, "both outcomes happen"
     rig.alive()
+    FRAMES["every_field"] = 1
 
 
 FUZZ = settings(
@@ -757,7 +758,8 @@ def test_afterwards_the_daemon_is_whole_and_a_normal_workflow_completes(rig):
     assert "Traceback" not in text and "internal error" not in text, text[-5000:]
     growth_mib = (rss_kb(d.pid) - rig.rss_baseline_kb) / 1024
     print(f"\nfuzzed frames: {FRAMES['count']}; daemon RSS growth {growth_mib:.1f} MiB")
-    assert FRAMES["count"] > 5000
+    if FRAMES.get("every_field"):  # under xdist, that test may have run in another process
+        assert FRAMES["count"] > 5000
 
 
 def test_start_child_with_a_non_map_record_is_refused_as_invalid_input(daemon):
