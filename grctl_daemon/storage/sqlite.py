@@ -1,4 +1,4 @@
-"""The SQLite backend: group commit on the event loop, one aiosqlite reader.
+"""The SQLite backend: group commit on the event loop, two aiosqlite readers.
 
 Theory of operation
 -------------------
@@ -16,7 +16,10 @@ commit itself on the single-run latency path, and its Python half would fight th
 the GIL. While a transaction is being fsynced the loop is blocked, so the frames that arrive
 meanwhile wait in their sockets and make the next batch; that fsync (about 0.2-0.3 ms here) is
 short next to the work of the steps it commits. Reads (history, list, describe) use an
-aiosqlite connection on its own thread, which WAL lets run alongside the writer.
+aiosqlite connection on its own thread, which WAL lets run alongside the writer: each is one
+statement outside any transaction, so it sees every unit committed before it began. Loads of
+runs into memory read five tables in one transaction, on a second connection: on the first,
+the reads that ran meanwhile would have seen that transaction's older snapshot.
 
 Durability: ``synchronous=FULL`` by default (a commit survives power loss); ``NORMAL`` may lose
 the last transactions on power loss, never on a process crash.
