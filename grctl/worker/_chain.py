@@ -14,7 +14,7 @@ awaits. Once it waits, the worker reports what it has, naming the step still run
 (``running``); the daemon commits, hands that step to this worker in the same unit
 (``adopted``: its dispatch id) and only then does the step go on, as a dispatched step would.
 If the daemon decided otherwise (the run was terminated meanwhile, say), the step is stopped:
-it had done nothing durable. No step is chained after CHAIN_BUDGET_S, so no outcome waits long
+it had done nothing durable. No step is chained after the chain budget, so no outcome waits long
 for its commit; a cancelled run's worker chains no further step (``EndChain``).
 
 A worker killed in the middle loses the chain's outcomes, as it would lose one step's: the
@@ -38,8 +38,29 @@ if TYPE_CHECKING:
     from grctl.worker.worker import Worker
 
 # No step is chained once the chain has run this long: a step's outcome waits about this
-# long at most (plus the last step's own run) for its commit to start.
-CHAIN_BUDGET_S = 0.005
+# long at most (plus the last step's own run) for its commit to start. GRCTL_CHAIN_BUDGET_MS
+# in the worker's environment changes it (tests that count chained steps on a loaded machine
+# raise it: a chain cut by the clock is correct, only less chained).
+DEFAULT_CHAIN_BUDGET_MS = 5
+MAX_CHAIN_BUDGET_MS = 60_000
+
+
+def chain_budget_s(raw: str | None) -> float:
+    """``GRCTL_CHAIN_BUDGET_MS`` as seconds (the default when unset); a bad value is refused."""
+    if raw is None or raw.strip() == "":
+        return DEFAULT_CHAIN_BUDGET_MS / 1000
+    try:
+        ms = float(raw)
+    except ValueError:
+        ms = -1.0
+    if not 0 <= ms <= MAX_CHAIN_BUDGET_MS:
+        raise ValueError(
+            f"GRCTL_CHAIN_BUDGET_MS must be a number of milliseconds from 0 to "
+            f"{MAX_CHAIN_BUDGET_MS}, got {raw!r}; unset it for the default "
+            f"({DEFAULT_CHAIN_BUDGET_MS} ms)"
+        )
+    return ms / 1000
+
 
 Report = Callable[[p.DispatchStep, dict[str, Any], list[dict[str, Any]], str | None], Any]
 
@@ -63,7 +84,8 @@ async def run(
     spans: list[tuple[float, float]] = []  # when each chained step began and ended
     current, current_outcome, current_store = d, outcome, store
     started = time.monotonic()
-    while len(links) < origin.chain and may_go_on() and time.monotonic() - started < CHAIN_BUDGET_S:
+    budget = worker.chain_budget_s
+    while len(links) < origin.chain and may_go_on() and time.monotonic() - started < budget:
         successor = _successor(worker, current, current_outcome, current_store)
         if successor is None:
             break

@@ -30,6 +30,7 @@ from grctl.models.child import ChildResult
 from grctl.models.directive import Directive
 from grctl.resources import Factory, Resource, Resources
 from grctl.signature import split_args
+from grctl.worker import _chain
 from grctl.worker._env import Env
 from grctl.worker._replay import StepRun, current_step
 from grctl.worker._session import Session
@@ -105,6 +106,7 @@ class Worker:
             tls_ca_file=tls_ca,
         )
         self.concurrency = concurrency
+        self.chain_budget_s = _chain.chain_budget_s(os.environ.get("GRCTL_CHAIN_BUDGET_MS"))
         self.resources = Resources(resources)
         self.shutdown_grace_s = shutdown_grace_s
         self.name = name or f"{socket.gethostname()}:{os.getpid()}"

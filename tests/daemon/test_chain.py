@@ -25,6 +25,9 @@ from tests.daemon.test_guarantees import describe, history, result, start
 pytestmark = pytest.mark.backends
 
 FLOWS = "flows.ch_chain"
+# The worker chains steps for 5 ms, then reports: on a loaded machine a chain may be cut short
+# there (still correct, less chained). These tests count chained steps, so the clock is lifted.
+UNCUT = {"GRCTL_CHAIN_BUDGET_MS": "60000"}
 
 
 def started(daemon: Daemon, workflow_id: str) -> list[tuple[str | None, dict[str, Any]]]:
@@ -32,7 +35,7 @@ def started(daemon: Daemon, workflow_id: str) -> list[tuple[str | None, dict[str
 
 
 def test_pure_steps_run_in_place_and_pass_the_store_on_as_written(daemon, workers, ledger):
-    workers(FLOWS)
+    workers(FLOWS, env=UNCUT)
     start(daemon, "ChFive", "five-1", {"n": 7})
     trail = ["start", "two", "three", "four", "five"]
     assert result(daemon, "five-1") == {"trail": trail, "n": 7}
@@ -72,7 +75,7 @@ def test_pure_steps_run_in_place_and_pass_the_store_on_as_written(daemon, worker
 
 
 def test_a_run_of_five_pure_steps_takes_far_fewer_commits_than_steps(daemon, workers, ledger):
-    workers(FLOWS)
+    workers(FLOWS, env=UNCUT)
     start(daemon, "ChFive", "five-warm", {"n": 0})  # the first run of a type, out of the count
     result(daemon, "five-warm")
     before = daemon.status()["commits"]["transactions"]
@@ -85,7 +88,7 @@ def test_a_run_of_five_pure_steps_takes_far_fewer_commits_than_steps(daemon, wor
 
 
 def test_a_chained_step_waits_for_the_commit_before_its_task_runs(daemon, workers, ledger):
-    workers(FLOWS)
+    workers(FLOWS, env=UNCUT)
     start(daemon, "ChTask", "task-1")
     assert result(daemon, "task-1") == "receipt-42"
     assert read_ledger(ledger) == ["task-1 start", "task-1 before the task", "task-1 charged 42"]
@@ -106,7 +109,7 @@ def test_a_chained_step_waits_for_the_commit_before_its_task_runs(daemon, worker
 def test_chaining_off_reports_every_step_alone(daemon, workers, ledger):
     daemon.stop()
     daemon.start(env={"GRCTL_CHAIN_STEPS": "0"})
-    workers(FLOWS)
+    workers(FLOWS, env=UNCUT)
     start(daemon, "ChFive", "five-off", {"n": 1})
     assert result(daemon, "five-off")["n"] == 1
     steps = started(daemon, "five-off")
@@ -114,12 +117,12 @@ def test_chaining_off_reports_every_step_alone(daemon, workers, ledger):
 
 
 def test_a_worker_killed_in_a_chain_loses_only_uncommitted_steps(daemon, workers, ledger):
-    first = workers(FLOWS)
+    first = workers(FLOWS, env=UNCUT)
     start(daemon, "ChStuck", "stuck-1")
     wait_until(lambda: "stuck-1 block" in read_ledger(ledger), message="the chained step runs")
     first.kill9()  # the start step's outcome was never reported: it goes out again
     (daemon.home / "unblock").touch()
-    workers(FLOWS)
+    workers(FLOWS, env=UNCUT)
     assert result(daemon, "stuck-1") == 1
     steps = started(daemon, "stuck-1")
     assert [(name, data["attempt"]) for name, data in steps] == [
@@ -138,7 +141,7 @@ def test_a_worker_killed_in_a_chain_loses_only_uncommitted_steps(daemon, workers
 
 
 def test_a_start_the_database_refuses_runs_no_task_of_its_early_step(daemon, workers, ledger):
-    workers(FLOWS)
+    workers(FLOWS, env=UNCUT)
     start(daemon, "ChOnce", "once-1")
     wait_until(lambda: describe(daemon, "once-1").status.value == "waiting", message="waiting")
     assert daemon.stop() == 0  # the restarted daemon holds no run in memory
@@ -215,3 +218,13 @@ def test_a_bad_chain_is_refused_whole_and_a_wrong_one_is_cut(daemon):
     asyncio.run(go())
     assert result(daemon, "raw-1") == "done"
     assert [name for name, _ in started(daemon, "raw-1")] == ["raw_start", "raw_next"]
+
+
+@pytest.mark.parametrize("budget", ["soon", "-1", "600000"])
+def test_a_bad_chain_budget_stops_the_worker_in_one_line(daemon, workers, budget):
+    w = workers(FLOWS, env={"GRCTL_CHAIN_BUDGET_MS": budget}, wait=False)
+    assert w.proc.wait(15) == 2
+    out = w.output()
+    assert "GRCTL_CHAIN_BUDGET_MS must be a number of milliseconds" in out, out
+    assert repr(budget) in out and "Traceback" not in out, out
+    assert daemon.status()["workers"] == []
