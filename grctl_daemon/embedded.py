@@ -92,12 +92,13 @@ class InProcessDaemon:
     def abandon(self) -> None:
         """Release the database when the event loop that ran this daemon is gone.
 
-        Nothing can be awaited any more: the writer connection is closed and the reader's
-        thread told to stop (it would keep the process alive).
+        Nothing can be awaited any more: the writer connection is closed and the readers'
+        threads told to stop (they would keep the process alive).
         """
-        reader = getattr(self.storage, "_reader", None)
-        if reader is not None:
-            reader.stop()
+        for name in ("_reader", "_loader"):
+            reader = getattr(self.storage, name, None)
+            if reader is not None:
+                reader.stop()
         writer = getattr(self.storage, "_wconn", None)
         if writer is not None:
             writer.close()

@@ -47,6 +47,9 @@ from grctl_daemon.timers import TimerWheel, now_ms
 
 log = logging.getLogger("grctl.daemon")
 
+# How many times a request is decided again when what it was decided on was refused by the
+# database (``Commits.refuse``): each retry reads the run back as the database has it.
+REDECIDE_LIMIT = 3
 TIMER_WINDOW_MS = 60_000  # durable timers further out than this stay on disk until they near
 
 
@@ -87,6 +90,8 @@ class Runtime(
         self.queries: dict[str, asyncio.Future[p.QueryAnswer]] = {}
         # Steps handed out early (``Commits.apply``): the commit of the unit that dispatched each.
         self.unsettled: dict[str, asyncio.Future[None]] = {}
+        # The newest unit not yet durable of each run (a refusal waits for it: ``refuse``).
+        self.inflight: dict[str, asyncio.Future[None]] = {}
         self.fatal: asyncio.Event = asyncio.Event()
         # Counts for --metrics (grctl_daemon/metrics.py); None without it, so no counting.
         self.tally: Tally | None = None
@@ -203,26 +208,34 @@ class Runtime(
         held = [run_id]
         self.cache.hold(run_id)
         try:
-            state = await self.cache.load(run_id)
-            if state is None:
-                if missing_ok:
-                    return None
-                raise WorkflowNotFoundError(f"run {run_id} not found", run_id=run_id)
-            # A child's end tells its parent (completion_event, wait_for_child) in its unit.
-            for other in (state.parent_run_id, also):
-                if other:
-                    held.append(other)
-                    self.cache.hold(other)
-                    await self.cache.load(other)
-            state = self.cache.get(run_id) or state
-            self.check_owned(state.partition, state.workflow_id)  # no await since: still ours
-            d = decide(state, message(state), now_ms())
-            if d.error is not None:
-                raise d.error
-            if after is None:
-                return await self.commit(d, early=early)
-            await after(state, d)
-            return d.reply
+            for attempt in range(REDECIDE_LIMIT):
+                state = await self.cache.load(run_id)
+                if state is None:
+                    if missing_ok:
+                        return None
+                    raise WorkflowNotFoundError(f"run {run_id} not found", run_id=run_id)
+                # A child's end tells its parent (completion_event, wait_for_child) in its unit.
+                for other in (state.parent_run_id, also):
+                    if other and other not in held:
+                        held.append(other)
+                        self.cache.hold(other)
+                    if other:
+                        await self.cache.load(other)
+                state = self.cache.get(run_id) or state
+                self.check_owned(state.partition, state.workflow_id)  # no await since: still ours
+                d = decide(state, message(state), now_ms())
+                if d.error is not None:
+                    try:
+                        await self.refuse(d)
+                    except rec.UnitRefused:
+                        if attempt + 1 == REDECIDE_LIMIT:
+                            raise
+                        continue  # decided on a unit that never became durable: read it back
+                if after is None:
+                    return await self.commit(d, early=early)
+                await after(state, d)
+                return d.reply
+            raise AssertionError("unreachable: the last attempt returns or raises")
         finally:
             for held_id in held:
                 self.cache.release(held_id)

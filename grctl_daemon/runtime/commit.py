@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from grctl import _faults as faults
 from grctl import protocol as p
@@ -67,18 +67,29 @@ class Commits:
                         self._install(prepared[0], touched)
                         sends.append(prepared[1:])
         ops: list[rec.Op] = [op for d in unit for op in d.ops]
-        if ops:
-            fut = self.storage.commit(ops)
-        else:
-            fut = asyncio.get_running_loop().create_future()
-            fut.set_result(None)
+        # Nothing to write (a duplicate event key, say): the reply still rests on the state
+        # memory holds, so it leaves once that state is durable.
+        fut = self.storage.commit(ops) if ops else self._behind(touched)
         if early and sends:
             for slot, msg in sends:
                 msg.early = True
                 slot.send(msg)
                 self.unsettled[msg.dispatch_id] = fut
                 self.storage.linger.expect(msg.dispatch_id)
+        for run_id in touched:
+            self.inflight[run_id] = fut
         fut.add_done_callback(lambda f: self._settled(f, unit, touched, sends, early))
+        return fut
+
+    def _behind(self: Runtime, runs: dict[str, RunState]) -> asyncio.Future[Any]:
+        """A future done once every unit in flight for ``runs`` is (at once if there is none)."""
+        pending = [f for r in runs if (f := self.inflight.get(r)) is not None and not f.done()]
+        if len(pending) == 1:
+            return pending[0]
+        if pending:
+            return asyncio.gather(*pending)
+        fut = asyncio.get_running_loop().create_future()
+        fut.set_result(None)
         return fut
 
     def settle(self: Runtime, m: p.Settle) -> tuple[asyncio.Future[Any], Any]:
@@ -128,6 +139,10 @@ class Commits:
         if early:
             for _, msg in sends:
                 self.unsettled.pop(msg.dispatch_id, None)
+        inflight = self.inflight
+        for run_id in touched:
+            if inflight.get(run_id) is f:
+                del inflight[run_id]
         exc = None if f.cancelled() else f.exception()
         if f.cancelled() or exc is not None:
             for run_id in touched:
@@ -163,7 +178,7 @@ class Commits:
         ``early``: the steps it dispatches go out at once (see ``apply``)."""
         for d in decisions:
             if d.error is not None:
-                raise d.error
+                await self.refuse(d)
         try:
             await self.apply(*decisions, early=early)
         except rec.CommitFailed as exc:
@@ -172,6 +187,33 @@ class Commits:
                 "nothing acknowledged is lost. Restart it with: grctl daemon start"
             ) from None
         return decisions[0].reply
+
+    async def refuse(self: Runtime, d: tr.Decision) -> NoReturn:
+        """Raise ``d``'s refusal once the state it was decided on is durable.
+
+        A refusal reads memory, which may be ahead of the database: a start, or an end, whose
+        unit is not yet durable. Answered at once, it could tell a client of a run, or of an
+        end, that a crash then loses. So it waits for the run's units in flight (they commit in
+        order). If one fails, what the refusal read never existed: ``rec.UnitRefused`` asks the
+        caller to decide again (a refused unit's runs are read back), and a failed commit says
+        the daemon is stopping. A refusal about the disk itself answers at once.
+        """
+        error = d.error
+        assert error is not None
+        if d.state is not None and not isinstance(error, StorageUnavailableError):
+            pending = self._behind({d.state.run_id: d.state})
+            try:
+                await asyncio.shield(pending)
+            except rec.UnitRefused:
+                raise rec.UnitRefused(f"decided on a unit that was refused: {error}") from None
+            except (rec.CommitFailed, asyncio.CancelledError):
+                if not pending.done() or (not pending.cancelled() and not pending.exception()):
+                    raise  # this request was cancelled, not the unit
+                raise StorageUnavailableError(
+                    "the daemon's database failed a commit; the daemon is stopping and nothing "
+                    "acknowledged is lost. Restart it with: grctl daemon start"
+                ) from None
+        raise error
 
     def _child_endings(
         self: Runtime, unit: list[tr.Decision], touched: dict[str, RunState]

@@ -310,14 +310,14 @@ class Steps:
             run_timeout_ms=m.run_timeout_ms,
         )
         child = decide(self.cache.latest(m.workflow_id), start, now_ms())
-        if child.error is not None:
-            raise child.error
-        record = codec.unpack(blob)
-        record["value"] = child.reply
-        note = {"child_workflow_id": m.workflow_id, "child_run_id": child.reply["run_id"]}
-        blob = codec.pack(record)
-        recd = decide(parent, Recorded(m.dispatch_id, blob, note), now_ms())
         try:
+            if child.error is not None:
+                await self.refuse(child)
+            record = codec.unpack(blob)
+            record["value"] = child.reply
+            note = {"child_workflow_id": m.workflow_id, "child_run_id": child.reply["run_id"]}
+            blob = codec.pack(record)
+            recd = decide(parent, Recorded(m.dispatch_id, blob, note), now_ms())
             return await self.commit(child, recd)
         except rec.UnitRefused:
             raise WorkflowAlreadyRunningError(
@@ -334,11 +334,12 @@ class Steps:
             parent = await self.cache.load(parent_id)
             child = self._by_dispatch(m.dispatch_id)  # as it is now, after the read
             if parent is None or not parent.is_active:
-                raise WorkflowNotRunningError(
+                ended = WorkflowNotRunningError(
                     f"parent workflow {child.parent_workflow_id!r} has ended; cannot send "
                     f"{m.event_name!r} to it",
                     workflow_id=child.parent_workflow_id,
                 )
+                await self.refuse(tr.Decision(parent, error=ended))
             sent = decide(
                 parent,
                 Send(self.types.get(parent.workflow_type), m.event_name, p.unwrap(m.payload)),

@@ -17,6 +17,7 @@ disk I/O error). The database is read directly (``Daemon.rows``) once the daemon
 
 from __future__ import annotations
 
+import asyncio
 import re
 import subprocess
 import sys
@@ -30,8 +31,13 @@ from typing import Any
 import msgpack
 import pytest
 
-from grctl.errors import StorageUnavailableError, WorkflowNotFoundError
-from tests.conftest import Daemon, Worker, read_ledger, wait_until
+from grctl.errors import (
+    StorageUnavailableError,
+    WorkflowAlreadyRunningError,
+    WorkflowNotFoundError,
+    WorkflowNotRunningError,
+)
+from tests.conftest import PG_URL, Daemon, Worker, read_ledger, wait_until
 from tests.conftest import _accepts as accepts
 from tests.crash.support import entries, history, of_kind, reached, release, result, status
 
@@ -380,6 +386,151 @@ def test_no_acknowledgement_before_the_unit_is_durable(daemon, workers, ledger):
     with pytest.raises(WorkflowNotFoundError):
         daemon.call(lambda c: c.get_workflow_handle("inbox-2").describe())
     assert [values for op, _, values in entries(ledger) if op == "poke"] == [[wid, "1"]]
+
+
+def stay_unanswered(daemon: Daemon, *calls: Call) -> None:
+    """Watch ``calls`` stay unanswered for a window while the commits are held."""
+
+    def unanswered() -> None:
+        for call in calls:
+            assert call.error is None, f"answered from memory ahead of the disk: {call.error!r}"
+            assert call.answered_at is None, "answered before its unit was durable"
+
+    since = time.monotonic()
+    stays(unanswered, lambda: time.monotonic() > since + HOLD_WATCH_MS / 1000, 10, "a window")
+
+
+def killed_while_held(
+    daemon: Daemon, release: Callable[[], None], *calls: Call
+) -> list[BaseException | None]:
+    """``calls`` stay unanswered while the commits are held; then ``kill -9`` the daemon,
+    ``release`` the hold and restart it. Returns what each call ended with."""
+    stay_unanswered(daemon, *calls)
+    daemon.kill9()
+    daemon.wait_dead()
+    for call in calls:
+        call.join(15)
+        assert not call.is_alive()
+    release()
+    daemon.start(env={"GRCTL_FAULT_DISK_FULL": str(fault_file(daemon))})
+    return [call.error for call in calls]
+
+
+class RunsLocked:
+    """Writes to the runs table held from outside (PostgreSQL): the daemon's commits wait on a
+    lock, with no error, so unlike a full disk it knows of no fault and refuses nothing."""
+
+    def __init__(self, daemon: Daemon) -> None:
+        self._schema = daemon.db_url.rsplit("schema=", 1)[1]
+        self._locked, self._done = threading.Event(), threading.Event()
+        self._thread = threading.Thread(target=lambda: asyncio.run(self._hold()), daemon=True)
+        self._thread.start()
+        assert self._locked.wait(10), "could not lock the runs table"
+
+    async def _hold(self) -> None:
+        import asyncpg
+
+        conn = await asyncpg.connect(PG_URL, timeout=5)
+        try:
+            async with conn.transaction():
+                await conn.execute(f'LOCK TABLE "{self._schema}".runs IN SHARE MODE')
+                self._locked.set()
+                await asyncio.get_running_loop().run_in_executor(None, self._done.wait, 60)
+        finally:
+            await conn.close()
+
+    def waiters(self, daemon: Daemon) -> int:
+        """How many transactions wait for this lock (the daemon's commit, once it tries)."""
+        sql = "SELECT count(*) FROM pg_locks WHERE NOT granted AND relation = 'runs'::regclass"
+        return daemon.rows(sql)[0][0]
+
+    def release(self) -> None:
+        self._done.set()
+        self._thread.join(10)
+
+
+def test_no_refusal_rests_on_a_unit_that_is_not_durable(daemon, workers, ledger):
+    """A refusal, or a duplicate's acknowledgement, is decided on memory, which may be ahead of
+    the disk: it is answered only once the state it read is durable, so a daemon killed first
+    has told no client of a run, an end or an event that it then lost."""
+    full = restart_holding_commits(daemon)
+    workers(HELD, env={"LEDGER": str(ledger)})
+    for wid in ("waits", "keyed"):
+        daemon.call(lambda c, wid=wid: c.start_workflow("FpInbox", wid))
+        wait_until(lambda wid=wid: status(daemon, wid) == "waiting", message="run waiting")
+
+    def held() -> None:
+        wait_until(lambda: storage(daemon)["waiting_units"] >= 1, 10, message="a unit held")
+
+    # A start held on the disk; a second start of its workflow_id finds it in memory.
+    full.touch()
+    first = Call(daemon, lambda c: c.start_workflow("FpInbox", "twice"), lambda: None)
+    first.start()
+    held()
+    again = Call(daemon, lambda c: c.start_workflow("FpInbox", "twice"), lambda: None)
+    again.start()
+    errors = killed_while_held(daemon, full.unlink, first, again)
+    assert all(err is not None for err in errors), errors
+    assert not any(isinstance(err, WorkflowAlreadyRunningError) for err in errors), errors
+    with pytest.raises(WorkflowNotFoundError):  # the run it would have named never was
+        daemon.call(lambda c: c.get_workflow_handle("twice").describe())
+
+    # A keyed send held on the disk; the same key again finds it in memory.
+    def keyed(c: Any) -> Any:
+        return c.get_workflow_handle("keyed").send("poke", {"n": 3}, idempotency_key="k-1")
+
+    full.touch()
+    first = Call(daemon, keyed, lambda: None)
+    first.start()
+    held()
+    again = Call(daemon, keyed, lambda: None)
+    again.start()
+    errors = killed_while_held(daemon, full.unlink, first, again)
+    assert all(err is not None for err in errors), errors  # no "duplicate" of a lost event
+    workers(HELD, env={"LEDGER": str(ledger)})
+    assert daemon.call(keyed)["duplicate"] is False  # the retry is the first to land
+    assert result(daemon, "keyed") == {"n": 3}
+
+    if daemon.backend == "postgres":
+        # A cancel held on a lock (the daemon knows of no fault, so a send is not refused for
+        # the disk); the send finds the run ended in memory. SQLite writes on the daemon's
+        # loop, so a lock held from outside would stall every request there: nothing to see.
+        lock = RunsLocked(daemon)
+        try:
+            cancel = Call(daemon, lambda c: c.get_workflow_handle("waits").cancel(), lambda: None)
+            cancel.start()
+            wait_until(lambda: lock.waiters(daemon) >= 1, 10, message="the cancel's commit held")
+            send = Call(
+                daemon,
+                lambda c: c.get_workflow_handle("waits").send("poke", {"n": 7}),
+                lambda: None,
+            )
+            send.start()
+            errors = killed_while_held(daemon, lock.release, cancel, send)
+        finally:
+            lock.release()
+        assert all(err is not None for err in errors), errors
+        assert not any(isinstance(err, WorkflowNotRunningError) for err in errors), errors
+        assert status(daemon, "waits") == "waiting"  # the cancel was lost, and no one was told
+    daemon.call(lambda c: c.get_workflow_handle("waits").send("poke", {"n": 7}))
+    assert result(daemon, "waits") == {"n": 7}
+
+    # Held, then written: the refusal follows the unit it rests on, and names its run.
+    full.touch()
+    first = Call(daemon, lambda c: c.start_workflow("FpInbox", "thrice"), lambda: None)
+    first.start()
+    held()
+    again = Call(daemon, lambda c: c.start_workflow("FpInbox", "thrice"), lambda: None)
+    again.start()
+    stay_unanswered(daemon, first, again)
+    freed_at = time.monotonic()
+    full.unlink()
+    first.join(10)
+    again.join(10)
+    assert first.error is None and first.answered_at > freed_at, first.error
+    assert isinstance(again.error, WorkflowAlreadyRunningError), again.error
+    (run_id,) = daemon.rows("SELECT run_id FROM runs WHERE workflow_id = 'thrice'")[0]
+    assert again.error.run_id == run_id
 
 
 # -- 3. a poison step: its worker lost max_worker_losses times in a row -------------------------
