@@ -121,8 +121,7 @@ class SqliteStorage(SqliteReads, GroupCommit):
         for conn in (self._reader, self._loader):
             await conn.execute("PRAGMA query_only = ON")
             # A first read opens the connection's WAL files: now, not in the middle of serving.
-            async with conn.execute("SELECT COUNT(*) FROM sqlite_master") as cur:
-                await cur.fetchall()
+            await conn.execute_fetchall("SELECT COUNT(*) FROM sqlite_master")
         self.start_writer()
 
     def _open_writer(self) -> None:

@@ -39,8 +39,9 @@ class SqliteReads:
     ) -> list[Any]:
         conn = conn or self._reader
         assert conn is not None
-        async with conn.execute(sql, params) as cur:
-            return list(await cur.fetchall())
+        # One job on the connection's thread: a read cancelled half-way (its client hung up)
+        # must not leave a statement open, or every later read would see that old snapshot.
+        return list(await conn.execute_fetchall(sql, params))
 
     async def load_types(self) -> dict[str, dict[str, Any]]:
         rows = await self._fetch("SELECT workflow_type, definition FROM workflow_types")
