@@ -459,16 +459,18 @@ def test_no_refusal_rests_on_a_unit_that_is_not_durable(daemon, workers, ledger)
         daemon.call(lambda c, wid=wid: c.start_workflow("FpInbox", wid))
         wait_until(lambda wid=wid: status(daemon, wid) == "waiting", message="run waiting")
 
-    def held() -> None:
+    def twice(fn: Callable[[Any], Any]) -> tuple[Call, Call]:
+        """``fn`` while the commits are held, then again once the first one's unit waits."""
+        full.touch()
+        first = Call(daemon, fn, lambda: None)
+        first.start()
         wait_until(lambda: storage(daemon)["waiting_units"] >= 1, 10, message="a unit held")
+        again = Call(daemon, fn, lambda: None)
+        again.start()
+        return first, again
 
     # A start held on the disk; a second start of its workflow_id finds it in memory.
-    full.touch()
-    first = Call(daemon, lambda c: c.start_workflow("FpInbox", "twice"), lambda: None)
-    first.start()
-    held()
-    again = Call(daemon, lambda c: c.start_workflow("FpInbox", "twice"), lambda: None)
-    again.start()
+    first, again = twice(lambda c: c.start_workflow("FpInbox", "twice"))
     errors = killed_while_held(daemon, full.unlink, first, again)
     assert all(err is not None for err in errors), errors
     assert not any(isinstance(err, WorkflowAlreadyRunningError) for err in errors), errors
@@ -479,12 +481,7 @@ def test_no_refusal_rests_on_a_unit_that_is_not_durable(daemon, workers, ledger)
     def keyed(c: Any) -> Any:
         return c.get_workflow_handle("keyed").send("poke", {"n": 3}, idempotency_key="k-1")
 
-    full.touch()
-    first = Call(daemon, keyed, lambda: None)
-    first.start()
-    held()
-    again = Call(daemon, keyed, lambda: None)
-    again.start()
+    first, again = twice(keyed)
     errors = killed_while_held(daemon, full.unlink, first, again)
     assert all(err is not None for err in errors), errors  # no "duplicate" of a lost event
     workers(HELD, env={"LEDGER": str(ledger)})
@@ -516,12 +513,7 @@ def test_no_refusal_rests_on_a_unit_that_is_not_durable(daemon, workers, ledger)
     assert result(daemon, "waits") == {"n": 7}
 
     # Held, then written: the refusal follows the unit it rests on, and names its run.
-    full.touch()
-    first = Call(daemon, lambda c: c.start_workflow("FpInbox", "thrice"), lambda: None)
-    first.start()
-    held()
-    again = Call(daemon, lambda c: c.start_workflow("FpInbox", "thrice"), lambda: None)
-    again.start()
+    first, again = twice(lambda c: c.start_workflow("FpInbox", "thrice"))
     stay_unanswered(daemon, first, again)
     freed_at = time.monotonic()
     full.unlink()

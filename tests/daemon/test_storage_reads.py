@@ -19,6 +19,8 @@ from __future__ import annotations
 
 import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
 from pathlib import Path
 
 from grctl_daemon.storage.sqlite import SqliteStorage
@@ -37,13 +39,23 @@ def _insert(conn: sqlite3.Connection, i: int, workflow_type: str) -> str:
     return run_id
 
 
+@asynccontextmanager
+async def opened(path: Path) -> AsyncIterator[tuple[SqliteStorage, sqlite3.Connection]]:
+    """The real storage on ``path``, and a second connection that commits as the writer does."""
+    storage = SqliteStorage(path)
+    await storage.open()
+    writer = sqlite3.connect(path, isolation_level=None)
+    writer.execute("PRAGMA busy_timeout = 5000")
+    try:
+        yield storage, writer
+    finally:
+        writer.close()
+        await storage.close()
+
+
 def test_a_read_during_a_load_sees_what_was_committed_before_it(tmp_path: Path) -> None:
     async def go() -> tuple[int, list[str]]:
-        storage = SqliteStorage(tmp_path / "grctl.db")
-        await storage.open()
-        writer = sqlite3.connect(tmp_path / "grctl.db", isolation_level=None)
-        writer.execute("PRAGMA busy_timeout = 5000")
-        try:
+        async with opened(tmp_path / "grctl.db") as (storage, writer):
             writer.execute("BEGIN")
             bulk = [_insert(writer, i, "Bulk") for i in range(BULK)]
             writer.execute("COMMIT")
@@ -66,9 +78,6 @@ def test_a_read_during_a_load_sees_what_was_committed_before_it(tmp_path: Path) 
                 await asyncio.sleep(0.002)  # let the load move on between probes
             done.set()
             return await loading, missed
-        finally:
-            writer.close()
-            await storage.close()
 
     loads, missed = asyncio.run(go())
     assert loads >= 1, "the load never ran, so the probes proved nothing"
@@ -77,11 +86,7 @@ def test_a_read_during_a_load_sees_what_was_committed_before_it(tmp_path: Path) 
 
 def test_a_read_after_cancelled_reads_sees_what_was_committed(tmp_path: Path) -> None:
     async def go() -> list[int]:
-        storage = SqliteStorage(tmp_path / "grctl.db")
-        await storage.open()
-        writer = sqlite3.connect(tmp_path / "grctl.db", isolation_level=None)
-        writer.execute("PRAGMA busy_timeout = 5000")
-        try:
+        async with opened(tmp_path / "grctl.db") as (storage, writer):
             writer.execute("BEGIN")
             for i in range(2_000):
                 _insert(writer, i, "Bulk")
@@ -98,9 +103,6 @@ def test_a_read_after_cancelled_reads_sees_what_was_committed(tmp_path: Path) ->
                 if [r.run_id for r in newest] != [run_id]:
                     missed.append(k)
             return missed
-        finally:
-            writer.close()
-            await storage.close()
 
     missed = asyncio.run(go())
     assert missed == [], f"{len(missed)} of {PROBES} reads after a cancelled one were stale"
