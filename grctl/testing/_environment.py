@@ -35,6 +35,7 @@ from grctl.workflow import Workflow
 
 SETTLE_POLL_S = 0.001  # how often a skip looks at the engine while it settles
 IDLE_POLL_S = 0.002  # how often the background skipper looks for a result being awaited
+STILL_TURNS = 10  # turns of the loop the engine must stay settled before time may jump
 
 
 class WorkflowEnvironment:
@@ -259,15 +260,32 @@ class WorkflowEnvironment:
         return self._parts
 
     async def _settled(self, parts: Any) -> None:
-        while not parts.settled():
+        while not await self._still(parts):
             await asyncio.sleep(SETTLE_POLL_S)
+
+    @staticmethod
+    async def _still(parts: Any) -> bool:
+        """Settled now and through ``STILL_TURNS`` turns of the loop.
+
+        A message between two parts of the environment (a child's result on its way to the
+        step that awaits it, a step's request on its way to the daemon) is on the socket, seen
+        by neither side, for a few turns of the loop: a jump then would pass the timers that
+        the message is about to make moot (the step's own deadline).
+        """
+        for _ in range(STILL_TURNS):
+            if not parts.settled():
+                return False
+            await asyncio.sleep(0)
+        return parts.settled()
 
     async def _skip_while_awaited(self) -> None:
         parts = self._parts
         while True:
             await asyncio.sleep(IDLE_POLL_S)
-            if not parts.awaited() or self._skipping.locked() or not parts.settled():
+            if not parts.awaited() or self._skipping.locked():
                 continue
+            if not await self._still(parts) or self._skipping.locked():
+                continue  # (a skip may have begun while it looked)
             due = parts.next_due()
             if due is not None:
                 self.clock.skip(due - self.clock.now_ms())
