@@ -216,11 +216,12 @@ class Runtime(
                     raise WorkflowNotFoundError(f"run {run_id} not found", run_id=run_id)
                 # A child's end tells its parent (completion_event, wait_for_child) in its unit.
                 for other in (state.parent_run_id, also):
-                    if other and other not in held:
+                    if not other:
+                        continue
+                    if other not in held:  # (held once, however often it is decided again)
                         held.append(other)
                         self.cache.hold(other)
-                    if other:
-                        await self.cache.load(other)
+                    await self.cache.load(other)
                 state = self.cache.get(run_id) or state
                 self.check_owned(state.partition, state.workflow_id)  # no await since: still ours
                 d = decide(state, message(state), now_ms())

@@ -33,6 +33,15 @@ log = logging.getLogger("grctl.daemon")
 Send = tuple[WorkerSlot, p.DispatchStep]
 
 
+def _stopping(exc: BaseException) -> StorageUnavailableError:
+    """What a request hears when a commit it depends on failed (the daemon then stops)."""
+    why = f" ({exc})" if isinstance(exc, rec.CommitFailed) else ""
+    return StorageUnavailableError(
+        f"the daemon's database failed a commit{why}; the daemon is stopping and nothing "
+        "acknowledged is lost. Restart it with: grctl daemon start"
+    )
+
+
 class Commits:
     """The apply/commit/effects half of the Runtime (a mixin: see ``runtime/__init__.py``)."""
 
@@ -182,10 +191,7 @@ class Commits:
         try:
             await self.apply(*decisions, early=early)
         except rec.CommitFailed as exc:
-            raise StorageUnavailableError(
-                f"the daemon's database failed a commit ({exc}); the daemon is stopping and "
-                "nothing acknowledged is lost. Restart it with: grctl daemon start"
-            ) from None
+            raise _stopping(exc) from None
         return decisions[0].reply
 
     async def refuse(self: Runtime, d: tr.Decision) -> NoReturn:
@@ -206,13 +212,10 @@ class Commits:
                 await asyncio.shield(pending)
             except rec.UnitRefused:
                 raise rec.UnitRefused(f"decided on a unit that was refused: {error}") from None
-            except (rec.CommitFailed, asyncio.CancelledError):
+            except (rec.CommitFailed, asyncio.CancelledError) as exc:
                 if not pending.done() or (not pending.cancelled() and not pending.exception()):
                     raise  # this request was cancelled, not the unit
-                raise StorageUnavailableError(
-                    "the daemon's database failed a commit; the daemon is stopping and nothing "
-                    "acknowledged is lost. Restart it with: grctl daemon start"
-                ) from None
+                raise _stopping(exc) from None
         raise error
 
     def _child_endings(
